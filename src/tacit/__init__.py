@@ -1,0 +1,1 @@
+"""Tacit: privacy-first personalization and experimentation."""
