@@ -1,0 +1,172 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_STATE_UNSPECIFIED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_DRAFT: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_RUNNING: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_PAUSED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_ROLLED_BACK: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_SHIPPED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_STOPPED: _ClassVar[ExperimentState]
+EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
+EXPERIMENT_STATE_DRAFT: ExperimentState
+EXPERIMENT_STATE_RUNNING: ExperimentState
+EXPERIMENT_STATE_PAUSED: ExperimentState
+EXPERIMENT_STATE_ROLLED_BACK: ExperimentState
+EXPERIMENT_STATE_SHIPPED: ExperimentState
+EXPERIMENT_STATE_STOPPED: ExperimentState
+
+class Arm(_message.Message):
+    __slots__ = ("name", "policy", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    policy: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Stage(_message.Message):
+    __slots__ = ("percent", "min_sample", "min_duration_seconds")
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    MIN_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    percent: float
+    min_sample: int
+    min_duration_seconds: int
+    def __init__(self, percent: _Optional[float] = ..., min_sample: _Optional[int] = ..., min_duration_seconds: _Optional[int] = ...) -> None: ...
+
+class Guardrail(_message.Message):
+    __slots__ = ("metric", "tolerance")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    tolerance: float
+    def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_METRIC_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_METRICS_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    AUTO_ADVANCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    slot: str
+    arms: _containers.RepeatedCompositeFieldContainer[Arm]
+    primary_metric: str
+    secondary_metrics: _containers.RepeatedScalarFieldContainer[str]
+    guardrails: _containers.RepeatedCompositeFieldContainer[Guardrail]
+    stages: _containers.RepeatedCompositeFieldContainer[Stage]
+    state: ExperimentState
+    stage_index: int
+    auto_advance: bool
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateExperimentRequest(_message.Message):
+    __slots__ = ("experiment_id", "experiment", "request_id")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    experiment: Experiment
+    request_id: str
+    def __init__(self, experiment_id: _Optional[str] = ..., experiment: _Optional[_Union[Experiment, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetExperimentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "slot")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    slot: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., slot: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments", "next_page_token")
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    next_page_token: str
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExperimentActionRequest(_message.Message):
+    __slots__ = ("name", "reason", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetExperimentReportRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class MetricResult(_message.Message):
+    __slots__ = ("metric", "arm", "control_mean", "treatment_mean", "relative_lift", "ci_low", "ci_high", "p_value", "always_valid_p_value", "guardrail", "harmed")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_MEAN_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_VALID_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAIL_FIELD_NUMBER: _ClassVar[int]
+    HARMED_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    arm: str
+    control_mean: float
+    treatment_mean: float
+    relative_lift: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    always_valid_p_value: float
+    guardrail: bool
+    harmed: bool
+    def __init__(self, metric: _Optional[str] = ..., arm: _Optional[str] = ..., control_mean: _Optional[float] = ..., treatment_mean: _Optional[float] = ..., relative_lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., always_valid_p_value: _Optional[float] = ..., guardrail: _Optional[bool] = ..., harmed: _Optional[bool] = ...) -> None: ...
+
+class ExperimentReport(_message.Message):
+    __slots__ = ("name", "metrics", "srm_p_value", "recommended_action", "summary")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    SRM_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDED_ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricResult]
+    srm_p_value: float
+    recommended_action: str
+    summary: str
+    def __init__(self, name: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., srm_p_value: _Optional[float] = ..., recommended_action: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
