@@ -1,0 +1,141 @@
+"""One Vowpal Wabbit contextual-bandit model per slot.
+
+`SlotModel` owns its workspace, its argument string, its example format and its
+snapshot format; nothing else in Tacit builds VW example strings. A VW
+workspace is not thread-safe, so every call into it holds the model's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import vowpalwabbit
+
+logger = logging.getLogger("tacit.learning")
+
+FeatureValue = str | float | int | bool
+Features = Mapping[str, FeatureValue]
+
+SHARED_NAMESPACE = "U"
+ACTION_NAMESPACE = "A"
+_UNSAFE = re.compile(r"[\s|:]+")
+_REQUIRED_ARG = "--cb_explore_adf"
+
+
+class BanditConfigError(ValueError):
+    """The VW argument string for a slot is not a usable contextual-bandit setup."""
+
+
+def _token(text: str) -> str:
+    """Makes a string safe as a VW feature name (no whitespace, pipes or colons)."""
+    return _UNSAFE.sub("_", text) or "_"
+
+
+def _namespace_line(namespace: str, features: Features) -> str:
+    parts = [f"|{namespace}"]
+    for name in sorted(features):
+        value = features[name]
+        key = _token(name)
+        if isinstance(value, bool):
+            parts.append(f"{key}={int(value)}")
+        elif isinstance(value, int | float):
+            number = float(value)
+            if math.isfinite(number) and number != 0.0:
+                parts.append(f"{key}:{number:.6g}")
+        else:
+            parts.append(f"{key}={_token(value)}")
+    return " ".join(parts)
+
+
+def build_example(
+    context: Features,
+    actions: Sequence[Features],
+    label: tuple[int, float, float] | None = None,
+) -> list[str]:
+    """Builds a multi-line ADF example: one shared line, one line per action.
+
+    `label` is (chosen index, cost, logged probability) when learning.
+    """
+    lines = ["shared " + _namespace_line(SHARED_NAMESPACE, context)]
+    for index, action in enumerate(actions):
+        line = _namespace_line(ACTION_NAMESPACE, action)
+        if label is not None and label[0] == index:
+            line = f"0:{label[1]:.6g}:{label[2]:.6g} {line}"
+        lines.append(line)
+    return lines
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Probability per action, in the order the actions were given."""
+
+    probabilities: tuple[float, ...]
+    model_version: str
+
+
+def validate_arguments(vw_args: str) -> str:
+    """Checks that the slot's VW arguments describe an ADF explore policy."""
+    if _REQUIRED_ARG not in vw_args.split():
+        raise BanditConfigError(f"vw_args must contain {_REQUIRED_ARG}")
+    forbidden = {"-i", "--initial_regressor", "-f", "--final_regressor", "-d", "--data"}
+    used = forbidden.intersection(vw_args.split())
+    if used:
+        raise BanditConfigError(f"vw_args may not set {sorted(used)}; Tacit manages model files")
+    return vw_args
+
+
+class SlotModel:
+    """A slot's VW workspace: predict, learn and snapshot under one lock."""
+
+    def __init__(self, vw_args: str, model_version: str = "v0", model_path: Path | None = None):
+        self.vw_args = validate_arguments(vw_args)
+        self.model_version = model_version
+        arguments = f"{self.vw_args} --quiet"
+        if model_path is not None:
+            arguments += f" -i {model_path}"
+        self._workspace = vowpalwabbit.Workspace(arguments)
+        self._lock = threading.Lock()
+        self.examples_learned = 0
+
+    def predict(self, context: Features, actions: Sequence[Features]) -> Prediction:
+        """Returns the policy's probability for every action (sums to 1)."""
+        example = build_example(context, actions)
+        with self._lock:
+            pmf = self._workspace.predict(example)
+        total = float(sum(pmf))
+        if len(pmf) != len(actions) or not total > 0:
+            uniform = 1.0 / len(actions)
+            return Prediction(tuple(uniform for _ in actions), self.model_version)
+        return Prediction(tuple(float(p) / total for p in pmf), self.model_version)
+
+    def learn(
+        self,
+        context: Features,
+        actions: Sequence[Features],
+        chosen_index: int,
+        reward: float,
+        probability: float,
+    ) -> None:
+        """Learns from one logged decision: cost is the negative reward."""
+        example = build_example(context, actions, (chosen_index, -reward, probability))
+        with self._lock:
+            self._workspace.learn(example)
+            self.examples_learned += 1
+
+    def save(self, path: Path) -> None:
+        """Writes a snapshot that `SlotModel(..., model_path=path)` can load."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with self._lock:
+            self._workspace.save(str(tmp))
+        tmp.replace(path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._workspace.finish()

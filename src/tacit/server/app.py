@@ -1,0 +1,224 @@
+"""Wiring: build every collaborator from settings and compose the gRPC server.
+
+`Runtime` owns the long-lived pieces (database, privacy boundary, models,
+decision log, learner); `create_server` composes interceptors and servicers as
+in grpc's own interceptor examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tacit.learning.learner import Learner, SlotLearning
+from tacit.learning.registry import ServingModels
+from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
+from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
+from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
+from tacit.privacy.pseudonym import KeyRing
+from tacit.server.auth import TokenStore
+from tacit.server.config import Settings
+from tacit.server.decision_log import DecisionLog
+from tacit.server.decisions import DecisionEngine
+from tacit.server.events import EventRecorder
+from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor
+from tacit.server.servicers.audit import AuditServicer
+from tacit.server.servicers.decision import DecisionServicer
+from tacit.server.servicers.event import EventServicer
+from tacit.store.db import Database
+from tacit.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    decision_pb2,
+    decision_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
+    experiment_pb2,
+    experiment_pb2_grpc,
+    model_pb2,
+    model_pb2_grpc,
+    prediction_pb2,
+    prediction_pb2_grpc,
+)
+
+logger = logging.getLogger("tacit.server")
+
+SERVICE_NAMES = (
+    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
+    event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    experiment_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+
+
+def policy_set(settings: Settings) -> PolicySet:
+    """The built-in policies with the configured kinds replacing theirs."""
+    return PolicySet.from_mapping({**DEFAULT_POLICIES, **settings.privacy.policies})
+
+
+@dataclass
+class Runtime:
+    """Every long-lived collaborator of one server process."""
+
+    settings: Settings
+    db: Database
+    keyring: KeyRing
+    boundary: PrivacyBoundary
+    models: ServingModels
+    decision_log: DecisionLog
+    engine: DecisionEngine
+    events: EventRecorder
+    tokens: TokenStore | None
+    learner: Learner | None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _reloader: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
+        data_dir = settings.storage.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database.open(settings.database_url)
+        keyring = KeyRing.load_or_create(settings.keys_path)
+        analyzer = build_analyzer(
+            AnalyzerSettings(
+                ner_model=settings.privacy.ner_model, max_text_chars=settings.privacy.max_text_chars
+            )
+        )
+        boundary = PrivacyBoundary(
+            policy_set(settings),
+            keyring,
+            analyzer,
+            BoundaryLimits(max_text_chars=settings.privacy.max_text_chars),
+        )
+        models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()})
+        decision_log = DecisionLog(
+            db, settings.decision_log.flush_interval_ms, settings.decision_log.max_batch
+        )
+        tokens = None
+        if settings.auth.enabled:
+            tokens, created = TokenStore.load_or_create(settings.tokens_path)
+            if created:
+                logger.warning("created API tokens", extra={"tokens_file": str(settings.tokens_path)})
+        learner = None
+        if settings.learner.enabled:
+            learner = Learner(
+                db,
+                {slot: SlotLearning(cfg.vw_args, cfg.default_reward) for slot, cfg in settings.slots.items()},
+                models_dir=data_dir / "models",
+                checkpoint_interval_seconds=settings.learner.checkpoint_interval_seconds,
+                poll_interval_seconds=settings.learner.poll_interval_seconds,
+                keep_checkpoints=settings.learner.keep_checkpoints,
+            )
+        engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed)
+        return cls(
+            settings,
+            db,
+            keyring,
+            boundary,
+            models,
+            decision_log,
+            engine,
+            EventRecorder(db, boundary),
+            tokens,
+            learner,
+        )
+
+    def start_background(self) -> None:
+        if self.learner is not None:
+            self.learner.start()
+        self._reloader = threading.Thread(target=self._reload_loop, name="tacit-model-reload", daemon=True)
+        self._reloader.start()
+
+    def _reload_loop(self) -> None:
+        while not self._stop.wait(self.settings.learner.reload_interval_seconds):
+            try:
+                changed = self.models.refresh()
+                if changed:
+                    logger.debug("models reloaded", extra={"slots": changed})
+            except Exception:
+                logger.exception("model reload failed")
+
+    def close(self) -> None:
+        """Flushes the decision log, stops the learner (final checkpoint), closes storage."""
+        self._stop.set()
+        if self._reloader is not None:
+            self._reloader.join()
+        self.decision_log.close()
+        if self.learner is not None:
+            self.learner.stop()
+        self.models.close()
+        self.db.dispose()
+
+
+def create_server(
+    runtime: Runtime, address: str | None = None
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Composes interceptors and servicers; binds `address` and returns the bound port."""
+    settings = runtime.settings
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="tacit-rpc"),
+        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor()],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+    )
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(
+        DecisionServicer(runtime.engine, settings), server
+    )
+    event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events, settings), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(runtime.db, runtime.keyring, runtime.boundary.policies.version, settings), server
+    )
+    # Services whose issue has not landed answer UNIMPLEMENTED from their generated base.
+    prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
+        prediction_pb2_grpc.PredictionServiceServicer(), server
+    )
+    experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
+        experiment_pb2_grpc.ExperimentServiceServicer(), server
+    )
+    model_pb2_grpc.add_ModelServiceServicer_to_server(model_pb2_grpc.ModelServiceServicer(), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in SERVICE_NAMES:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address or settings.server.address)
+    if port == 0:
+        raise RuntimeError("could not bind the server address")
+    return server, port, health_servicer
+
+
+class RunningServer:
+    """A started server with its runtime; `stop` drains calls then flushes and checkpoints."""
+
+    def __init__(self, settings: Settings, address: str | None = None, seed: int | None = None):
+        self.runtime = Runtime.build(settings, seed=seed)
+        self.server, self.port, self.health = create_server(self.runtime, address)
+        self.runtime.start_background()
+        self.server.start()
+        logger.info("serving", extra={"port": self.port})
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        self.health.enter_graceful_shutdown()
+        grace = self.runtime.settings.server.grace_seconds if grace is None else grace
+        self.server.stop(grace).wait()
+        self.runtime.close()
+        logger.info("stopped")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.runtime.settings.storage.data_dir

@@ -1,0 +1,85 @@
+"""The `tacit` command: serve, demo (and the operator tools as their issues land)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tacit.server.config import ConfigError, load_settings
+from tacit.server.logs import configure_logging
+
+logger = logging.getLogger("tacit.server")
+
+
+def _settings(args: argparse.Namespace, **overrides: object):  # type: ignore[no-untyped-def]
+    storage = {"data_dir": str(args.data_dir)} if getattr(args, "data_dir", None) else {}
+    merged: dict[str, object] = {"storage": storage} if storage else {}
+    merged.update(overrides)
+    return load_settings(args.config, **merged)  # type: ignore[arg-type]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tacit.server.app import RunningServer
+
+    settings = _settings(args)
+    configure_logging(settings.server.log_level)
+    if settings.server.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.server.metrics_port, addr="127.0.0.1")
+    running = RunningServer(settings)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("shutdown requested", extra={"signal": signum})
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"tacit serving on {running.target} (data in {settings.storage.data_dir.resolve()})", flush=True)
+    if settings.auth.enabled:
+        print(f"API tokens: {settings.tokens_path.resolve()}", flush=True)
+    stopping.wait()
+    running.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tacit.sim.demo import run_demo
+
+    settings = _settings(args, server={"address": "127.0.0.1:0", "log_level": "WARNING"})
+    configure_logging(settings.server.log_level)
+    return run_demo(settings, decisions=args.decisions, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tacit", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="TOML config file")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--data-dir", type=Path, default=None)
+    serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo", help="start a server and drive simulated users through it")
+    demo.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
+    demo.add_argument("--decisions", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as error:
+        print(f"tacit: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

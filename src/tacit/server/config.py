@@ -1,0 +1,159 @@
+"""Typed configuration: a TOML file plus TACIT_* environment overrides.
+
+A missing or invalid file stops the start with a clear error; there is no
+silent fall-back to defaults when a file was named. Environment variables use
+`__` between levels, e.g. `TACIT_SERVER__ADDRESS=0.0.0.0:50051` or
+`TACIT_STORAGE__URL=postgresql+psycopg://...`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tacit.learning.bandit import BanditConfigError, validate_arguments
+
+DEFAULT_VW_ARGS = "--cb_explore_adf --squarecb -q UA"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the setting."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    address: str = "127.0.0.1:50051"
+    max_workers: int = Field(16, ge=1, le=256)
+    grace_seconds: float = Field(10.0, ge=0)
+    metrics_port: int = Field(0, ge=0, le=65535, description="0 disables the Prometheus endpoint")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Path("tacit-data")
+    url: str = Field("", description="SQLAlchemy URL; empty means SQLite in data_dir")
+
+
+class AuthSettings(_Section):
+    enabled: bool = True
+    tokens_file: Path | None = Field(None, description="default: <data_dir>/tokens.json")
+
+
+class LimitSettings(_Section):
+    max_candidates: int = Field(200, ge=1, le=10_000)
+    max_string_chars: int = Field(2_048, ge=16)
+    max_map_entries: int = Field(64, ge=1)
+    max_events_per_request: int = Field(500, ge=1)
+    max_id_chars: int = Field(128, ge=8)
+
+
+class DecisionLogSettings(_Section):
+    flush_interval_ms: float = Field(5.0, gt=0)
+    max_batch: int = Field(256, ge=1)
+
+
+class LearnerSettings(_Section):
+    enabled: bool = True
+    poll_interval_seconds: float = Field(0.05, gt=0)
+    checkpoint_interval_seconds: float = Field(1.0, gt=0)
+    reload_interval_seconds: float = Field(0.5, gt=0)
+    keep_checkpoints: int = Field(5, ge=1)
+
+
+class SlotSettings(_Section):
+    vw_args: str = DEFAULT_VW_ARGS
+    reward_window_seconds: float = Field(3600.0, gt=0)
+    default_reward: float = 0.0
+    reward_aggregation: Literal["first", "last", "sum", "max"] = "first"
+    max_candidates: int | None = Field(None, ge=1)
+
+    @field_validator("vw_args")
+    @classmethod
+    def _valid_vw(cls, value: str) -> str:
+        try:
+            return validate_arguments(value)
+        except BanditConfigError as error:
+            raise ValueError(str(error)) from None
+
+
+class PrivacySettings(_Section):
+    keys_file: Path | None = Field(None, description="default: <data_dir>/keys.json")
+    ner_model: str | None = Field(None, description="spaCy package name or path; None = no NER")
+    policies: dict[str, Any] = Field(default_factory=dict, description="overrides per payload kind")
+    max_text_chars: int = Field(4_096, ge=64)
+
+
+class Settings(BaseSettings):
+    """Everything `tacit serve` needs, validated at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="TACIT_", env_nested_delimiter="__", extra="forbid")
+
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    decision_log: DecisionLogSettings = DecisionLogSettings()
+    learner: LearnerSettings = LearnerSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which overrides the defaults.
+        return (env_settings, init_settings)
+
+    @property
+    def database_url(self) -> str:
+        from tacit.store.db import sqlite_url
+
+        return self.storage.url or sqlite_url(self.storage.data_dir)
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.auth.tokens_file or self.storage.data_dir / "tokens.json"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.privacy.keys_file or self.storage.data_dir / "keys.json"
+
+    def slot_limit(self, slot: str) -> int:
+        configured = self.slots[slot].max_candidates
+        return min(configured, self.limits.max_candidates) if configured else self.limits.max_candidates
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Reads the TOML file (if given), applies overrides and the environment, validates."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    try:
+        return Settings(**data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,317 @@
+"""The decision loop's application service: Rank, Reward, Activate.
+
+Plain Python in, plain Python out: the servicer converts protobuf. The order
+is the invariant: privacy boundary first, then policy, then the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from threading import Lock
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from tacit.learning.registry import ServingModels
+from tacit.privacy.audit import AuditEntry, FieldAudit, canonical_json
+from tacit.privacy.boundary import PrivacyBoundary
+from tacit.server.config import Settings, SlotSettings
+from tacit.server.decision_log import DecisionLog
+from tacit.server.errors import InvalidArgument, NotFound
+from tacit.store.db import Database
+from tacit.store.schema import LEARN_WAITING, Decision, Reward
+
+logger = logging.getLogger("tacit.server")
+
+Value = str | float | int | bool
+
+
+@dataclass(frozen=True)
+class RankInput:
+    slot: str
+    subject_id: str
+    context: Mapping[str, Value]
+    candidates: Sequence[tuple[str, Mapping[str, Value]]]
+    excluded_ids: frozenset[str] = frozenset()
+    event_id: str = ""
+    defer_activation: bool = False
+
+
+@dataclass(frozen=True)
+class RankResult:
+    event_id: str
+    chosen_id: str
+    ranking: tuple[tuple[str, float], ...]
+    model_version: str
+    arm: str
+
+
+class RewardOutcome(Enum):
+    JOINED = "joined"
+    LATE = "late"
+    DUPLICATE = "duplicate"
+
+
+def new_event_id() -> str:
+    return "evt_" + uuid.uuid4().hex
+
+
+def aggregate(rule: str, current: float | None, value: float) -> float:
+    """Applies a slot's aggregation rule for repeated rewards."""
+    if current is None:
+        return value
+    if rule == "first":
+        return current
+    if rule == "last":
+        return value
+    if rule == "sum":
+        return current + value
+    return max(current, value)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _CandidateCache:
+    """Anonymized candidate features by their raw content, kept in memory only.
+
+    Catalog features repeat across requests; this keeps the boundary's work per
+    Rank proportional to new content, not to the candidate count.
+    """
+
+    def __init__(self, boundary: PrivacyBoundary, size: int = 50_000):
+        self._boundary = boundary
+        self._size = size
+        self._entries: OrderedDict[str, tuple[dict[str, Value], tuple[FieldAudit, ...], int]] = OrderedDict()
+        self._lock = Lock()
+
+    def anonymize(
+        self, features: Mapping[str, Value], correlation_id: str
+    ) -> tuple[dict[str, Value], tuple[FieldAudit, ...], int]:
+        key = canonical_json(dict(features))
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        result = self._boundary.anonymize("candidate_features", features, correlation_id)
+        value = (result.fields, result.audit.fields, result.audit.dropped_undeclared)
+        with self._lock:
+            self._entries[key] = value
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return value
+
+
+def _merged_audit(
+    context_entry: AuditEntry, candidate_audits: list[tuple[FieldAudit, ...]], candidate_dropped: int
+) -> AuditEntry:
+    """One audit entry per Rank: the context fields and the candidates' fields summed."""
+    merged: dict[tuple[str, str, str], tuple[Counter[str], set[str]]] = {}
+    for audits in candidate_audits:
+        for audit in audits:
+            key = (f"candidates.{audit.field}", audit.operator, audit.outcome)
+            counts, recognizers = merged.setdefault(key, (Counter(), set()))
+            counts.update(audit.entity_counts)
+            recognizers.update(audit.recognizers)
+    fields = [
+        FieldAudit(
+            field=f"context.{a.field}",
+            operator=a.operator,
+            outcome=a.outcome,
+            entity_counts=a.entity_counts,
+            recognizers=a.recognizers,
+        )
+        for a in context_entry.fields
+    ]
+    fields += [
+        FieldAudit(
+            field=name,
+            operator=operator,
+            outcome=outcome,
+            entity_counts=dict(counts),
+            recognizers=tuple(recognizers),
+        )
+        for (name, operator, outcome), (counts, recognizers) in sorted(merged.items())
+    ]
+    return AuditEntry(
+        occurred_at=context_entry.occurred_at,
+        payload_kind="rank",
+        correlation_id=context_entry.correlation_id,
+        policy_version=context_entry.policy_version,
+        key_id=context_entry.key_id,
+        fields=tuple(fields),
+        dropped_undeclared=context_entry.dropped_undeclared + candidate_dropped,
+    )
+
+
+class DecisionEngine:
+    """Ranks through the slot's policy, logs decisions, joins rewards."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        boundary: PrivacyBoundary,
+        models: ServingModels,
+        decision_log: DecisionLog,
+        seed: int | None = None,
+    ):
+        self.settings = settings
+        self.db = db
+        self.boundary = boundary
+        self.models = models
+        self.decision_log = decision_log
+        self._candidates = _CandidateCache(boundary)
+        self._rng = np.random.default_rng(seed)
+        self._rng_lock = Lock()
+
+    def slot(self, name: str) -> SlotSettings:
+        try:
+            return self.settings.slots[name]
+        except KeyError:
+            raise NotFound(f"slot is not configured: {name}", "SLOT_NOT_FOUND") from None
+
+    def rank(self, request: RankInput, now: datetime | None = None) -> RankResult:
+        slot = self.slot(request.slot)
+        now = now or datetime.now(UTC)
+        eligible = [(cid, feats) for cid, feats in request.candidates if cid not in request.excluded_ids]
+        if not eligible:
+            raise InvalidArgument("excluded_ids", "every candidate is excluded")
+        event_id = request.event_id or new_event_id()
+        if request.event_id and self._event_exists(event_id):
+            raise InvalidArgument(
+                "event_id", "an event with this id was already ranked", "DUPLICATE_EVENT_ID"
+            )
+        subject = self.boundary.pseudonymize_subject(request.subject_id)
+        context = self.boundary.anonymize("rank_context", request.context, event_id)
+        candidate_features: list[dict[str, Value]] = []
+        candidate_audits: list[tuple[FieldAudit, ...]] = []
+        candidate_dropped = 0
+        for cid, feats in eligible:
+            fields, audits, dropped = self._candidates.anonymize(feats, event_id)
+            candidate_features.append({**fields, "id": cid})
+            candidate_audits.append(audits)
+            candidate_dropped += dropped
+        model = self.models.get(request.slot)
+        prediction = model.predict(context.fields, candidate_features)
+        probabilities = np.asarray(prediction.probabilities, dtype=float)
+        with self._rng_lock:
+            chosen = int(self._rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+        order = sorted(range(len(eligible)), key=lambda i: (i != chosen, -probabilities[i], i))
+        deadline = now + timedelta(seconds=slot.reward_window_seconds)
+        decision = Decision(
+            event_id=event_id,
+            slot=request.slot,
+            subject=subject,
+            arm="",
+            experiment_id=None,
+            policy=f"vw:{request.slot}",
+            model_version=prediction.model_version,
+            context=context.fields,
+            candidate_ids=[cid for cid, _ in eligible],
+            candidate_features=candidate_features,
+            probabilities=[float(p) for p in probabilities],
+            chosen_index=chosen,
+            created_at=now,
+            reward_deadline=deadline,
+            deferred=request.defer_activation,
+            activated_at=None,
+            reward=None,
+            reward_count=0,
+            # Without a reward the decision is learnable at the deadline (default reward).
+            learn_after=None if request.defer_activation else deadline,
+            learn_state=LEARN_WAITING,
+        )
+        audit = _merged_audit(context.audit, candidate_audits, candidate_dropped)
+        self.decision_log.submit(decision, audit)
+        return RankResult(
+            event_id=event_id,
+            chosen_id=eligible[chosen][0],
+            ranking=tuple((eligible[i][0], float(probabilities[i])) for i in order),
+            model_version=prediction.model_version,
+            arm="",
+        )
+
+    def _event_exists(self, event_id: str) -> bool:
+        if self.decision_log.is_pending(event_id):
+            return True
+        with self.db.transaction() as session:
+            return session.get(Decision, event_id) is not None
+
+    def reward(
+        self,
+        event_id: str,
+        value: float,
+        request_id: str = "",
+        occurred_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> RewardOutcome:
+        """Joins a reward to its decision; OK only after commit, idempotent by request id."""
+        now = now or datetime.now(UTC)
+        occurred_at = occurred_at or now
+        request_id = request_id or event_id
+        self.decision_log.ensure_flushed(event_id)
+        try:
+            with self.db.transaction() as session:
+                decision = session.execute(
+                    select(Decision).where(Decision.event_id == event_id).with_for_update()
+                ).scalar_one_or_none()
+                if decision is None:
+                    raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+                seen = session.execute(
+                    select(Reward.id).where(Reward.event_id == event_id, Reward.request_id == request_id)
+                ).first()
+                if seen is not None:
+                    return RewardOutcome.DUPLICATE
+                slot = self.slot(decision.slot)
+                late = _as_utc(occurred_at) > _as_utc(decision.reward_deadline) or (
+                    decision.learn_state != LEARN_WAITING
+                )
+                session.add(
+                    Reward(
+                        event_id=event_id,
+                        request_id=request_id,
+                        value=value,
+                        occurred_at=occurred_at,
+                        received_at=now,
+                        late=late,
+                    )
+                )
+                if late:
+                    return RewardOutcome.LATE
+                decision.reward = aggregate(slot.reward_aggregation, decision.reward, value)
+                decision.reward_count += 1
+                ready = not decision.deferred or decision.activated_at is not None
+                if ready and slot.reward_aggregation == "first":
+                    decision.learn_after = now
+                return RewardOutcome.JOINED
+        except IntegrityError:
+            # A concurrent retry with the same request id committed first.
+            return RewardOutcome.DUPLICATE
+
+    def activate(self, event_id: str, now: datetime | None = None) -> bool:
+        """Makes a deferred decision learnable; returns True when it already was."""
+        now = now or datetime.now(UTC)
+        self.decision_log.ensure_flushed(event_id)
+        with self.db.transaction() as session:
+            decision = session.execute(
+                select(Decision).where(Decision.event_id == event_id).with_for_update()
+            ).scalar_one_or_none()
+            if decision is None:
+                raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+            if not decision.deferred or decision.activated_at is not None:
+                return True
+            decision.activated_at = now
+            slot = self.slot(decision.slot)
+            final = slot.reward_aggregation == "first" and decision.reward_count > 0
+            decision.learn_after = now if final else decision.reward_deadline
+            return False

@@ -1,0 +1,103 @@
+"""Typed domain errors and their one mapping to gRPC statuses (AIP-193).
+
+Messages are written by us and name fields, never values: a request value in an
+error could be personal data. INTERNAL never carries exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+logger = logging.getLogger("tacit.server")
+
+DOMAIN = "tacit.dev"
+
+
+class TacitError(Exception):
+    """Base of the errors that reach a caller."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+
+
+class InvalidArgument(TacitError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, description: str, reason: str | None = None):
+        super().__init__(f"{field}: {description}", reason)
+        self.field = field
+        self.description = description
+
+
+class NotFound(TacitError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(TacitError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(TacitError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class Unavailable(TacitError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "STORAGE_UNAVAILABLE"
+
+
+_GRPC_TO_RPC = {
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
+}
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, reason: str, field: str | None = None
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    """Builds the trailing metadata with ErrorInfo and BadRequest details."""
+    details = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    details.append(info)
+    if field is not None:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                ]
+            )
+        )
+        details.append(bad)
+    status = status_pb2.Status(code=_GRPC_TO_RPC[code], message=message, details=details)
+    return code, message, (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def abort_with(context: grpc.ServicerContext, error: TacitError) -> None:
+    """Ends the call with the status for `error` (never returns)."""
+    field = error.field if isinstance(error, InvalidArgument) else None
+    code, message, trailers = rich_status(error.code, error.message, error.reason, field)
+    context.set_trailing_metadata(trailers)
+    context.abort(code, message)

@@ -1,0 +1,17 @@
+"""Structured JSON logs. Log events and our own identifiers, never request values."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+
+def configure_logging(level: str = "INFO", stream: object = sys.stderr) -> None:
+    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("tacit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: convert, call the application service, convert back."""

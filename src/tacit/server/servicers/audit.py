@@ -1,0 +1,100 @@
+"""AuditService: list, verify, export the audit chain; erase a subject."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from tacit.privacy import audit_log
+from tacit.privacy.erasure import erase_subject
+from tacit.privacy.pseudonym import KeyRing
+from tacit.server import converters
+from tacit.server.config import Settings
+from tacit.server.errors import InvalidArgument
+from tacit.store.db import Database
+from tacit.v1 import audit_pb2, audit_pb2_grpc
+
+MAX_PAGE = 1_000
+
+
+def _filter(
+    request: audit_pb2.ListAuditRecordsRequest | audit_pb2.ExportAuditRecordsRequest,
+) -> audit_log.AuditFilter:
+    return audit_log.AuditFilter(
+        payload_kind=getattr(request, "payload_kind", "") or None,
+        start_time=converters.timestamp_or_none(
+            "start_time", request.start_time, request.HasField("start_time")
+        ),
+        end_time=converters.timestamp_or_none("end_time", request.end_time, request.HasField("end_time")),
+    )
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, db: Database, keyring: KeyRing, policy_version: str, settings: Settings):
+        self._db = db
+        self._keyring = keyring
+        self._policy_version = policy_version
+        self._settings = settings
+
+    def ListAuditRecords(
+        self, request: audit_pb2.ListAuditRecordsRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.ListAuditRecordsResponse:  # noqa: N802
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        page_size = min(request.page_size or 100, MAX_PAGE)
+        try:
+            after = audit_log.decode_page_token(request.page_token)
+        except ValueError as error:
+            raise InvalidArgument("page_token", str(error)) from None
+        rows, cursor = audit_log.list_records(self._db, _filter(request), page_size, after)
+        return audit_pb2.ListAuditRecordsResponse(
+            records=[
+                audit_pb2.AuditRecord(
+                    sequence=row.seq,
+                    occurred_at=converters.to_timestamp(row.occurred_at),
+                    payload_kind=row.payload_kind,
+                    correlation_id=row.correlation_id,
+                    policy_version=row.policy_version,
+                    key_id=row.key_id,
+                    body_json=row.body_json,
+                    record_hash=row.record_hash,
+                    prev_hash=row.prev_hash,
+                )
+                for row in rows
+            ],
+            next_page_token=audit_log.encode_page_token(cursor) if cursor is not None else "",
+        )
+
+    def VerifyAuditLog(
+        self, request: audit_pb2.VerifyAuditLogRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.VerifyAuditLogResponse:  # noqa: N802
+        result = audit_log.verify(self._db)
+        return audit_pb2.VerifyAuditLogResponse(
+            ok=result.ok,
+            checked=result.checked,
+            first_broken_sequence=result.first_broken_seq or 0,
+            reason=result.reason or "",
+        )
+
+    def ExportAuditRecords(
+        self, request: audit_pb2.ExportAuditRecordsRequest, context: grpc.ServicerContext
+    ) -> Iterator[audit_pb2.AuditRecordLine]:  # noqa: N802
+        for line in audit_log.export_lines(self._db, _filter(request)):
+            yield audit_pb2.AuditRecordLine(json=line)
+
+    def EraseSubject(
+        self, request: audit_pb2.EraseSubjectRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.EraseSubjectResponse:  # noqa: N802
+        converters.require_text("subject_id", request.subject_id, self._settings.limits)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        result = erase_subject(
+            self._db,
+            self._keyring,
+            self._policy_version,
+            request.subject_id,
+            correlation_id=request_id or "erasure",
+        )
+        return audit_pb2.EraseSubjectResponse(
+            decisions_erased=result.decisions, events_erased=result.events, rewards_erased=result.rewards
+        )

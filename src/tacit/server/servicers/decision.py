@@ -1,0 +1,52 @@
+"""DecisionService: Rank, Reward, Activate."""
+
+from __future__ import annotations
+
+import grpc
+
+from tacit.server import converters
+from tacit.server.config import Settings
+from tacit.server.decisions import DecisionEngine, RewardOutcome
+from tacit.server.errors import NotFound
+from tacit.v1 import decision_pb2, decision_pb2_grpc
+
+_OUTCOMES = {
+    RewardOutcome.JOINED: decision_pb2.REWARD_OUTCOME_JOINED,
+    RewardOutcome.LATE: decision_pb2.REWARD_OUTCOME_LATE,
+    RewardOutcome.DUPLICATE: decision_pb2.REWARD_OUTCOME_DUPLICATE,
+}
+
+
+class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
+    def __init__(self, engine: DecisionEngine, settings: Settings):
+        self._engine = engine
+        self._settings = settings
+
+    def Rank(
+        self, request: decision_pb2.RankRequest, context: grpc.ServicerContext
+    ) -> decision_pb2.RankResponse:  # noqa: N802
+        if request.slot not in self._settings.slots:
+            converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
+            raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
+        rank_input = converters.rank_input(
+            request, self._settings.limits, self._settings.slot_limit(request.slot)
+        )
+        return converters.rank_response(self._engine.rank(rank_input))
+
+    def Reward(
+        self, request: decision_pb2.RewardRequest, context: grpc.ServicerContext
+    ) -> decision_pb2.RewardResponse:  # noqa: N802
+        event_id = converters.required_event_id("event_id", request.event_id)
+        value = converters.finite("value", request.value)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        occurred_at = converters.timestamp_or_none(
+            "occurred_at", request.occurred_at, request.HasField("occurred_at")
+        )
+        outcome = self._engine.reward(event_id, value, request_id, occurred_at)
+        return decision_pb2.RewardResponse(outcome=_OUTCOMES[outcome])
+
+    def Activate(
+        self, request: decision_pb2.ActivateRequest, context: grpc.ServicerContext
+    ) -> decision_pb2.ActivateResponse:  # noqa: N802
+        event_id = converters.required_event_id("event_id", request.event_id)
+        return decision_pb2.ActivateResponse(already_active=self._engine.activate(event_id))

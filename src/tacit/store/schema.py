@@ -1,0 +1,164 @@
+"""SQLAlchemy 2 schema: the one description of what Tacit stores.
+
+Every value in these tables has passed the privacy boundary: subjects are keyed
+pseudonyms, feature maps are the anonymized ones. Migrations live in
+`tacit/store/migrations` and are checked against this module by a test.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Decision(Base):
+    """A logged Rank decision: replayable with its full probability vector."""
+
+    __tablename__ = "decisions"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(96), index=True)
+    arm: Mapped[str] = mapped_column(String(64), default="")
+    experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    policy: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    context: Mapped[dict] = mapped_column(JSON)
+    candidate_ids: Mapped[list] = mapped_column(JSON)
+    candidate_features: Mapped[list] = mapped_column(JSON)
+    probabilities: Mapped[list] = mapped_column(JSON)
+    chosen_index: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reward_deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deferred: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reward_count: Mapped[int] = mapped_column(Integer, default=0)
+    # When the learner may consume this decision (its reward is final); NULL while
+    # it waits for activation or a reward.
+    learn_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # LEARN_WAITING, LEARN_IN_MODEL (learned, checkpoint pending) or LEARN_CHECKPOINTED.
+    learn_state: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_decisions_learnable", "learn_state", "learn_after"),)
+
+
+LEARN_WAITING = 0
+LEARN_IN_MODEL = 1
+LEARN_CHECKPOINTED = 2
+
+
+class Reward(Base):
+    """Every reward received, including late and repeated ones."""
+
+    __tablename__ = "rewards"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (UniqueConstraint("event_id", "request_id", name="uq_rewards_event_request"),)
+
+
+class TrackedEvent(Base):
+    """An anonymized behavioural event."""
+
+    __tablename__ = "events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(96))
+    event_type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    properties: Mapped[dict] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_events_subject_time", "subject", "occurred_at"),)
+
+
+class ModelVersion(Base):
+    """A registered model snapshot: bandit checkpoints and classifiers."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(96))
+    version: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    examples: Mapped[int] = mapped_column(BigInteger, default=0)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        UniqueConstraint("task", "version", name="uq_model_versions_task_version"),
+        Index("ix_model_versions_task_id", "task", "id"),
+    )
+
+
+class AuditRecord(Base):
+    """One link of the anonymization audit hash chain. No raw values."""
+
+    __tablename__ = "audit_records"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    payload_kind: Mapped[str] = mapped_column(String(64))
+    correlation_id: Mapped[str] = mapped_column(String(96))
+    policy_version: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    body_json: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    record_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's head: a single row locked by every appender so the chain never forks."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    record_hash: Mapped[str] = mapped_column(String(64))
+
+
+class IdempotencyKey(Base):
+    """Mutations already applied, so a retried request changes nothing."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    response: Mapped[dict] = mapped_column(JSON, default=dict)
