@@ -1,0 +1,1 @@
+"""Privacy boundary: keyed pseudonyms, field policies, Presidio scrubbing, audit chain."""
