@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import threading
+from functools import lru_cache
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,17 @@ def _token(text: str) -> str:
 
 
 def _namespace_line(namespace: str, features: Features) -> str:
+    # Catalog features repeat across requests: cache the line by content (with
+    # types, so True and 1.0 do not share an entry).
+    key = (namespace, tuple(sorted((name, type(value).__name__, value) for name, value in features.items())))
+    return _cached_line(key)
+
+
+@lru_cache(maxsize=100_000)
+def _cached_line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> str:
+    namespace, items = key
     parts = [f"|{namespace}"]
-    for name in sorted(features):
-        value = features[name]
+    for name, _type, value in items:
         key = _token(name)
         if isinstance(value, bool):
             parts.append(f"{key}={int(value)}")

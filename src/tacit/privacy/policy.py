@@ -183,7 +183,7 @@ _EVENT_COMMON: dict[str, Any] = {
 
 DEFAULT_POLICIES: dict[str, Any] = {
     "rank_context": {"fields": {
-        "device": "keep", "os": "keep", "hour": "keep", "day_of_week": "keep",
+        "device": "keep", "os": "keep", "hour": "keep", "daypart": "keep", "day_of_week": "keep",
         "country": "keep", "region": "keep", "language": "keep", "page_type": "keep",
         "is_returning": "keep", "session_depth": "keep", "referrer": "scrub",
         "user_agent": _gen("user_agent"), "ip": _gen("ip"), "geo": _gen("geo"),

@@ -204,6 +204,7 @@ class RunningServer:
     def __init__(self, settings: Settings, address: str | None = None, seed: int | None = None):
         self.runtime = Runtime.build(settings, seed=seed)
         self.server, self.port, self.health = create_server(self.runtime, address)
+        self._stopped = False
         self.runtime.start_background()
         self.server.start()
         logger.info("serving", extra={"port": self.port})
@@ -213,6 +214,9 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, grace: float | None = None) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.grace_seconds if grace is None else grace
         self.server.stop(grace).wait()

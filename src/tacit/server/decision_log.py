@@ -14,9 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from tacit.privacy.audit import AuditEntry
@@ -35,7 +37,7 @@ DECISIONS_PENDING = Gauge("tacit_decisions_pending", "Decisions waiting for the 
 
 @dataclass(frozen=True)
 class PendingDecision:
-    decision: Decision
+    decision: dict[str, Any]  # column values of one `decisions` row
     audit: AuditEntry
 
 
@@ -62,14 +64,14 @@ class DecisionLog:
         self._thread = threading.Thread(target=self._run, name="tacit-decision-log", daemon=True)
         self._thread.start()
 
-    def submit(self, decision: Decision, audit: AuditEntry) -> None:
+    def submit(self, decision: dict[str, Any], audit: AuditEntry) -> None:
         with self._lock:
             if len(self._queue) >= self._max_pending:
                 DECISIONS_LOST.inc()
                 logger.error("decision log full; decision dropped")
                 return
             self._queue.append(PendingDecision(decision, audit))
-            self._pending_ids.add(decision.event_id)
+            self._pending_ids.add(decision["event_id"])
             DECISIONS_PENDING.set(len(self._queue))
             if len(self._queue) >= self._max_batch:
                 self._wake.set()
@@ -96,7 +98,7 @@ class DecisionLog:
                 with self._lock:
                     del self._queue[: len(batch)]
                     for item in batch:
-                        self._pending_ids.discard(item.decision.event_id)
+                        self._pending_ids.discard(item.decision["event_id"])
                     DECISIONS_PENDING.set(len(self._queue))
                 written += len(batch)
                 DECISIONS_LOGGED.inc(len(batch))
@@ -116,7 +118,7 @@ class DecisionLog:
 
     def _write_together(self, batch: Sequence[PendingDecision]) -> None:
         with self._db.transaction() as session:
-            session.add_all([item.decision for item in batch])
+            session.execute(insert(Decision), [item.decision for item in batch])
             append_entries(session, [item.audit for item in batch])
 
     def _run(self) -> None:

@@ -7,9 +7,8 @@ is the invariant: privacy boundary first, then policy, then the log.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -45,6 +44,23 @@ class RankInput:
 
 
 @dataclass(frozen=True)
+class ArmAssignment:
+    """The experiment arm that serves a subject on a slot, and that arm's policy.
+
+    Policies: "bandit" (the slot's VW model), "static:first" (the first eligible
+    candidate), "uniform" (uniform random over eligible candidates).
+    """
+
+    experiment_id: str
+    arm: str
+    policy: str
+
+
+Assigner = Callable[[str, str], ArmAssignment | None]
+POLICIES = ("bandit", "static:first", "uniform")
+
+
+@dataclass(frozen=True)
 class RankResult:
     event_id: str
     chosen_id: str
@@ -59,8 +75,16 @@ class RewardOutcome(Enum):
     DUPLICATE = "duplicate"
 
 
-def new_event_id() -> str:
-    return "evt_" + uuid.uuid4().hex
+class EventIds:
+    """Random 128-bit event ids from a fast generator seeded by the OS (urandom per id is slow)."""
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng()
+        self._lock = Lock()
+
+    def new(self) -> str:
+        with self._lock:
+            return "evt_" + self._rng.bytes(16).hex()
 
 
 def aggregate(rule: str, current: float | None, value: float) -> float:
@@ -80,6 +104,10 @@ def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+_AuditKey = tuple[str, str, str]
+_CandidateAudit = tuple[tuple[_AuditKey, tuple[tuple[str, int], ...], tuple[str, ...]], ...]
+
+
 class _CandidateCache:
     """Anonymized candidate features by their raw content, kept in memory only.
 
@@ -90,20 +118,28 @@ class _CandidateCache:
     def __init__(self, boundary: PrivacyBoundary, size: int = 50_000):
         self._boundary = boundary
         self._size = size
-        self._entries: OrderedDict[str, tuple[dict[str, Value], tuple[FieldAudit, ...], int]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[dict[str, Value], _CandidateAudit, int]] = OrderedDict()
         self._lock = Lock()
 
     def anonymize(
         self, features: Mapping[str, Value], correlation_id: str
-    ) -> tuple[dict[str, Value], tuple[FieldAudit, ...], int]:
-        key = canonical_json(dict(features))
+    ) -> tuple[dict[str, Value], _CandidateAudit, int]:
+        key = tuple(sorted((name, type(value).__name__, value) for name, value in features.items()))
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
                 return hit
         result = self._boundary.anonymize("candidate_features", features, correlation_id)
-        value = (result.fields, result.audit.fields, result.audit.dropped_undeclared)
+        audits = tuple(
+            (
+                (f"candidates.{a.field}", a.operator, str(a.outcome)),
+                tuple(a.entity_counts.items()),
+                a.recognizers,
+            )
+            for a in result.audit.fields
+        )
+        value = (result.fields, audits, result.audit.dropped_undeclared)
         with self._lock:
             self._entries[key] = value
             if len(self._entries) > self._size:
@@ -112,16 +148,23 @@ class _CandidateCache:
 
 
 def _merged_audit(
-    context_entry: AuditEntry, candidate_audits: list[tuple[FieldAudit, ...]], candidate_dropped: int
+    context_entry: AuditEntry, candidate_audits: list[_CandidateAudit], candidate_dropped: int
 ) -> AuditEntry:
-    """One audit entry per Rank: the context fields and the candidates' fields summed."""
-    merged: dict[tuple[str, str, str], tuple[Counter[str], set[str]]] = {}
+    """One audit entry per Rank: the context's fields, and the candidates' fields summed.
+
+    For candidate fields the entity counts are summed over candidates and the
+    number of candidates with that outcome is recorded as `candidates`.
+    """
+    counts: dict[_AuditKey, dict[str, int]] = {}
+    recognizers: dict[_AuditKey, set[str]] = {}
     for audits in candidate_audits:
-        for audit in audits:
-            key = (f"candidates.{audit.field}", audit.operator, audit.outcome)
-            counts, recognizers = merged.setdefault(key, (Counter(), set()))
-            counts.update(audit.entity_counts)
-            recognizers.update(audit.recognizers)
+        for key, entity_counts, fired in audits:
+            bucket = counts.setdefault(key, {"candidates": 0})
+            bucket["candidates"] += 1
+            for entity, count in entity_counts:
+                bucket[entity] = bucket.get(entity, 0) + count
+            if fired:
+                recognizers.setdefault(key, set()).update(fired)
     fields = [
         FieldAudit(
             field=f"context.{a.field}",
@@ -137,10 +180,10 @@ def _merged_audit(
             field=name,
             operator=operator,
             outcome=outcome,
-            entity_counts=dict(counts),
-            recognizers=tuple(recognizers),
+            entity_counts=bucket,
+            recognizers=tuple(recognizers.get((name, operator, outcome), ())),
         )
-        for (name, operator, outcome), (counts, recognizers) in sorted(merged.items())
+        for (name, operator, outcome), bucket in sorted(counts.items())
     ]
     return AuditEntry(
         occurred_at=context_entry.occurred_at,
@@ -164,6 +207,7 @@ class DecisionEngine:
         models: ServingModels,
         decision_log: DecisionLog,
         seed: int | None = None,
+        assigner: Assigner | None = None,
     ):
         self.settings = settings
         self.db = db
@@ -171,6 +215,8 @@ class DecisionEngine:
         self.models = models
         self.decision_log = decision_log
         self._candidates = _CandidateCache(boundary)
+        self._event_ids = EventIds()
+        self.assigner = assigner
         self._rng = np.random.default_rng(seed)
         self._rng_lock = Lock()
 
@@ -186,7 +232,7 @@ class DecisionEngine:
         eligible = [(cid, feats) for cid, feats in request.candidates if cid not in request.excluded_ids]
         if not eligible:
             raise InvalidArgument("excluded_ids", "every candidate is excluded")
-        event_id = request.event_id or new_event_id()
+        event_id = request.event_id or self._event_ids.new()
         if request.event_id and self._event_exists(event_id):
             raise InvalidArgument(
                 "event_id", "an event with this id was already ranked", "DUPLICATE_EVENT_ID"
@@ -194,28 +240,39 @@ class DecisionEngine:
         subject = self.boundary.pseudonymize_subject(request.subject_id)
         context = self.boundary.anonymize("rank_context", request.context, event_id)
         candidate_features: list[dict[str, Value]] = []
-        candidate_audits: list[tuple[FieldAudit, ...]] = []
+        candidate_audits: list[_CandidateAudit] = []
         candidate_dropped = 0
         for cid, feats in eligible:
             fields, audits, dropped = self._candidates.anonymize(feats, event_id)
             candidate_features.append({**fields, "id": cid})
             candidate_audits.append(audits)
             candidate_dropped += dropped
+        assignment = self.assigner(request.slot, subject) if self.assigner is not None else None
+        policy = assignment.policy if assignment is not None else "bandit"
         model = self.models.get(request.slot)
-        prediction = model.predict(context.fields, candidate_features)
-        probabilities = np.asarray(prediction.probabilities, dtype=float)
+        if policy == "bandit":
+            prediction = model.predict(context.fields, candidate_features)
+            probabilities = np.asarray(prediction.probabilities, dtype=float)
+            model_version = prediction.model_version
+        elif policy == "static:first":
+            probabilities = np.zeros(len(eligible))
+            probabilities[0] = 1.0
+            model_version = "static:first"
+        else:
+            probabilities = np.full(len(eligible), 1.0 / len(eligible))
+            model_version = "uniform"
         with self._rng_lock:
             chosen = int(self._rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
         order = sorted(range(len(eligible)), key=lambda i: (i != chosen, -probabilities[i], i))
         deadline = now + timedelta(seconds=slot.reward_window_seconds)
-        decision = Decision(
+        decision = dict(
             event_id=event_id,
             slot=request.slot,
             subject=subject,
-            arm="",
-            experiment_id=None,
-            policy=f"vw:{request.slot}",
-            model_version=prediction.model_version,
+            arm=assignment.arm if assignment is not None else "",
+            experiment_id=assignment.experiment_id if assignment is not None else None,
+            policy=policy,
+            model_version=model_version,
             context=context.fields,
             candidate_ids=[cid for cid, _ in eligible],
             candidate_features=candidate_features,
@@ -237,8 +294,8 @@ class DecisionEngine:
             event_id=event_id,
             chosen_id=eligible[chosen][0],
             ranking=tuple((eligible[i][0], float(probabilities[i])) for i in order),
-            model_version=prediction.model_version,
-            arm="",
+            model_version=model_version,
+            arm=assignment.arm if assignment is not None else "",
         )
 
     def _event_exists(self, event_id: str) -> bool:

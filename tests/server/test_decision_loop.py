@@ -1,0 +1,212 @@
+"""The Rank -> Reward -> learn loop through a real server on a real port."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from tacit.learning.registry import bandit_task
+from tacit.server.auth import Role
+from tacit.sim.client import rank_request, to_features
+from tacit.store.schema import Decision, ModelVersion, Reward
+from tacit.v1 import decision_pb2, decision_pb2_grpc
+
+CANDIDATES = [("a1", {"topic": "news"}), ("b2", {"topic": "sports"}), ("c3", {"topic": "tech"})]
+
+
+def rank(stub, handle, **kwargs):  # type: ignore[no-untyped-def]
+    request = rank_request("home", kwargs.pop("subject", "user-1"), {"device": "mobile"}, CANDIDATES)
+    for key, value in kwargs.items():
+        setattr(request, key, value) if not isinstance(value, list) else getattr(request, key).extend(value)
+    return stub.Rank(request, metadata=handle.metadata())
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_rank_returns_every_candidate_with_probabilities_summing_to_one(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    response = rank(stub, server)
+    assert sorted(c.id for c in response.ranking) == ["a1", "b2", "c3"]
+    assert response.ranking[0].id == response.chosen_id
+    assert sum(c.probability for c in response.ranking) == pytest.approx(1.0, abs=1e-6)
+    assert response.event_id.startswith("evt_")
+    assert response.model_version
+
+
+def test_decision_is_logged_replayably_and_reward_joins(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    response = rank(stub, server, subject="alice@example.com")
+    reward = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+    assert reward.outcome == decision_pb2.REWARD_OUTCOME_JOINED
+    again = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+    assert again.outcome == decision_pb2.REWARD_OUTCOME_DUPLICATE
+    db = server.running.runtime.db
+    with db.transaction() as session:
+        decision = session.get(Decision, response.event_id)
+        assert decision is not None
+        assert decision.subject.startswith("ps1:") and "alice" not in decision.subject
+        assert decision.candidate_ids == ["a1", "b2", "c3"]
+        assert len(decision.probabilities) == 3 and sum(decision.probabilities) == pytest.approx(1.0)
+        assert decision.candidate_ids[decision.chosen_index] == response.chosen_id
+        assert decision.context == {"device": "mobile"}
+        assert decision.candidate_features[0]["topic"] == "news"
+        assert decision.reward == 1.0 and decision.reward_count == 1
+        assert decision.model_version == response.model_version
+        rewards = session.execute(select(Reward).where(Reward.event_id == response.event_id)).scalars().all()
+        assert len(rewards) == 1
+
+
+def test_learner_checkpoints_and_server_serves_the_new_version(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    first = rank(stub, server)
+    for index in range(30):
+        response = rank(stub, server, subject=f"user-{index}")
+        stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+    db = server.running.runtime.db
+
+    def has_checkpoint() -> bool:
+        with db.transaction() as session:
+            return session.execute(
+                select(ModelVersion).where(ModelVersion.task == bandit_task("home"))
+            ).first() is not None
+
+    wait_for(has_checkpoint)
+    wait_for(lambda: rank(stub, server).model_version != first.model_version)
+    with db.transaction() as session:
+        row = session.execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().first()
+        assert row is not None and row.examples >= 1
+        assert (server.data_dir / "models").exists()
+
+
+def test_late_reward_is_recorded_but_not_learned(start_server) -> None:  # type: ignore[no-untyped-def]
+    handle = start_server(slots={"home": {"reward_window_seconds": 0.2}})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    response = rank(stub, handle)
+    time.sleep(0.4)
+    late = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=handle.metadata())
+    assert late.outcome == decision_pb2.REWARD_OUTCOME_LATE
+    with handle.running.runtime.db.transaction() as session:
+        decision = session.get(Decision, response.event_id)
+        assert decision is not None and decision.reward is None
+        assert session.execute(select(Reward.late)).scalar_one() is True
+
+
+@pytest.mark.parametrize(
+    ("rule", "values", "expected"),
+    [("first", [1.0, 3.0], 1.0), ("last", [1.0, 3.0], 3.0), ("sum", [1.0, 3.0], 4.0), ("max", [2.0, 1.0], 2.0)],
+)
+def test_repeated_rewards_follow_the_slot_aggregation_rule(start_server, rule, values, expected) -> None:  # type: ignore[no-untyped-def]
+    handle = start_server(slots={"home": {"reward_aggregation": rule}})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    response = rank(stub, handle)
+    for index, value in enumerate(values):
+        stub.Reward(
+            decision_pb2.RewardRequest(event_id=response.event_id, value=value, request_id=f"request-{index}"),
+            metadata=handle.metadata(),
+        )
+    with handle.running.runtime.db.transaction() as session:
+        decision = session.get(Decision, response.event_id)
+        assert decision is not None and decision.reward == expected and decision.reward_count == 2
+
+
+def test_deferred_decision_is_learnable_only_after_activation(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    response = rank(stub, server, defer_activation=True)
+    stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+    db = server.running.runtime.db
+    with db.transaction() as session:
+        decision = session.get(Decision, response.event_id)
+        assert decision is not None and decision.learn_after is None
+    activated = stub.Activate(decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata())
+    assert activated.already_active is False
+    with db.transaction() as session:
+        decision = session.get(Decision, response.event_id)
+        assert decision is not None and decision.learn_after is not None
+    again = stub.Activate(decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata())
+    assert again.already_active is True
+
+
+def test_excluded_candidates_are_never_ranked(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    for _ in range(20):
+        response = rank(stub, server, excluded_ids=["a1", "b2"])
+        assert [c.id for c in response.ranking] == ["c3"]
+        assert response.ranking[0].probability == pytest.approx(1.0)
+
+
+def test_caller_event_id_is_used_and_a_reused_one_is_refused(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    response = rank(stub, server, event_id="order-page-000001")
+    assert response.event_id == "order-page-000001"
+    with pytest.raises(grpc.RpcError) as error:
+        rank(stub, server, event_id="order-page-000001")
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "event_id" in error.value.details()
+
+
+def test_unflushed_decision_is_found_by_an_immediate_reward(start_server) -> None:  # type: ignore[no-untyped-def]
+    # A long flush interval: the reward must force the flush, not get NOT_FOUND.
+    handle = start_server(decision_log={"flush_interval_ms": 60_000, "max_batch": 10_000})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    response = rank(stub, handle)
+    reward = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=0.5), metadata=handle.metadata())
+    assert reward.outcome == decision_pb2.REWARD_OUTCOME_JOINED
+
+
+def test_shutdown_flushes_pending_decisions(start_server) -> None:  # type: ignore[no-untyped-def]
+    handle = start_server(decision_log={"flush_interval_ms": 60_000, "max_batch": 10_000})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    event_ids = [rank(stub, handle, subject=f"u{i}").event_id for i in range(25)]
+    db_url = handle.settings.database_url
+    handle.running.stop(grace=1)
+    from tacit.store.db import Database
+
+    db = Database.open(db_url)
+    with db.transaction() as session:
+        stored = set(session.execute(select(Decision.event_id)).scalars())
+    db.dispose()
+    assert set(event_ids) <= stored
+
+
+def test_events_are_stored_once_per_event_id(server) -> None:  # type: ignore[no-untyped-def]
+    from tacit.store.schema import TrackedEvent
+    from tacit.v1 import event_pb2, event_pb2_grpc
+
+    stub = event_pb2_grpc.EventServiceStub(server.channel)
+    event = event_pb2.Event(
+        event_id="ev-00000001", subject_id="user-9", event_type="page_view",
+        properties=to_features({"device": "desktop", "dwell_ms": 1200.0}),
+    )
+    first = stub.TrackEvents(event_pb2.TrackEventsRequest(events=[event]), metadata=server.metadata())
+    second = stub.TrackEvents(event_pb2.TrackEventsRequest(events=[event]), metadata=server.metadata())
+    assert (first.accepted, first.duplicates) == (1, 0)
+    assert (second.accepted, second.duplicates) == (0, 1)
+    with server.running.runtime.db.transaction() as session:
+        rows = session.execute(select(TrackedEvent)).scalars().all()
+        assert len(rows) == 1 and rows[0].properties == {"device": "desktop", "dwell_ms": 1200.0}
+        assert rows[0].subject.startswith("ps1:")
+
+
+def test_roles_are_enforced(server) -> None:  # type: ignore[no-untyped-def]
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    request = rank_request("home", "user-1", {}, CANDIDATES)
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.Rank(request)
+    assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as wrong:
+        stub.Rank(request, metadata=(("authorization", "Bearer not-a-token"),))
+    assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as denied:
+        stub.Rank(request, metadata=server.metadata(Role.AUDITOR))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stub.Rank(request, metadata=server.metadata(Role.ADMIN)).chosen_id
