@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from tacit.sim.world import ContentSite, item_features
+from tacit.sim.world import ContentSite, Visit
 from tacit.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 
 
@@ -65,6 +65,15 @@ def rank_request(
     )
 
 
+def visit_context(visit: Visit) -> dict[str, str | float]:
+    """The context a site would send for a visit (the policy keeps device, daypart, hour)."""
+    return {"device": visit.device, "daypart": str(visit.context["daypart"]), "hour": float(visit.hour)}
+
+
+def visit_candidates(visit: Visit) -> list[tuple[str, dict[str, str | float]]]:
+    return [(item.item_id, {"topic": item.topic, "length": item.length}) for item in visit.candidates]
+
+
 def drive(
     channel: grpc.Channel,
     token: str,
@@ -78,12 +87,7 @@ def drive(
     metadata = bearer(token)
     trace = Trace()
     for step, visit in enumerate(site.visits(decisions)):
-        request = rank_request(
-            slot,
-            visit.subject_id,
-            {"device": visit.device, "daypart": visit.context["daypart"], "hour": float(visit.hour)},
-            [(item.item_id, {"topic": item.topic, "length": item.length}) for item in visit.candidates],
-        )
+        request = rank_request(slot, visit.subject_id, visit_context(visit), visit_candidates(visit))
         response = stub.Rank(request, metadata=metadata)
         index = [item.item_id for item in visit.candidates].index(response.chosen_id)
         probability = visit.click_probabilities[index]
@@ -101,4 +105,3 @@ def drive(
     return trace
 
 
-__all__ = ["Trace", "drive", "item_features", "rank_request", "to_features", "bearer"]

@@ -105,7 +105,3 @@ class ContentSite:
 
     def click(self, probability: float) -> bool:
         return bool(self._rng.random() < probability)
-
-
-def item_features(item: Item) -> dict[str, str | float]:
-    return {"item": item.item_id, "topic": item.topic, "length": item.length}
