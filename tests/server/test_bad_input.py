@@ -38,9 +38,9 @@ def _request(**changes):  # type: ignore[no-untyped-def]
     return request
 
 
-def _nan_context() -> decision_pb2.RankRequest:
+def _nan_context(key: str = "hour") -> decision_pb2.RankRequest:
     request = _request()
-    request.context.values["score"].number_value = float("nan")
+    request.context.values[key].number_value = float("nan")
     return request
 
 
@@ -83,7 +83,9 @@ BAD_RANKS = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "candidates",
     ),
-    ("nan context", _nan_context, grpc.StatusCode.INVALID_ARGUMENT, "context.values[score]"),
+    ("nan context", _nan_context, grpc.StatusCode.INVALID_ARGUMENT, "context.values[hour]"),
+    # An undeclared key could itself be personal data: it is named by position (device, score).
+    ("nan undeclared", lambda: _nan_context("score"), grpc.StatusCode.INVALID_ARGUMENT, "context.values[#1]"),
     ("inf candidate feature", _nan_candidate, grpc.StatusCode.INVALID_ARGUMENT, "candidates[1].features.values[price]"),
     ("oversized string", _huge_string, grpc.StatusCode.INVALID_ARGUMENT, "context.values[referrer]"),
     ("oversized map", _huge_map, grpc.StatusCode.INVALID_ARGUMENT, "context"),
@@ -180,7 +182,7 @@ def test_storage_down_gives_unavailable(start_server, tmp_path) -> None:  # type
 def test_value_without_kind_is_refused(server) -> None:  # type: ignore[no-untyped-def]
     stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
     request = _request()
-    request.context.values["empty"].CopyFrom(common_pb2.Value())
+    request.context.values["country"].CopyFrom(common_pb2.Value())
     with pytest.raises(grpc.RpcError) as error:
         stub.Rank(request, metadata=server.metadata())
-    assert field_violations(error.value) == ["context.values[empty]"]
+    assert field_violations(error.value) == ["context.values[country]"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Iterable
+from functools import lru_cache
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tacit.privacy.identifiers import personal_data_in_identifier
 from tacit.server.config import LimitSettings
 from tacit.server.decisions import RankInput, RankResult, Value
 from tacit.server.errors import InvalidArgument
@@ -40,36 +42,69 @@ def require_text(
 def event_id_or_empty(field: str, value: str) -> str:
     if value and not EVENT_ID.match(value):
         raise InvalidArgument(field, f"must match {EVENT_ID.pattern}")
+    if value and personal_data_in_identifier(value):
+        raise InvalidArgument(field, "looks like a phone, SSN, card number or IBAN; use an opaque id")
     return value
 
 
-def features_to_dict(field: str, features: common_pb2.Features, limits: LimitSettings) -> dict[str, Value]:
+@lru_cache(maxsize=8192)
+def _valid_name(name: str) -> bool:
+    return FEATURE_NAME.match(name) is not None
+
+
+def _where(field: str, name: str, names: Iterable[str], known_names: Container[str]) -> str:
+    """Names a map entry by its key when the key is a declared field, else by its position.
+
+    An undeclared key is client input and could itself be personal data.
+    """
+    if name in known_names:
+        return f"{field}.values[{name}]"
+    return f"{field}.values[#{sorted(names).index(name)}]"
+
+
+def features_to_dict(
+    field: str,
+    features: common_pb2.Features,
+    limits: LimitSettings,
+    known_names: Container[str] = frozenset(),
+) -> dict[str, Value]:
     """Validates a feature map: size, names, finite numbers, string length."""
     values = features.values
     if len(values) > limits.max_map_entries:
         raise InvalidArgument(field, f"has more than {limits.max_map_entries} entries")
     out: dict[str, Value] = {}
-    for position, (name, value) in enumerate(sorted(values.items())):
-        if not FEATURE_NAME.match(name):
-            raise InvalidArgument(f"{field}.values[#{position}]", f"key must match {FEATURE_NAME.pattern}")
-        where = f"{field}.values[{name}]"
+    for name, value in values.items():
+        if not _valid_name(name):
+            raise InvalidArgument(
+                _where(field, name, values, ()), f"key must match {FEATURE_NAME.pattern}"
+            )
         kind = value.WhichOneof("kind")
         if kind == "number_value":
-            if not math.isfinite(value.number_value):
-                raise InvalidArgument(where, "must be a finite number")
-            out[name] = value.number_value
+            number = value.number_value
+            if not math.isfinite(number):
+                raise InvalidArgument(_where(field, name, values, known_names), "must be a finite number")
+            out[name] = number
         elif kind == "string_value":
-            if len(value.string_value) > limits.max_string_chars:
-                raise InvalidArgument(where, f"is longer than {limits.max_string_chars} characters")
-            out[name] = value.string_value
+            text = value.string_value
+            if len(text) > limits.max_string_chars:
+                raise InvalidArgument(
+                    _where(field, name, values, known_names),
+                    f"is longer than {limits.max_string_chars} characters",
+                )
+            out[name] = text
         elif kind == "bool_value":
             out[name] = value.bool_value
         else:
-            raise InvalidArgument(where, "has no value")
+            raise InvalidArgument(_where(field, name, values, known_names), "has no value")
     return out
 
 
-def rank_input(request: decision_pb2.RankRequest, limits: LimitSettings, max_candidates: int) -> RankInput:
+def rank_input(
+    request: decision_pb2.RankRequest,
+    limits: LimitSettings,
+    max_candidates: int,
+    known_names: Container[str] = frozenset(),
+) -> RankInput:
     require_text("slot", request.slot, limits, SLOT_NAME)
     require_text("subject_id", request.subject_id, limits)
     if not request.candidates:
@@ -85,14 +120,14 @@ def rank_input(request: decision_pb2.RankRequest, limits: LimitSettings, max_can
         if candidate.id in seen:
             raise InvalidArgument(f"{field}.id", "duplicates an earlier candidate id")
         seen.add(candidate.id)
-        candidates.append((candidate.id, features_to_dict(f"{field}.features", candidate.features, limits)))
+        candidates.append((candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names)))
     for index, excluded in enumerate(request.excluded_ids):
         if not CONTENT_ID.match(excluded):
             raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")
     return RankInput(
         slot=request.slot,
         subject_id=request.subject_id,
-        context=features_to_dict("context", request.context, limits),
+        context=features_to_dict("context", request.context, limits, known_names),
         candidates=candidates,
         excluded_ids=frozenset(request.excluded_ids),
         event_id=event_id_or_empty("event_id", request.event_id),
@@ -135,7 +170,3 @@ def required_event_id(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required")
     return event_id_or_empty(field, value)
-
-
-def as_mapping(values: Mapping[str, Value]) -> dict[str, Value]:
-    return dict(values)

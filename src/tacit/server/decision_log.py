@@ -18,7 +18,6 @@ from typing import Any
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from tacit.privacy.audit import AuditEntry
@@ -118,7 +117,7 @@ class DecisionLog:
 
     def _write_together(self, batch: Sequence[PendingDecision]) -> None:
         with self._db.transaction() as session:
-            session.execute(insert(Decision), [item.decision for item in batch])
+            session.execute(Decision.__table__.insert(), [item.decision for item in batch])
             append_entries(session, [item.audit for item in batch])
 
     def _run(self) -> None:

@@ -18,9 +18,10 @@ _OUTCOMES = {
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
-    def __init__(self, engine: DecisionEngine, settings: Settings):
+    def __init__(self, engine: DecisionEngine, settings: Settings, known_names: frozenset[str]):
         self._engine = engine
         self._settings = settings
+        self._known_names = known_names
 
     def Rank(
         self, request: decision_pb2.RankRequest, context: grpc.ServicerContext
@@ -29,7 +30,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
             raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
         rank_input = converters.rank_input(
-            request, self._settings.limits, self._settings.slot_limit(request.slot)
+            request, self._settings.limits, self._settings.slot_limit(request.slot), self._known_names
         )
         return converters.rank_response(self._engine.rank(rank_input))
 

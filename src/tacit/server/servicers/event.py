@@ -14,9 +14,10 @@ from tacit.v1 import event_pb2, event_pb2_grpc
 
 
 class EventServicer(event_pb2_grpc.EventServiceServicer):
-    def __init__(self, recorder: EventRecorder, settings: Settings):
+    def __init__(self, recorder: EventRecorder, settings: Settings, known_names: frozenset[str]):
         self._recorder = recorder
         self._settings = settings
+        self._known_names = known_names
 
     def TrackEvents(
         self, request: event_pb2.TrackEventsRequest, context: grpc.ServicerContext
@@ -38,7 +39,9 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
                         f"{field}.occurred_at", event.occurred_at, event.HasField("occurred_at")
                     )
                     or datetime.now(UTC),
-                    properties=converters.features_to_dict(f"{field}.properties", event.properties, limits),
+                    properties=converters.features_to_dict(
+                        f"{field}.properties", event.properties, limits, self._known_names
+                    ),
                 )
             )
         result = self._recorder.track(events)
