@@ -133,6 +133,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
 
 
 @pytest.fixture
-def server(start_server: Callable[..., ServerHandle], database_url: str) -> ServerHandle:
-    """A server on SQLite and, where reachable, on PostgreSQL."""
+def server(database_url: str, start_server: Callable[..., ServerHandle]) -> ServerHandle:
+    """A server on SQLite and, where reachable, on PostgreSQL.
+
+    `database_url` comes first so that its schema is dropped after the server stops.
+    """
     return start_server(database_url)

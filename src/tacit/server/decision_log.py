@@ -27,6 +27,8 @@ from tacit.store.schema import Decision
 
 logger = logging.getLogger("tacit.server")
 
+_INSERT_DECISIONS = Decision.__table__.insert()
+
 DECISIONS_LOGGED = Counter("tacit_decisions_logged_total", "Decisions committed to the log")
 DECISIONS_LOST = Counter(
     "tacit_decisions_lost_total", "Decisions dropped because the log could not be written"
@@ -117,7 +119,7 @@ class DecisionLog:
 
     def _write_together(self, batch: Sequence[PendingDecision]) -> None:
         with self._db.transaction() as session:
-            session.execute(Decision.__table__.insert(), [item.decision for item in batch])
+            session.connection().execute(_INSERT_DECISIONS, [item.decision for item in batch])
             append_entries(session, [item.audit for item in batch])
 
     def _run(self) -> None:
