@@ -7,19 +7,24 @@ is the invariant: privacy boundary first, then policy, then the log.
 from __future__ import annotations
 
 import logging
+import random
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from functools import lru_cache
+from itertools import accumulate
 from threading import Lock
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from tacit.experiments.service import ArmAssignment
 from tacit.learning.registry import ServingModels
-from tacit.privacy.audit import AuditEntry, FieldAudit, canonical_json
+from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
@@ -41,19 +46,6 @@ class RankInput:
     excluded_ids: frozenset[str] = frozenset()
     event_id: str = ""
     defer_activation: bool = False
-
-
-@dataclass(frozen=True)
-class ArmAssignment:
-    """The experiment arm that serves a subject on a slot, and that arm's policy.
-
-    Policies: "bandit" (the slot's VW model), "static:first" (the first eligible
-    candidate), "uniform" (uniform random over eligible candidates).
-    """
-
-    experiment_id: str
-    arm: str
-    policy: str
 
 
 Assigner = Callable[[str, str], ArmAssignment | None]
@@ -147,14 +139,9 @@ class _CandidateCache:
         return value
 
 
-def _merged_audit(
-    context_entry: AuditEntry, candidate_audits: list[_CandidateAudit], candidate_dropped: int
-) -> AuditEntry:
-    """One audit entry per Rank: the context's fields, and the candidates' fields summed.
-
-    For candidate fields the entity counts are summed over candidates and the
-    number of candidates with that outcome is recorded as `candidates`.
-    """
+@lru_cache(maxsize=4096)
+def _candidate_field_audits(candidate_audits: tuple[_CandidateAudit, ...]) -> tuple[FieldAudit, ...]:
+    """The candidates' field audits summed: entity counts added, `candidates` = how many had the outcome."""
     counts: dict[_AuditKey, dict[str, int]] = {}
     recognizers: dict[_AuditKey, set[str]] = {}
     for audits in candidate_audits:
@@ -165,17 +152,7 @@ def _merged_audit(
                 bucket[entity] = bucket.get(entity, 0) + count
             if fired:
                 recognizers.setdefault(key, set()).update(fired)
-    fields = [
-        FieldAudit(
-            field=f"context.{a.field}",
-            operator=a.operator,
-            outcome=a.outcome,
-            entity_counts=a.entity_counts,
-            recognizers=a.recognizers,
-        )
-        for a in context_entry.fields
-    ]
-    fields += [
+    return tuple(
         FieldAudit(
             field=name,
             operator=operator,
@@ -184,14 +161,30 @@ def _merged_audit(
             recognizers=tuple(recognizers.get((name, operator, outcome), ())),
         )
         for (name, operator, outcome), bucket in sorted(counts.items())
-    ]
+    )
+
+
+def _merged_audit(
+    context_entry: AuditEntry, candidate_audits: tuple[_CandidateAudit, ...], candidate_dropped: int
+) -> AuditEntry:
+    """One audit entry per Rank: the context's fields, then the candidates' fields summed."""
+    fields = tuple(
+        FieldAudit(
+            field=f"context.{a.field}",
+            operator=a.operator,
+            outcome=a.outcome,
+            entity_counts=a.entity_counts,
+            recognizers=a.recognizers,
+        )
+        for a in context_entry.fields
+    ) + _candidate_field_audits(candidate_audits)
     return AuditEntry(
         occurred_at=context_entry.occurred_at,
         payload_kind="rank",
         correlation_id=context_entry.correlation_id,
         policy_version=context_entry.policy_version,
         key_id=context_entry.key_id,
-        fields=tuple(fields),
+        fields=fields,
         dropped_undeclared=context_entry.dropped_undeclared + candidate_dropped,
     )
 
@@ -217,7 +210,7 @@ class DecisionEngine:
         self._candidates = _CandidateCache(boundary)
         self._event_ids = EventIds()
         self.assigner = assigner
-        self._rng = np.random.default_rng(seed)
+        self._rng = random.Random(seed)
         self._rng_lock = Lock()
 
     def slot(self, name: str) -> SlotSettings:
@@ -250,19 +243,18 @@ class DecisionEngine:
         assignment = self.assigner(request.slot, subject) if self.assigner is not None else None
         policy = assignment.policy if assignment is not None else "bandit"
         model = self.models.get(request.slot)
+        probabilities: tuple[float, ...]
         if policy == "bandit":
             prediction = model.predict(context.fields, candidate_features)
-            probabilities = np.asarray(prediction.probabilities, dtype=float)
+            probabilities = prediction.probabilities
             model_version = prediction.model_version
         elif policy == "static:first":
-            probabilities = np.zeros(len(eligible))
-            probabilities[0] = 1.0
+            probabilities = (1.0,) + (0.0,) * (len(eligible) - 1)
             model_version = "static:first"
         else:
-            probabilities = np.full(len(eligible), 1.0 / len(eligible))
+            probabilities = (1.0 / len(eligible),) * len(eligible)
             model_version = "uniform"
-        with self._rng_lock:
-            chosen = int(self._rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+        chosen = self._sample(probabilities)
         order = sorted(range(len(eligible)), key=lambda i: (i != chosen, -probabilities[i], i))
         deadline = now + timedelta(seconds=slot.reward_window_seconds)
         decision = dict(
@@ -276,7 +268,7 @@ class DecisionEngine:
             context=context.fields,
             candidate_ids=[cid for cid, _ in eligible],
             candidate_features=candidate_features,
-            probabilities=[float(p) for p in probabilities],
+            probabilities=list(probabilities),
             chosen_index=chosen,
             created_at=now,
             reward_deadline=deadline,
@@ -288,15 +280,22 @@ class DecisionEngine:
             learn_after=None if request.defer_activation else deadline,
             learn_state=LEARN_WAITING,
         )
-        audit = _merged_audit(context.audit, candidate_audits, candidate_dropped)
+        audit = _merged_audit(context.audit, tuple(candidate_audits), candidate_dropped)
         self.decision_log.submit(decision, audit)
         return RankResult(
             event_id=event_id,
             chosen_id=eligible[chosen][0],
-            ranking=tuple((eligible[i][0], float(probabilities[i])) for i in order),
+            ranking=tuple((eligible[i][0], probabilities[i]) for i in order),
             model_version=model_version,
             arm=assignment.arm if assignment is not None else "",
         )
+
+    def _sample(self, probabilities: Sequence[float]) -> int:
+        """Draws an index with the given probabilities (the logged propensities)."""
+        cumulative = list(accumulate(probabilities))
+        with self._rng_lock:
+            point = self._rng.random() * cumulative[-1]
+        return min(bisect_right(cumulative, point), len(cumulative) - 1)
 
     def _event_exists(self, event_id: str) -> bool:
         if self.decision_log.is_pending(event_id):
