@@ -68,6 +68,49 @@ def throughput(call, requests, threads: int) -> float:  # type: ignore[no-untype
     return len(requests) / (time.perf_counter() - started)
 
 
+def pooled_throughput(settings, requests, threads: int, workers: int) -> float:  # type: ignore[no-untyped-def]
+    """Throughput of `tacit serve` with several processes sharing the port."""
+    from tacit.server.workers import WorkerPool
+
+    data = settings.model_dump()
+    data["server"]["workers"] = workers
+    data["storage"]["data_dir"] = str(Path(tempfile.mkdtemp(prefix="tacit-bench-pool-")))
+    pool = WorkerPool(type(settings)(**data))
+    pool.start()
+    try:
+        token = read_token(pool.settings.tokens_path, Role.SERVICE)
+        metadata = bearer(token)
+        # One channel per caller so that connections spread over the processes.
+        channels = [grpc.insecure_channel(pool.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(threads)]
+        stubs = [
+            c.unary_unary(
+                "/tacit.v1.DecisionService/Rank",
+                request_serializer=decision_pb2.RankRequest.SerializeToString,
+                response_deserializer=decision_pb2.RankResponse.FromString,
+            )
+            for c in channels
+        ]
+        chunks = [requests[i::threads] for i in range(threads)]
+        for stub, chunk in zip(stubs, chunks, strict=True):
+            for request in chunk[:50]:
+                stub(request, metadata=metadata)
+
+        def run(index: int) -> None:
+            for request in chunks[index]:
+                stubs[index](request, metadata=metadata)
+
+        started = time.perf_counter()
+        with futures.ThreadPoolExecutor(threads) as pool_threads:
+            list(pool_threads.map(run, range(threads)))
+        rate = len(requests) / (time.perf_counter() - started)
+        for channel in channels:
+            channel.close()
+        return rate
+    finally:
+        pool.stop()
+
+
 def visits(count: int, candidates: int, seed: int = 3):  # type: ignore[no-untyped-def]
     site = ContentSite(n_items=400, n_candidates=candidates, seed=seed)
     return list(site.visits(count))
@@ -77,6 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="server processes for the throughput row")
     args = parser.parse_args()
     console = Console()
     data_dir = Path(tempfile.mkdtemp(prefix="tacit-bench-"))
@@ -131,6 +175,7 @@ def main() -> None:
 
                 rank_lat = latencies(rank, requests)
                 rank_rate = throughput(rank, requests, args.threads)
+            pool_rate = pooled_throughput(settings, requests, args.threads, args.workers)
             baseline = np.percentile(echo_lat, 50) + np.percentile(vw_lat, 50)
             rows = [
                 ("bare gRPC echo", echo_lat, echo_rate, ""),
@@ -139,7 +184,12 @@ def main() -> None:
                  f"p50 {np.percentile(rank_lat, 50) / baseline:.2f}x (echo+VW); "
                  f"rate {rank_rate / echo_rate:.2f}x echo"),
             ]
+            rows.append((f"Tacit Rank, {args.workers} processes", None, pool_rate,
+                         f"rate {pool_rate / echo_rate:.2f}x echo"))
             for name, lat, rate, ratio in rows:
+                if lat is None:
+                    table.add_row(str(n_candidates), name, "", "", f"{rate:,.0f}", ratio)
+                    continue
                 table.add_row(str(n_candidates), name, f"{np.percentile(lat, 50) * 1e3:.3f}",
                               f"{np.percentile(lat, 99) * 1e3:.3f}", f"{rate:,.0f}", ratio)
     finally:

@@ -50,15 +50,15 @@ def _cached_line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> 
     namespace, items = key
     parts = [f"|{namespace}"]
     for name, _type, value in items:
-        key = _token(name)
+        feature = _token(name)
         if isinstance(value, bool):
-            parts.append(f"{key}={int(value)}")
+            parts.append(f"{feature}={int(value)}")
         elif isinstance(value, int | float):
             number = float(value)
             if math.isfinite(number) and number != 0.0:
-                parts.append(f"{key}:{number:.6g}")
+                parts.append(f"{feature}:{number:.6g}")
         else:
-            parts.append(f"{key}={_token(value)}")
+            parts.append(f"{feature}={_token(value)}")
     return " ".join(parts)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from tacit.privacy.audit import AuditEntry
@@ -27,7 +28,7 @@ from tacit.store.schema import Decision
 
 logger = logging.getLogger("tacit.server")
 
-_INSERT_DECISIONS = Decision.__table__.insert()
+_INSERT_DECISIONS = insert(Decision)
 
 DECISIONS_LOGGED = Counter("tacit_decisions_logged_total", "Decisions committed to the log")
 DECISIONS_LOST = Counter(
