@@ -210,3 +210,30 @@ def test_roles_are_enforced(server) -> None:  # type: ignore[no-untyped-def]
         stub.Rank(request, metadata=server.metadata(Role.AUDITOR))
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert stub.Rank(request, metadata=server.metadata(Role.ADMIN)).chosen_id
+
+
+@pytest.mark.parametrize(
+    "vw_args",
+    [
+        "--cb_explore_adf --epsilon 0.2 -q UA",
+        "--cb_explore_adf --squarecb -q UA",
+        "--cb_explore_adf --bag 3 -q UA",
+        "--cb_explore_adf --cover 3 -q UA",
+        "--cb_explore_adf --softmax --lambda 5 -q UA",
+    ],
+)
+def test_each_exploration_algorithm_serves_a_full_distribution_and_learns(start_server, vw_args) -> None:  # type: ignore[no-untyped-def]
+    handle = start_server(slots={"home": {"vw_args": vw_args}})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    for index in range(20):
+        response = rank(stub, handle, subject=f"u{index}")
+        assert sum(c.probability for c in response.ranking) == pytest.approx(1.0, abs=1e-6)
+        assert all(c.probability >= 0 for c in response.ranking)
+        value = 1.0 if response.chosen_id == "b2" else 0.0
+        stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=value), metadata=handle.metadata())
+    learner = handle.running.runtime.learner
+    assert learner is not None
+    wait_for(lambda: handle.running.runtime.models.get("home").model_version != "v000000")
+    with handle.running.runtime.db.transaction() as session:
+        checkpoint = session.execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().first()
+        assert checkpoint is not None and checkpoint.details["vw_args"] == vw_args
