@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from tacit.privacy.audit import (
@@ -30,36 +30,53 @@ from tacit.store.schema import AuditHead, AuditRecord
 _VERIFY_PAGE = 2_000
 
 
+# Built once: the append runs on Rank's logging path for every batch.
+_LOCK_HEAD = (
+    update(AuditHead.__table__).where(AuditHead.__table__.c.id == 1).values(seq=AuditHead.__table__.c.seq)
+)
+_READ_HEAD = (
+    select(AuditHead.__table__.c.seq, AuditHead.__table__.c.record_hash)
+    .where(AuditHead.__table__.c.id == 1)
+    .with_for_update()
+)
+_WRITE_HEAD = (
+    update(AuditHead.__table__)
+    .where(AuditHead.__table__.c.id == 1)
+    .values(seq=bindparam("head_seq"), record_hash=bindparam("head_hash"))
+)
+_INSERT_RECORDS = AuditRecord.__table__.insert()
+
+
 def append_entries(session: Session, entries: Sequence[AuditEntry]) -> list[int]:
     """Chains `entries` after the current head inside the caller's transaction."""
     if not entries:
         return []
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
-    seq, prev_hash = head.seq, head.record_hash
-    sequences: list[int] = []
+    connection = session.connection()
+    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before the read.
+    connection.execute(_LOCK_HEAD)
+    seq, prev_hash = connection.execute(_READ_HEAD).one()
+    rows = []
     for entry in entries:
         seq += 1
         body = entry_to_json(entry)
         record_hash = chain_hash(prev_hash, seq, body)
-        session.add(
-            AuditRecord(
-                seq=seq,
-                occurred_at=entry.occurred_at,
-                payload_kind=entry.payload_kind,
-                correlation_id=entry.correlation_id,
-                policy_version=entry.policy_version,
-                key_id=entry.key_id,
-                body_json=body,
-                prev_hash=prev_hash,
-                record_hash=record_hash,
-            )
+        rows.append(
+            {
+                "seq": seq,
+                "occurred_at": entry.occurred_at,
+                "payload_kind": entry.payload_kind,
+                "correlation_id": entry.correlation_id,
+                "policy_version": entry.policy_version,
+                "key_id": entry.key_id,
+                "body_json": body,
+                "prev_hash": prev_hash,
+                "record_hash": record_hash,
+            }
         )
         prev_hash = record_hash
-        sequences.append(seq)
-    head.seq, head.record_hash = seq, prev_hash
-    session.flush()
-    return sequences
+    connection.execute(_INSERT_RECORDS, rows)
+    connection.execute(_WRITE_HEAD, {"head_seq": seq, "head_hash": prev_hash})
+    return [row["seq"] for row in rows]
 
 
 def verify(db: Database) -> ChainVerification:

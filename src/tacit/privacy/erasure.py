@@ -6,16 +6,21 @@ of its candidate pseudonyms are erased. The audit record carries counts only.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from tacit.privacy.audit import erasure_entry
+from tacit.privacy.audit import AuditEntry, FieldAudit, Outcome, erasure_entry
 from tacit.privacy.audit_log import append_entries
 from tacit.privacy.pseudonym import KeyRing
 from tacit.store.db import Database
 from tacit.store.schema import Decision, Reward, TrackedEvent
+
+logger = logging.getLogger("tacit.privacy")
+RETENTION_KIND = "retention"
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,94 @@ def erase_subject(
     return ErasureResult(decisions, events, rewards)
 
 
-def purge_events_before(db: Database, cutoff: datetime) -> int:
-    """Retention: deletes anonymized events that occurred before `cutoff`."""
+def purge_events_before(
+    db: Database, cutoff: datetime, policy_version: str = "", key_id: str = ""
+) -> int:
+    """Retention: deletes anonymized events that occurred before `cutoff`.
+
+    When anything was deleted, an audit record (kind ``retention``) with the
+    count is appended in the same transaction.
+    """
     with db.transaction() as session:
-        return session.execute(delete(TrackedEvent).where(TrackedEvent.occurred_at < cutoff)).rowcount or 0
+        purged = session.execute(delete(TrackedEvent).where(TrackedEvent.occurred_at < cutoff)).rowcount or 0
+        if purged:
+            now = datetime.now(UTC)
+            append_entries(
+                session,
+                [
+                    AuditEntry(
+                        occurred_at=now,
+                        payload_kind=RETENTION_KIND,
+                        correlation_id=f"retention-{now:%Y%m%dT%H%M%S}",
+                        policy_version=policy_version,
+                        key_id=key_id,
+                        fields=(
+                            FieldAudit("events", "purge", Outcome.ERASED.value, {"events": purged}),
+                        ),
+                    )
+                ],
+            )
+        return purged
+
+
+class RetentionPurger:
+    """Runs `purge_events_before(now - retention)` now and then every `interval_seconds`.
+
+    A background hook: `start()` at server start, `stop()` at shutdown. A failed
+    purge is logged (without values) and retried at the next interval.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        retention: timedelta,
+        interval_seconds: float,
+        policy_version: str = "",
+        key_id: str = "",
+    ) -> None:
+        if retention <= timedelta(0) or interval_seconds <= 0:
+            raise ValueError("retention and interval must be positive")
+        self.db = db
+        self.retention = retention
+        self.interval_seconds = interval_seconds
+        self.policy_version = policy_version
+        self.key_id = key_id
+        self.purged_total = 0
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: datetime | None = None) -> int:
+        cutoff = (now or datetime.now(UTC)) - self.retention
+        purged = purge_events_before(self.db, cutoff, self.policy_version, self.key_id)
+        self.purged_total += purged
+        self.runs += 1
+        if purged:
+            logger.info("retention purge", extra={"events": purged})
+        return purged
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:  # keep running; the next interval retries
+                logger.warning("retention purge failed", extra={"error_type": type(exc).__name__})
+            self._stop.wait(self.interval_seconds)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tacit-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def retention_purger(
+    db: Database, retention_days: float | None, interval_seconds: float, policy_version: str, key_id: str
+) -> RetentionPurger | None:
+    """The purger for the configured retention, or None when events are kept indefinitely."""
+    if retention_days is None:
+        return None
+    return RetentionPurger(db, timedelta(days=retention_days), interval_seconds, policy_version, key_id)

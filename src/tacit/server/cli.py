@@ -31,7 +31,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(settings.server.metrics_port, addr="127.0.0.1")
-    running = RunningServer(settings)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -40,11 +39,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"tacit serving on {running.target} (data in {settings.storage.data_dir.resolve()})", flush=True)
+    if settings.server.workers > 1:
+        from tacit.server.workers import WorkerPool
+
+        pool = WorkerPool(settings)
+        pool.start()
+        target = pool.target
+    else:
+        running = RunningServer(settings)
+        target = running.target
+    print(f"tacit serving on {target} (data in {settings.storage.data_dir.resolve()})", flush=True)
     if settings.auth.enabled:
         print(f"API tokens: {settings.tokens_path.resolve()}", flush=True)
-    stopping.wait()
-    running.stop()
+    if settings.server.workers > 1:
+        pool.wait(stopping)
+        pool.stop()
+    else:
+        stopping.wait()
+        running.stop()
     return 0
 
 
@@ -68,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--decisions", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
+    from tacit.server.cli_audit import add_audit_parser
+
+    add_audit_parser(sub)
+    from tacit.server.cli_models import add_model_parsers
+
+    add_model_parsers(sub)
+    from tacit.server.cli_experiment import register as add_experiment_parser
+
+    add_experiment_parser(sub)
     return parser
 
 

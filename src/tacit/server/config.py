@@ -30,7 +30,9 @@ class _Section(BaseModel):
 
 class ServerSettings(_Section):
     address: str = "127.0.0.1:50051"
-    max_workers: int = Field(16, ge=1, le=256)
+    max_workers: int = Field(16, ge=1, le=256, description="threads per process")
+    workers: int = Field(1, ge=1, le=64, description="server processes sharing the port (SO_REUSEPORT)")
+    reuse_port: bool = False
     grace_seconds: float = Field(10.0, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables the Prometheus endpoint")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -88,6 +90,15 @@ class PrivacySettings(_Section):
     ner_model: str | None = Field(None, description="spaCy package name or path; None = no NER")
     policies: dict[str, Any] = Field(default_factory=dict, description="overrides per payload kind")
     max_text_chars: int = Field(4_096, ge=64)
+    retention_days: float | None = Field(None, gt=0, description="purge events older than this; None keeps")
+    retention_interval_seconds: float = Field(3600.0, gt=0, description="how often the purge runs")
+
+
+class ExperimentSettings(_Section):
+    evaluation_interval_seconds: float = Field(60.0, gt=0, description="how often the rules run")
+    refresh_seconds: float = Field(1.0, gt=0, description="how stale Rank's view of experiments may be")
+    conversion_window_seconds: float = Field(7 * 86_400.0, gt=0)
+    sequential_tuning_n: float = Field(5_000.0, gt=0, description="total subjects where the CS is tightest")
 
 
 class Settings(BaseSettings):
@@ -102,6 +113,7 @@ class Settings(BaseSettings):
     decision_log: DecisionLogSettings = DecisionLogSettings()
     learner: LearnerSettings = LearnerSettings()
     privacy: PrivacySettings = PrivacySettings()
+    experiments: ExperimentSettings = ExperimentSettings()
     slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
 
     @classmethod
