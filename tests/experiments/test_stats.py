@@ -440,3 +440,19 @@ def test_empty_proportions_and_srm_return_statuses() -> None:
     assert proportion_z_test(EMPTY, none_clicked).status is Status.INSUFFICIENT_DATA
     empty = srm_check([0, 0], [0.5, 0.5])
     assert empty.status is Status.INSUFFICIENT_DATA and not empty.mismatch
+
+
+def test_guardrail_that_falls_to_zero_is_harmed_on_the_relative_scale() -> None:
+    # Control converts 100/1000 (p = 0.1); treatment converts 0/1000. The delta-method
+    # variance collapses to 0 (m_t = 0, v_t = 0); the fallback SE is SE(d)/m_c with
+    # v_c = 0.1*0.9*1000/999/1000 = 9.009e-5, SE(d) = 0.009492, SE = 0.09492.
+    # Degradation = 1.0 (−100%); lower bound 1 − 1.645*0.0949 = 0.844 > tolerance 0.05.
+    from tacit.experiments.stats import SampleStats, ToleranceKind, harm_test
+
+    control = SampleStats.from_proportion(100, 1000)
+    treatment = SampleStats.from_proportion(0, 1000)
+    result = harm_test(control, treatment, higher_is_better=True, tolerance=0.05,
+                       tolerance_kind=ToleranceKind.RELATIVE)
+    assert result.harmed
+    assert round(result.degradation, 6) == 1.0
+    assert 0.8 < result.lower_bound < 0.9

@@ -14,3 +14,23 @@ class SpecError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class ExperimentNotFound(LookupError):
+    """No experiment with the given id; the server maps it to ``NOT_FOUND``."""
+
+
+class ExperimentExists(ValueError):
+    """An experiment with this id already exists; mapped to ``ALREADY_EXISTS``."""
+
+
+class ExperimentConflict(RuntimeError):
+    """The experiment's state (or its slot's) refuses the change; ``FAILED_PRECONDITION``.
+
+    `reason` is a stable UPPER_SNAKE code such as ``SLOT_OCCUPIED`` or ``REPORT_NOT_PASSING``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -341,6 +341,13 @@ def _effect(control: MeanStats, treatment: MeanStats, scale: LiftScale) -> tuple
     if status is not Status.OK:
         return status, estimate, _NAN
     variance = var_t / mean_c**2 + mean_t**2 * var_c / mean_c**4
+    if not variance > 0:
+        # A treatment constant at 0 (no conversions at all) collapses the delta method to 0.
+        # Fall back to the absolute-scale error carried to the relative scale, SE(d)/|m_c|,
+        # so that the worst harm (a metric falling to zero) is still detected.
+        variance = (var_t + var_c) / mean_c**2
+        if not variance > 0:
+            return Status.ZERO_VARIANCE, estimate, _NAN
     return status, estimate, math.sqrt(variance)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -316,6 +317,7 @@ class DecisionEngine:
         occurred_at = occurred_at or now
         request_id = request_id or event_id
         self.decision_log.ensure_flushed(event_id)
+        self._await_commit(event_id)
         try:
             with self.db.transaction() as session:
                 decision = session.execute(
@@ -354,10 +356,25 @@ class DecisionEngine:
             # A concurrent retry with the same request id committed first.
             return RewardOutcome.DUPLICATE
 
+    def _await_commit(self, event_id: str) -> None:
+        """Waits a few flush intervals for a decision ranked by another process or replica.
+
+        Its batch may not be committed yet; only after that wait is the answer NOT_FOUND.
+        """
+        if self._event_exists(event_id):
+            return
+        interval = self.settings.decision_log.flush_interval_ms / 1000.0
+        deadline = time.monotonic() + 4 * interval + 0.05
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            if self._event_exists(event_id):
+                return
+
     def activate(self, event_id: str, now: datetime | None = None) -> bool:
         """Makes a deferred decision learnable; returns True when it already was."""
         now = now or datetime.now(UTC)
         self.decision_log.ensure_flushed(event_id)
+        self._await_commit(event_id)
         with self.db.transaction() as session:
             decision = session.execute(
                 select(Decision).where(Decision.event_id == event_id).with_for_update()

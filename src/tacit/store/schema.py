@@ -162,3 +162,55 @@ class IdempotencyKey(Base):
     request_id: Mapped[str] = mapped_column(String(96), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     response: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# --- experiments (issue 4) -------------------------------------------------------------
+
+# Metrics group an experiment's decisions by subject and arm; declared here rather than
+# inside `Decision` so that class stays as the initial schema wrote it.
+Index("ix_decisions_experiment", Decision.experiment_id, Decision.arm, Decision.subject)
+
+
+class ExperimentRecord(Base):
+    """A controlled rollout on one slot: its spec (JSON), salt, state and current stage."""
+
+    __tablename__ = "experiments"
+
+    experiment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    salt: Mapped[str] = mapped_column(String(64))
+    # draft, running, paused, rolled_back, shipped, stopped
+    state: Mapped[str] = mapped_column(String(16))
+    stage_index: Mapped[int] = mapped_column(Integer, default=0)
+    stage_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the experiment stopped collecting evidence (rolled back, shipped, stopped).
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(32))
+
+
+class ExperimentChange(Base):
+    """One step of an experiment's history: who, when, what, and the report behind it.
+
+    `action` is create/start/advance/pause/resume/rollback/ship/conclude/hold or
+    `evaluate` (a periodic report with no state change, kept for the lift-over-time chart).
+    """
+
+    __tablename__ = "experiment_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    from_stage: Mapped[int] = mapped_column(Integer)
+    to_stage: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (Index("ix_experiment_changes_experiment", "experiment_id", "id"),)

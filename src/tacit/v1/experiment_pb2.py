@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tacit/v1/experiment.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x03\x41rm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"J\n\x05Stage\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x12\n\nmin_sample\x18\x02 \x01(\x03\x12\x1c\n\x14min_duration_seconds\x18\x03 \x01(\x03\".\n\tGuardrail\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x11\n\ttolerance\x18\x02 \x01(\x01\"\xc8\x02\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\t\x12\x1b\n\x04\x61rms\x18\x03 \x03(\x0b\x32\r.tacit.v1.Arm\x12\x16\n\x0eprimary_metric\x18\x04 \x01(\t\x12\x19\n\x11secondary_metrics\x18\x05 \x03(\t\x12\'\n\nguardrails\x18\x06 \x03(\x0b\x32\x13.tacit.v1.Guardrail\x12\x1f\n\x06stages\x18\x07 \x03(\x0b\x32\x0f.tacit.v1.Stage\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x13\n\x0bstage_index\x18\t \x01(\x05\x12\x14\n\x0c\x61uto_advance\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x17\x43reateExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12(\n\nexperiment\x18\x02 \x01(\x0b\x32\x14.tacit.v1.Experiment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x16ListExperimentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\t\"]\n\x17ListExperimentsResponse\x12)\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x14.tacit.v1.Experiment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x17\x45xperimentActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x1aGetExperimentReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe3\x01\n\x0cMetricResult\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontrol_mean\x18\x03 \x01(\x01\x12\x16\n\x0etreatment_mean\x18\x04 \x01(\x01\x12\x15\n\rrelative_lift\x18\x05 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x06 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x07 \x01(\x01\x12\x0f\n\x07p_value\x18\x08 \x01(\x01\x12\x1c\n\x14\x61lways_valid_p_value\x18\t \x01(\x01\x12\x11\n\tguardrail\x18\n \x01(\x08\x12\x0e\n\x06harmed\x18\x0b \x01(\x08\"\x8b\x01\n\x10\x45xperimentReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07metrics\x18\x02 \x03(\x0b\x32\x16.tacit.v1.MetricResult\x12\x13\n\x0bsrm_p_value\x18\x03 \x01(\x01\x12\x1a\n\x12recommended_action\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t*\xe8\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPERIMENT_STATE_DRAFT\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x45XPERIMENT_STATE_PAUSED\x10\x03\x12 \n\x1c\x45XPERIMENT_STATE_ROLLED_BACK\x10\x04\x12\x1c\n\x18\x45XPERIMENT_STATE_SHIPPED\x10\x05\x12\x1c\n\x18\x45XPERIMENT_STATE_STOPPED\x10\x06\x32\xdc\x05\n\x11\x45xperimentService\x12K\n\x10\x43reateExperiment\x12!.tacit.v1.CreateExperimentRequest\x1a\x14.tacit.v1.Experiment\x12\x45\n\rGetExperiment\x12\x1e.tacit.v1.GetExperimentRequest\x1a\x14.tacit.v1.Experiment\x12V\n\x0fListExperiments\x12 .tacit.v1.ListExperimentsRequest\x1a!.tacit.v1.ListExperimentsResponse\x12J\n\x0fStartExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12L\n\x11\x41\x64vanceExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12J\n\x0fPauseExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12RollbackExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12\x43oncludeExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12W\n\x13GetExperimentReport\x12$.tacit.v1.GetExperimentReportRequest\x1a\x1a.tacit.v1.ExperimentReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tacit/v1/experiment.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x03\x41rm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"J\n\x05Stage\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x12\n\nmin_sample\x18\x02 \x01(\x03\x12\x1c\n\x14min_duration_seconds\x18\x03 \x01(\x03\".\n\tGuardrail\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x11\n\ttolerance\x18\x02 \x01(\x01\"\xde\x03\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\t\x12\x1b\n\x04\x61rms\x18\x03 \x03(\x0b\x32\r.tacit.v1.Arm\x12\x16\n\x0eprimary_metric\x18\x04 \x01(\t\x12\x19\n\x11secondary_metrics\x18\x05 \x03(\t\x12\'\n\nguardrails\x18\x06 \x03(\x0b\x32\x13.tacit.v1.Guardrail\x12\x1f\n\x06stages\x18\x07 \x03(\x0b\x32\x0f.tacit.v1.Stage\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x13\n\x0bstage_index\x18\t \x01(\x05\x12\x14\n\x0c\x61uto_advance\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ontrol_arm\x18\x0c \x01(\t\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10stage_start_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x65xposure_percent\x18\x0f \x01(\x01\"n\n\x17\x43reateExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12(\n\nexperiment\x18\x02 \x01(\x0b\x32\x14.tacit.v1.Experiment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x16ListExperimentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\t\"]\n\x17ListExperimentsResponse\x12)\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x14.tacit.v1.Experiment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x17\x45xperimentActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x1aGetExperimentReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe1\x03\n\x0cMetricResult\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontrol_mean\x18\x03 \x01(\x01\x12\x16\n\x0etreatment_mean\x18\x04 \x01(\x01\x12\x15\n\rrelative_lift\x18\x05 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x06 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x07 \x01(\x01\x12\x0f\n\x07p_value\x18\x08 \x01(\x01\x12\x1c\n\x14\x61lways_valid_p_value\x18\t \x01(\x01\x12\x11\n\tguardrail\x18\n \x01(\x08\x12\x0e\n\x06harmed\x18\x0b \x01(\x08\x12\x0c\n\x04role\x18\x0c \x01(\t\x12\x15\n\rabsolute_lift\x18\r \x01(\x01\x12\x17\n\x0f\x61\x62solute_ci_low\x18\x0e \x01(\x01\x12\x18\n\x10\x61\x62solute_ci_high\x18\x0f \x01(\x01\x12\x1b\n\x13\x61lways_valid_ci_low\x18\x10 \x01(\x01\x12\x1c\n\x14\x61lways_valid_ci_high\x18\x11 \x01(\x01\x12\x18\n\x10\x61\x64justed_p_value\x18\x12 \x01(\x01\x12\x0f\n\x07\x63leared\x18\x13 \x01(\x08\x12\x15\n\rcontrol_count\x18\x14 \x01(\x03\x12\x17\n\x0ftreatment_count\x18\x15 \x01(\x03\x12\x0e\n\x06status\x18\x16 \x01(\t\")\n\x08\x41rmCount\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x01(\x03\"\xd0\x02\n\x10\x45xperimentReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07metrics\x18\x02 \x03(\x0b\x32\x16.tacit.v1.MetricResult\x12\x13\n\x0bsrm_p_value\x18\x03 \x01(\x01\x12\x1a\n\x12recommended_action\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x13\n\x0bstage_index\x18\x06 \x01(\x05\x12\x18\n\x10\x65xposure_percent\x18\x07 \x01(\x01\x12&\n\narm_counts\x18\x08 \x03(\x0b\x32\x12.tacit.v1.ArmCount\x12\x0f\n\x07reasons\x18\t \x03(\t\x12\x31\n\revaluate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05state\x18\x0b \x01(\x0e\x32\x19.tacit.v1.ExperimentState\"p\n\x1cListExperimentChangesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1b\n\x13include_evaluations\x18\x04 \x01(\x08\"\xbe\x02\n\x10\x45xperimentChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x0b\x63hange_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12-\n\nfrom_state\x18\x05 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12+\n\x08to_state\x18\x06 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x18\n\x10\x66rom_stage_index\x18\x07 \x01(\x05\x12\x16\n\x0eto_stage_index\x18\x08 \x01(\x05\x12\x0e\n\x06reason\x18\t \x01(\t\x12*\n\x06report\x18\n \x01(\x0b\x32\x1a.tacit.v1.ExperimentReport\"e\n\x1dListExperimentChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.tacit.v1.ExperimentChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xe8\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPERIMENT_STATE_DRAFT\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x45XPERIMENT_STATE_PAUSED\x10\x03\x12 \n\x1c\x45XPERIMENT_STATE_ROLLED_BACK\x10\x04\x12\x1c\n\x18\x45XPERIMENT_STATE_SHIPPED\x10\x05\x12\x1c\n\x18\x45XPERIMENT_STATE_STOPPED\x10\x06\x32\xc6\x06\n\x11\x45xperimentService\x12K\n\x10\x43reateExperiment\x12!.tacit.v1.CreateExperimentRequest\x1a\x14.tacit.v1.Experiment\x12\x45\n\rGetExperiment\x12\x1e.tacit.v1.GetExperimentRequest\x1a\x14.tacit.v1.Experiment\x12V\n\x0fListExperiments\x12 .tacit.v1.ListExperimentsRequest\x1a!.tacit.v1.ListExperimentsResponse\x12J\n\x0fStartExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12L\n\x11\x41\x64vanceExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12J\n\x0fPauseExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12RollbackExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12\x43oncludeExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12W\n\x13GetExperimentReport\x12$.tacit.v1.GetExperimentReportRequest\x1a\x1a.tacit.v1.ExperimentReport\x12h\n\x15ListExperimentChanges\x12&.tacit.v1.ListExperimentChangesRequest\x1a\'.tacit.v1.ListExperimentChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tacit.v1.experiment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPERIMENTSTATE']._serialized_start=1398
-  _globals['_EXPERIMENTSTATE']._serialized_end=1630
+  _globals['_EXPERIMENTSTATE']._serialized_start=2580
+  _globals['_EXPERIMENTSTATE']._serialized_end=2812
   _globals['_ARM']._serialized_start=72
   _globals['_ARM']._serialized_end=123
   _globals['_STAGE']._serialized_start=125
@@ -41,23 +41,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GUARDRAIL']._serialized_start=201
   _globals['_GUARDRAIL']._serialized_end=247
   _globals['_EXPERIMENT']._serialized_start=250
-  _globals['_EXPERIMENT']._serialized_end=578
-  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=580
-  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=690
-  _globals['_GETEXPERIMENTREQUEST']._serialized_start=692
-  _globals['_GETEXPERIMENTREQUEST']._serialized_end=728
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=730
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=807
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=809
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=902
-  _globals['_EXPERIMENTACTIONREQUEST']._serialized_start=904
-  _globals['_EXPERIMENTACTIONREQUEST']._serialized_end=979
-  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_start=981
-  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_end=1023
-  _globals['_METRICRESULT']._serialized_start=1026
-  _globals['_METRICRESULT']._serialized_end=1253
-  _globals['_EXPERIMENTREPORT']._serialized_start=1256
-  _globals['_EXPERIMENTREPORT']._serialized_end=1395
-  _globals['_EXPERIMENTSERVICE']._serialized_start=1633
-  _globals['_EXPERIMENTSERVICE']._serialized_end=2365
+  _globals['_EXPERIMENT']._serialized_end=728
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=730
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=840
+  _globals['_GETEXPERIMENTREQUEST']._serialized_start=842
+  _globals['_GETEXPERIMENTREQUEST']._serialized_end=878
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=880
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=957
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=959
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=1052
+  _globals['_EXPERIMENTACTIONREQUEST']._serialized_start=1054
+  _globals['_EXPERIMENTACTIONREQUEST']._serialized_end=1129
+  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_start=1131
+  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_end=1173
+  _globals['_METRICRESULT']._serialized_start=1176
+  _globals['_METRICRESULT']._serialized_end=1657
+  _globals['_ARMCOUNT']._serialized_start=1659
+  _globals['_ARMCOUNT']._serialized_end=1700
+  _globals['_EXPERIMENTREPORT']._serialized_start=1703
+  _globals['_EXPERIMENTREPORT']._serialized_end=2039
+  _globals['_LISTEXPERIMENTCHANGESREQUEST']._serialized_start=2041
+  _globals['_LISTEXPERIMENTCHANGESREQUEST']._serialized_end=2153
+  _globals['_EXPERIMENTCHANGE']._serialized_start=2156
+  _globals['_EXPERIMENTCHANGE']._serialized_end=2474
+  _globals['_LISTEXPERIMENTCHANGESRESPONSE']._serialized_start=2476
+  _globals['_LISTEXPERIMENTCHANGESRESPONSE']._serialized_end=2577
+  _globals['_EXPERIMENTSERVICE']._serialized_start=2815
+  _globals['_EXPERIMENTSERVICE']._serialized_end=3653
 # @@protoc_insertion_point(module_scope)

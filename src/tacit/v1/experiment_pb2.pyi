@@ -56,7 +56,7 @@ class Guardrail(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time")
+    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time", "control_arm", "update_time", "stage_start_time", "exposure_percent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,10 @@ class Experiment(_message.Message):
     STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     AUTO_ADVANCE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ARM_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STAGE_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     slot: str
     arms: _containers.RepeatedCompositeFieldContainer[Arm]
@@ -79,7 +83,11 @@ class Experiment(_message.Message):
     stage_index: int
     auto_advance: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    control_arm: str
+    update_time: _timestamp_pb2.Timestamp
+    stage_start_time: _timestamp_pb2.Timestamp
+    exposure_percent: float
+    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_arm: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposure_percent: _Optional[float] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("experiment_id", "experiment", "request_id")
@@ -132,7 +140,7 @@ class GetExperimentReportRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class MetricResult(_message.Message):
-    __slots__ = ("metric", "arm", "control_mean", "treatment_mean", "relative_lift", "ci_low", "ci_high", "p_value", "always_valid_p_value", "guardrail", "harmed")
+    __slots__ = ("metric", "arm", "control_mean", "treatment_mean", "relative_lift", "ci_low", "ci_high", "p_value", "always_valid_p_value", "guardrail", "harmed", "role", "absolute_lift", "absolute_ci_low", "absolute_ci_high", "always_valid_ci_low", "always_valid_ci_high", "adjusted_p_value", "cleared", "control_count", "treatment_count", "status")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     CONTROL_MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +152,17 @@ class MetricResult(_message.Message):
     ALWAYS_VALID_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     GUARDRAIL_FIELD_NUMBER: _ClassVar[int]
     HARMED_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ABSOLUTE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    ABSOLUTE_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    ABSOLUTE_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_VALID_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_VALID_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTED_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     metric: str
     arm: str
     control_mean: float
@@ -155,18 +174,93 @@ class MetricResult(_message.Message):
     always_valid_p_value: float
     guardrail: bool
     harmed: bool
-    def __init__(self, metric: _Optional[str] = ..., arm: _Optional[str] = ..., control_mean: _Optional[float] = ..., treatment_mean: _Optional[float] = ..., relative_lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., always_valid_p_value: _Optional[float] = ..., guardrail: _Optional[bool] = ..., harmed: _Optional[bool] = ...) -> None: ...
+    role: str
+    absolute_lift: float
+    absolute_ci_low: float
+    absolute_ci_high: float
+    always_valid_ci_low: float
+    always_valid_ci_high: float
+    adjusted_p_value: float
+    cleared: bool
+    control_count: int
+    treatment_count: int
+    status: str
+    def __init__(self, metric: _Optional[str] = ..., arm: _Optional[str] = ..., control_mean: _Optional[float] = ..., treatment_mean: _Optional[float] = ..., relative_lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., always_valid_p_value: _Optional[float] = ..., guardrail: _Optional[bool] = ..., harmed: _Optional[bool] = ..., role: _Optional[str] = ..., absolute_lift: _Optional[float] = ..., absolute_ci_low: _Optional[float] = ..., absolute_ci_high: _Optional[float] = ..., always_valid_ci_low: _Optional[float] = ..., always_valid_ci_high: _Optional[float] = ..., adjusted_p_value: _Optional[float] = ..., cleared: _Optional[bool] = ..., control_count: _Optional[int] = ..., treatment_count: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+
+class ArmCount(_message.Message):
+    __slots__ = ("arm", "subjects")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    subjects: int
+    def __init__(self, arm: _Optional[str] = ..., subjects: _Optional[int] = ...) -> None: ...
 
 class ExperimentReport(_message.Message):
-    __slots__ = ("name", "metrics", "srm_p_value", "recommended_action", "summary")
+    __slots__ = ("name", "metrics", "srm_p_value", "recommended_action", "summary", "stage_index", "exposure_percent", "arm_counts", "reasons", "evaluate_time", "state")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     SRM_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDED_ACTION_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ARM_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     metrics: _containers.RepeatedCompositeFieldContainer[MetricResult]
     srm_p_value: float
     recommended_action: str
     summary: str
-    def __init__(self, name: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., srm_p_value: _Optional[float] = ..., recommended_action: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+    stage_index: int
+    exposure_percent: float
+    arm_counts: _containers.RepeatedCompositeFieldContainer[ArmCount]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    evaluate_time: _timestamp_pb2.Timestamp
+    state: ExperimentState
+    def __init__(self, name: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., srm_p_value: _Optional[float] = ..., recommended_action: _Optional[str] = ..., summary: _Optional[str] = ..., stage_index: _Optional[int] = ..., exposure_percent: _Optional[float] = ..., arm_counts: _Optional[_Iterable[_Union[ArmCount, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., evaluate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ...) -> None: ...
+
+class ListExperimentChangesRequest(_message.Message):
+    __slots__ = ("name", "page_size", "page_token", "include_evaluations")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_size: int
+    page_token: str
+    include_evaluations: bool
+    def __init__(self, name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_evaluations: _Optional[bool] = ...) -> None: ...
+
+class ExperimentChange(_message.Message):
+    __slots__ = ("sequence", "change_time", "actor", "action", "from_state", "to_state", "from_stage_index", "to_stage_index", "reason", "report")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    FROM_STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TO_STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    change_time: _timestamp_pb2.Timestamp
+    actor: str
+    action: str
+    from_state: ExperimentState
+    to_state: ExperimentState
+    from_stage_index: int
+    to_stage_index: int
+    reason: str
+    report: ExperimentReport
+    def __init__(self, sequence: _Optional[int] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., from_state: _Optional[_Union[ExperimentState, str]] = ..., to_state: _Optional[_Union[ExperimentState, str]] = ..., from_stage_index: _Optional[int] = ..., to_stage_index: _Optional[int] = ..., reason: _Optional[str] = ..., report: _Optional[_Union[ExperimentReport, _Mapping]] = ...) -> None: ...
+
+class ListExperimentChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ExperimentChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[ExperimentChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,11 @@ class ExperimentServiceStub:
                 request_serializer=tacit_dot_v1_dot_experiment__pb2.GetExperimentReportRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_experiment__pb2.ExperimentReport.FromString,
                 _registered_method=True)
+        self.ListExperimentChanges = channel.unary_unary(
+                '/tacit.v1.ExperimentService/ListExperimentChanges',
+                request_serializer=tacit_dot_v1_dot_experiment__pb2.ListExperimentChangesRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_experiment__pb2.ListExperimentChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
@@ -140,6 +145,14 @@ class ExperimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExperimentChanges(self, request, context):
+        """The stored history: every state change (who, when, the numbers behind it) and,
+        when asked, every periodic evaluation (for lift-over-time charts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +200,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.GetExperimentReport,
                     request_deserializer=tacit_dot_v1_dot_experiment__pb2.GetExperimentReportRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_experiment__pb2.ExperimentReport.SerializeToString,
+            ),
+            'ListExperimentChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperimentChanges,
+                    request_deserializer=tacit_dot_v1_dot_experiment__pb2.ListExperimentChangesRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_experiment__pb2.ListExperimentChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +451,33 @@ class ExperimentService:
             '/tacit.v1.ExperimentService/GetExperimentReport',
             tacit_dot_v1_dot_experiment__pb2.GetExperimentReportRequest.SerializeToString,
             tacit_dot_v1_dot_experiment__pb2.ExperimentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperimentChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ExperimentService/ListExperimentChanges',
+            tacit_dot_v1_dot_experiment__pb2.ListExperimentChangesRequest.SerializeToString,
+            tacit_dot_v1_dot_experiment__pb2.ListExperimentChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,262 @@
+"""`tacit experiment …`: a gRPC client of ExperimentService with the experimenter's token.
+
+    tacit experiment create exp-1 --slot home --arm control:static:first:0.5 \\
+        --arm treatment:bandit:0.5 --primary click_through --guardrail conversion:0.02 \\
+        --stage 1:1000:86400 --stage 5:1000 --stage 25 --stage 50 --stage 100 --auto-advance
+    tacit experiment report exp-1 --chart exp-1.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from tacit.server.auth import Role, read_token
+from tacit.v1 import experiment_pb2, experiment_pb2_grpc
+
+ACTIONS = ("start", "advance", "pause", "rollback", "conclude")
+
+
+def _arm(text: str) -> experiment_pb2.Arm:
+    """NAME:POLICY:WEIGHT, the policy may itself contain ':' (static:first)."""
+    name, _, rest = text.partition(":")
+    policy, _, weight = rest.rpartition(":")
+    try:
+        return experiment_pb2.Arm(name=name, policy=policy, weight=float(weight))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "--arm must be NAME:POLICY:WEIGHT, e.g. control:static:first:0.5"
+        ) from None
+
+
+def _stage(text: str) -> experiment_pb2.Stage:
+    """PERCENT[:MIN_SAMPLE[:MIN_DURATION_SECONDS]]."""
+    parts = text.split(":")
+    try:
+        return experiment_pb2.Stage(
+            percent=float(parts[0]),
+            min_sample=int(parts[1]) if len(parts) > 1 else 0,
+            min_duration_seconds=int(parts[2]) if len(parts) > 2 else 0,
+        )
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError("--stage must be PERCENT[:MIN_SAMPLE[:MIN_SECONDS]]") from None
+
+
+def _guardrail(text: str) -> experiment_pb2.Guardrail:
+    metric, _, tolerance = text.partition(":")
+    try:
+        return experiment_pb2.Guardrail(metric=metric, tolerance=float(tolerance))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "--guardrail must be METRIC:TOLERANCE, e.g. conversion:0.02"
+        ) from None
+
+
+def _stub(args: argparse.Namespace) -> tuple[experiment_pb2_grpc.ExperimentServiceStub, Any, grpc.Channel]:
+    token_file = args.token_file or Path(args.data_dir) / "tokens.json"
+    token = read_token(Path(token_file), Role.EXPERIMENTER)
+    channel = grpc.insecure_channel(args.target)
+    return (
+        experiment_pb2_grpc.ExperimentServiceStub(channel),
+        (("authorization", f"Bearer {token}"),),
+        channel,
+    )
+
+
+def _name(experiment_id: str) -> str:
+    return experiment_id if experiment_id.startswith("experiments/") else f"experiments/{experiment_id}"
+
+
+def _print(message: Any) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _fmt(value: float, percent: bool = False) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100:+.2f}%" if percent else f"{value:.4g}"
+
+
+def print_report(report: experiment_pb2.ExperimentReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    state = experiment_pb2.ExperimentState.Name(report.state).removeprefix("EXPERIMENT_STATE_").lower()
+    counts = ", ".join(f"{c.arm}={c.subjects}" for c in report.arm_counts)
+    console.print(
+        f"[bold]{report.name}[/bold]  state {state}, stage {report.stage_index + 1} "
+        f"({report.exposure_percent:g}%), subjects {counts}, SRM p={_fmt(report.srm_p_value)}"
+    )
+    table = Table(show_lines=False)
+    for column in (
+        "metric",
+        "role",
+        "control",
+        "treatment",
+        "lift",
+        "95% CI",
+        "p",
+        "always-valid p",
+        "adj. p",
+        "guardrail",
+    ):
+        table.add_column(column, justify="left" if column in ("metric", "role") else "right")
+    for m in report.metrics:
+        guard = "HARMED" if m.harmed else "cleared" if m.cleared else "-" if not m.guardrail else "pending"
+        table.add_row(
+            m.metric,
+            m.role,
+            _fmt(m.control_mean),
+            _fmt(m.treatment_mean),
+            _fmt(m.relative_lift, True),
+            f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}]",
+            _fmt(m.p_value),
+            _fmt(m.always_valid_p_value),
+            _fmt(m.adjusted_p_value),
+            guard,
+        )
+    console.print(table)
+    console.print(f"[bold]recommended:[/bold] {report.recommended_action}")
+    console.print(report.summary)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    stub, metadata, channel = _stub(args)
+    try:
+        return _run(args, stub, metadata)
+    except grpc.RpcError as error:
+        print(f"tacit: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+
+
+def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceStub, metadata: Any) -> int:
+    verb = args.experiment_command
+    if verb == "create":
+        experiment = experiment_pb2.Experiment(
+            slot=args.slot,
+            arms=args.arm,
+            primary_metric=args.primary,
+            secondary_metrics=args.secondary,
+            guardrails=args.guardrail,
+            stages=args.stage,
+            auto_advance=args.auto_advance,
+            control_arm=args.control or "",
+        )
+        request = experiment_pb2.CreateExperimentRequest(
+            experiment_id=args.id, experiment=experiment, request_id=args.request_id or ""
+        )
+        _print(stub.CreateExperiment(request, metadata=metadata))
+    elif verb == "get":
+        _print(
+            stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=_name(args.id)), metadata=metadata)
+        )
+    elif verb == "list":
+        listing = experiment_pb2.ListExperimentsRequest(
+            page_size=args.page_size, page_token=args.page_token or "", slot=args.slot or ""
+        )
+        _print(stub.ListExperiments(listing, metadata=metadata))
+    elif verb in ACTIONS:
+        method: Callable[..., experiment_pb2.Experiment] = getattr(stub, f"{verb.capitalize()}Experiment")
+        action = experiment_pb2.ExperimentActionRequest(
+            name=_name(args.id), reason=args.reason or "", request_id=args.request_id or ""
+        )
+        _print(method(action, metadata=metadata))
+    elif verb == "report":
+        report = stub.GetExperimentReport(
+            experiment_pb2.GetExperimentReportRequest(name=_name(args.id)), metadata=metadata
+        )
+        print_report(report)
+        if args.chart:
+            _chart(stub, metadata, args.id, Path(args.chart))
+            print(f"chart written to {args.chart}")
+    elif verb == "history":
+        for change in _history(stub, metadata, args.id, include_evaluations=args.evaluations):
+            _print(change)
+    return 0
+
+
+def _history(
+    stub: experiment_pb2_grpc.ExperimentServiceStub,
+    metadata: Any,
+    experiment_id: str,
+    include_evaluations: bool,
+) -> list[experiment_pb2.ExperimentChange]:
+    changes: list[experiment_pb2.ExperimentChange] = []
+    token = ""
+    while True:
+        page = stub.ListExperimentChanges(
+            experiment_pb2.ListExperimentChangesRequest(
+                name=_name(experiment_id),
+                page_size=1000,
+                page_token=token,
+                include_evaluations=include_evaluations,
+            ),
+            metadata=metadata,
+        )
+        changes += list(page.changes)
+        token = page.next_page_token
+        if not token:
+            return changes
+
+
+def _chart(
+    stub: experiment_pb2_grpc.ExperimentServiceStub, metadata: Any, experiment_id: str, path: Path
+) -> None:
+    from tacit.experiments.report import render_chart
+    from tacit.server.experiment_converters import change_from_proto
+
+    changes = _history(stub, metadata, experiment_id, include_evaluations=True)
+    render_chart([change_from_proto(change) for change in changes], path)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds `tacit experiment …` to the top-level parser."""
+    experiment = sub.add_parser("experiment", help="create, steer and report controlled rollouts")
+    experiment.add_argument("--target", default="127.0.0.1:50051", help="server address")
+    experiment.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
+    experiment.add_argument("--token-file", type=Path, default=None, help="default: <data-dir>/tokens.json")
+    experiment.set_defaults(func=cmd_experiment)
+    verbs = experiment.add_subparsers(dest="experiment_command", required=True)
+
+    create = verbs.add_parser("create", help="define a draft experiment")
+    create.add_argument("id")
+    create.add_argument("--slot", required=True)
+    create.add_argument("--arm", type=_arm, action="append", required=True, help="NAME:POLICY:WEIGHT")
+    create.add_argument("--control", default=None, help="control arm (default: the first)")
+    create.add_argument("--primary", required=True, help="primary metric")
+    create.add_argument("--secondary", action="append", default=[])
+    create.add_argument("--guardrail", type=_guardrail, action="append", default=[], help="METRIC:TOLERANCE")
+    create.add_argument(
+        "--stage", type=_stage, action="append", required=True, help="PERCENT[:MIN_N[:SECONDS]]"
+    )
+    create.add_argument("--auto-advance", action="store_true")
+    create.add_argument("--request-id", default=None)
+
+    get = verbs.add_parser("get", help="show one experiment")
+    get.add_argument("id")
+    listing = verbs.add_parser("list", help="list experiments")
+    listing.add_argument("--slot", default=None)
+    listing.add_argument("--page-size", type=int, default=50)
+    listing.add_argument("--page-token", default=None)
+    for verb in ACTIONS:
+        action = verbs.add_parser(verb, help=f"{verb} an experiment")
+        action.add_argument("id")
+        action.add_argument("--reason", default=None)
+        action.add_argument("--request-id", default=None)
+    report = verbs.add_parser("report", help="significance report (table) and optional chart")
+    report.add_argument("id")
+    report.add_argument("--chart", default=None, help="write a PNG of lift over time")
+    history = verbs.add_parser("history", help="stored state changes with their numbers")
+    history.add_argument("id")
+    history.add_argument("--evaluations", action="store_true", help="include periodic evaluations")

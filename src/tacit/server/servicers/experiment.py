@@ -1,0 +1,148 @@
+"""ExperimentService: convert, call `experiments.service`, convert back.
+
+Domain errors become typed server errors here; the interceptor maps those to statuses.
+The caller's role (from its bearer token) is recorded as the actor of every change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+
+from tacit.experiments.errors import ExperimentConflict, ExperimentExists, ExperimentNotFound, SpecError
+from tacit.experiments.service import Experiment, ExperimentService
+from tacit.server import converters
+from tacit.server import experiment_converters as convert
+from tacit.server.auth import TokenStore
+from tacit.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from tacit.v1 import experiment_pb2, experiment_pb2_grpc
+
+
+def caller_role(tokens: TokenStore | None) -> Callable[[grpc.ServicerContext], str]:
+    """The role behind the call's bearer token ("anonymous" when auth is off)."""
+
+    def role_of(context: grpc.ServicerContext) -> str:
+        if tokens is None:
+            return "anonymous"
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                role = tokens.role_of(value[len("Bearer ") :])
+                if role is not None:
+                    return role.value
+        return "unknown"
+
+    return role_of
+
+
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    try:
+        yield
+    except SpecError as error:
+        raise InvalidArgument(error.field, error.message, "INVALID_EXPERIMENT") from None
+    except ExperimentNotFound as error:
+        raise NotFound(str(error), "EXPERIMENT_NOT_FOUND") from None
+    except ExperimentExists as error:
+        raise AlreadyExists(str(error), "EXPERIMENT_EXISTS") from None
+    except ExperimentConflict as error:
+        raise FailedPrecondition(error.message, error.reason) from None
+
+
+class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
+    def __init__(self, service: ExperimentService, role_of: Callable[[grpc.ServicerContext], str]):
+        self._service = service
+        self._role_of = role_of
+
+    def CreateExperiment(  # noqa: N802
+        self, request: experiment_pb2.CreateExperimentRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        if not request.HasField("experiment"):
+            raise InvalidArgument("experiment", "is required")
+        experiment_id = request.experiment_id or (
+            convert.experiment_id_from_name("experiment.name", request.experiment.name)
+            if request.experiment.name
+            else ""
+        )
+        if not experiment_id:
+            raise InvalidArgument("experiment_id", "is required")
+        definition = convert.definition_from_proto(experiment_id, request.experiment)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        with _domain_errors():
+            created = self._service.create(definition, self._role_of(context), request_id)
+        return convert.experiment_to_proto(created)
+
+    def GetExperiment(  # noqa: N802
+        self, request: experiment_pb2.GetExperimentRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        experiment_id = convert.experiment_id_from_name("name", request.name)
+        with _domain_errors():
+            return convert.experiment_to_proto(self._service.get(experiment_id))
+
+    def ListExperiments(  # noqa: N802
+        self, request: experiment_pb2.ListExperimentsRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.ListExperimentsResponse:
+        with _domain_errors():
+            items, token = self._service.list_experiments(request.page_size, request.page_token, request.slot)
+        return experiment_pb2.ListExperimentsResponse(
+            experiments=[convert.experiment_to_proto(item) for item in items], next_page_token=token
+        )
+
+    def _act(
+        self,
+        request: experiment_pb2.ExperimentActionRequest,
+        context: grpc.ServicerContext,
+        verb: Callable[..., Experiment],
+    ) -> experiment_pb2.Experiment:
+        experiment_id = convert.experiment_id_from_name("name", request.name)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        if len(request.reason) > 1000:
+            raise InvalidArgument("reason", "is longer than 1000 characters")
+        with _domain_errors():
+            changed = verb(experiment_id, self._role_of(context), request.reason, request_id)
+        return convert.experiment_to_proto(changed)
+
+    def StartExperiment(  # noqa: N802
+        self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        return self._act(request, context, self._service.start)
+
+    def AdvanceExperiment(  # noqa: N802
+        self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        return self._act(request, context, self._service.advance)
+
+    def PauseExperiment(  # noqa: N802
+        self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        return self._act(request, context, self._service.pause)
+
+    def RollbackExperiment(  # noqa: N802
+        self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        return self._act(request, context, self._service.rollback)
+
+    def ConcludeExperiment(  # noqa: N802
+        self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.Experiment:
+        return self._act(request, context, self._service.conclude)
+
+    def GetExperimentReport(  # noqa: N802
+        self, request: experiment_pb2.GetExperimentReportRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.ExperimentReport:
+        experiment_id = convert.experiment_id_from_name("name", request.name)
+        with _domain_errors():
+            return convert.report_to_proto(self._service.report(experiment_id))
+
+    def ListExperimentChanges(  # noqa: N802
+        self, request: experiment_pb2.ListExperimentChangesRequest, context: grpc.ServicerContext
+    ) -> experiment_pb2.ListExperimentChangesResponse:
+        experiment_id = convert.experiment_id_from_name("name", request.name)
+        with _domain_errors():
+            entries, token = self._service.history(
+                experiment_id, request.page_size, request.page_token, request.include_evaluations
+            )
+        return experiment_pb2.ListExperimentChangesResponse(
+            changes=[convert.change_to_proto(entry) for entry in entries], next_page_token=token
+        )
