@@ -179,6 +179,7 @@ _EVENT_COMMON: dict[str, Any] = {
     "slot": "keep",
     "item_id": "keep",
     "session_id": "pseudonymize",
+    "referrer_class": "keep",  # search/social/direct/email: the feature builder's referral source
 }
 
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -210,6 +211,12 @@ DEFAULT_POLICIES: dict[str, Any] = {
     "event.custom": {"fields": {
         **_EVENT_COMMON, "name": "keep", "query": "scrub", "text": "scrub",
         "dwell_ms": "keep", "scroll_depth": "keep", "value": "keep", "label": "keep",
+    }},
+    # Feature overrides sent with PredictConversion/PredictChurn (tacit.learning.features names).
+    "predict_context": {"fields": {
+        "recency_days": "keep", "visits_7d": "keep", "visits_30d": "keep", "clicks_30d": "keep",
+        "sessions_30d": "keep", "dwell_mean": "keep", "scroll_mean": "keep", "hour": "keep",
+        "day_of_week": "keep", "device": "keep", "referral_source": "keep",
     }},
 }
 

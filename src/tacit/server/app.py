@@ -11,16 +11,19 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tacit.experiments.service import ExperimentService
 from tacit.learning.learner import Learner, SlotLearning
 from tacit.learning.registry import ServingModels
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
+from tacit.privacy.erasure import RetentionPurger, retention_purger
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore
@@ -32,6 +35,8 @@ from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsIntercepto
 from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
+from tacit.server.servicers.experiment import ExperimentServicer, caller_role
+from tacit.server.servicers.prediction import prediction_and_model_servicers
 from tacit.store.db import Database
 from tacit.v1 import (
     audit_pb2,
@@ -79,8 +84,11 @@ class Runtime:
     events: EventRecorder
     tokens: TokenStore | None
     learner: Learner | None
+    experiments: ExperimentService
     _stop: threading.Event = field(default_factory=threading.Event)
     _reloader: threading.Thread | None = None
+    retention: RetentionPurger | None = None
+    _evaluator: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -119,6 +127,15 @@ class Runtime:
                 keep_checkpoints=settings.learner.keep_checkpoints,
             )
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed)
+        experiments = ExperimentService(
+            db,
+            slots=settings.slots.keys(),
+            default_rewards={slot: cfg.default_reward for slot, cfg in settings.slots.items()},
+            conversion_window=timedelta(seconds=settings.experiments.conversion_window_seconds),
+            refresh_seconds=settings.experiments.refresh_seconds,
+            sequential_tuning_n=settings.experiments.sequential_tuning_n,
+        )
+        engine.assigner = experiments.assigner
         return cls(
             settings,
             db,
@@ -130,13 +147,30 @@ class Runtime:
             EventRecorder(db, boundary),
             tokens,
             learner,
+            experiments,
         )
 
     def start_background(self) -> None:
         if self.learner is not None:
             self.learner.start()
+        privacy = self.settings.privacy
+        self.retention = retention_purger(self.db, privacy.retention_days, privacy.retention_interval_seconds,
+                                          self.boundary.policies.version, self.keyring.active_key_id)
+        if self.retention is not None:
+            self.retention.start()
         self._reloader = threading.Thread(target=self._reload_loop, name="tacit-model-reload", daemon=True)
         self._reloader.start()
+        self._evaluator = threading.Thread(
+            target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
+        )
+        self._evaluator.start()
+
+    def _evaluate_loop(self) -> None:
+        while not self._stop.wait(self.settings.experiments.evaluation_interval_seconds):
+            try:
+                self.experiments.evaluate_running()
+            except Exception:
+                logger.exception("experiment evaluation failed")
 
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.settings.learner.reload_interval_seconds):
@@ -152,7 +186,11 @@ class Runtime:
         self._stop.set()
         if self._reloader is not None:
             self._reloader.join()
+        if self._evaluator is not None:
+            self._evaluator.join()
         self.decision_log.close()
+        if self.retention is not None:
+            self.retention.stop()
         if self.learner is not None:
             self.learner.stop()
         self.models.close()
@@ -167,23 +205,30 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="tacit-rpc"),
         interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor()],
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.so_reuseport", 1 if settings.server.reuse_port else 0),
+        ],
+    )
+    # Declared field names may be named in errors; any other key is client input.
+    known_names = frozenset(
+        name for policy in runtime.boundary.policies.policies.values() for name in policy.fields
     )
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(
-        DecisionServicer(runtime.engine, settings), server
+        DecisionServicer(runtime.engine, settings, known_names), server
     )
-    event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(runtime.events, settings), server)
+    event_pb2_grpc.add_EventServiceServicer_to_server(
+        EventServicer(runtime.events, settings, known_names), server
+    )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(runtime.db, runtime.keyring, runtime.boundary.policies.version, settings), server
     )
-    # Services whose issue has not landed answer UNIMPLEMENTED from their generated base.
-    prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
-        prediction_pb2_grpc.PredictionServiceServicer(), server
-    )
+    predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
+    prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)
     experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-        experiment_pb2_grpc.ExperimentServiceServicer(), server
+        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens)), server
     )
-    model_pb2_grpc.add_ModelServiceServicer_to_server(model_pb2_grpc.ModelServiceServicer(), server)
+    model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:

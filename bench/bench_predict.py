@@ -1,0 +1,158 @@
+"""PredictConversion over loopback against a bare gRPC echo server, and the profile lookup cost.
+
+    .venv/bin/python bench/bench_predict.py [--requests 2000] [--subjects 400]
+
+Sends a simulated history with TrackEvents, trains and registers a conversion
+model (as `tacit train conversion` does), then measures in the same run:
+  * PredictConversion p50/p99 (sequential) for known subjects, with and without a
+    context override, and for unknown subjects (default profile);
+  * a bare echo server answering the same request bytes (the gRPC floor);
+  * ProfileStore.lookup in-process: cold (a database read) and warm (cache hit) —
+    what a profile lookup would add to Rank.
+  p50 ratio = PredictConversion p50 / echo p50
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_rank import ECHO_METHOD, latencies, start_echo_server  # noqa: E402
+
+from tacit.learning.classifiers import Task  # noqa: E402
+from tacit.learning.profiles import ProfileStore  # noqa: E402
+from tacit.learning.training import TrainJob, run_training  # noqa: E402
+from tacit.server.app import RunningServer  # noqa: E402
+from tacit.server.auth import Role, read_token  # noqa: E402
+from tacit.server.config import load_settings  # noqa: E402
+from tacit.sim.client import bearer, to_features  # noqa: E402
+from tacit.v1 import event_pb2, event_pb2_grpc, prediction_pb2, prediction_pb2_grpc  # noqa: E402
+
+
+def history(subjects: int, days: int, seed: int) -> list[event_pb2.Event]:
+    """Visits, clicks and conversions whose rate rises with engagement and on desktop."""
+    rng = np.random.default_rng(seed)
+    end = datetime.now(UTC)
+    events: list[event_pb2.Event] = []
+    for s in range(subjects):
+        engagement = rng.gamma(2.0, 0.5)
+        device = ("mobile", "desktop", "tablet")[int(rng.integers(3))]
+        for day in range(days):
+            if rng.random() > min(0.85, 0.1 + 0.25 * engagement):
+                continue
+            moment = end - timedelta(days=days - day, seconds=float(rng.uniform(0, 60_000)))
+            kinds = ["session_start", "page_view"] + ["click"] * int(rng.poisson(engagement))
+            logit = -3.3 + 0.9 * math.log1p(engagement) + 0.8 * (device == "desktop")
+            if rng.random() < 1 / (1 + math.exp(-logit)):
+                kinds.append("conversion")
+            for k, kind in enumerate(kinds):
+                event = event_pb2.Event(
+                    event_id=f"bench-{s:05d}-{day:03d}-{k:02d}",
+                    subject_id=f"bench-user-{s:05d}",
+                    event_type=kind,
+                    properties=to_features({"device": device, "scroll_depth": float(rng.beta(2, 2))}),
+                )
+                event.occurred_at.FromDatetime(moment + timedelta(seconds=10 * k))
+                events.append(event)
+    return events
+
+
+def row(table: Table, what: str, values: np.ndarray, baseline: float | None) -> None:
+    p50, p99 = np.percentile(values, 50) * 1e3, np.percentile(values, 99) * 1e3
+    ratio = f"{p50 / (baseline * 1e3):.2f}×" if baseline else "—"
+    table.add_row(what, f"{p50:.3f}", f"{p99:.3f}", ratio)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--subjects", type=int, default=400)
+    parser.add_argument("--days", type=int, default=70)
+    args = parser.parse_args()
+    console = Console()
+    data_dir = Path(tempfile.mkdtemp(prefix="tacit-bench-predict-"))
+    settings = load_settings(
+        None,
+        server={"address": "127.0.0.1:0", "log_level": "WARNING", "max_workers": 16},
+        storage={"data_dir": str(data_dir)},
+    )
+    running = RunningServer(settings)
+    metadata = bearer(read_token(settings.tokens_path, Role.SERVICE))
+    echo, echo_port = start_echo_server(16)
+    try:
+        events = history(args.subjects, args.days, seed=1)
+        with grpc.insecure_channel(running.target) as channel:
+            stub = event_pb2_grpc.EventServiceStub(channel)
+            for start in range(0, len(events), 500):
+                batch = event_pb2.TrackEventsRequest(events=events[start : start + 500])
+                stub.TrackEvents(batch, metadata=metadata)
+        started = time.perf_counter()
+        outcome = run_training(running.runtime.db, data_dir / "models", TrainJob(Task.CONVERSION))
+        console.print(
+            f"{len(events)} events, {outcome.rows} snapshots; trained {outcome.record.version} "
+            f"({outcome.record.details['candidate']}) in {time.perf_counter() - started:.1f} s"
+        )
+        rng = np.random.default_rng(2)
+        known = [f"bench-user-{int(s):05d}" for s in rng.integers(args.subjects, size=args.requests)]
+        override = to_features({"device": "desktop", "visits_7d": 3.0})
+        requests = {
+            "PredictConversion, known subject": [prediction_pb2.PredictRequest(subject_id=s) for s in known],
+            "PredictConversion, known + context override (audited)": [
+                prediction_pb2.PredictRequest(subject_id=s, context=override) for s in known
+            ],
+            "PredictConversion, unknown subject (default profile)": [
+                prediction_pb2.PredictRequest(subject_id=f"nobody-{i}") for i in range(args.requests)
+            ],
+        }
+        table = Table(title=f"PredictConversion over loopback ({args.requests} sequential calls each)")
+        for column in ("what", "p50 ms", "p99 ms", "p50 ratio vs echo"):
+            table.add_column(column, justify="right")
+        with grpc.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+            echo_call = channel.unary_unary(ECHO_METHOD)
+            payloads = [r.SerializeToString() for r in requests["PredictConversion, known subject"]]
+            echo_lat = latencies(echo_call, payloads)
+        echo_p50 = float(np.percentile(echo_lat, 50))
+        row(table, "bare gRPC echo (same bytes)", echo_lat, None)
+        with grpc.insecure_channel(running.target) as channel:
+            predict = prediction_pb2_grpc.PredictionServiceStub(channel).PredictConversion
+            for what, batch in requests.items():
+                row(table, what, latencies(lambda r: predict(r, metadata=metadata), batch), echo_p50)
+        console.print(table)
+
+        boundary = running.runtime.boundary
+        pseudonyms = [boundary.pseudonymize_subject(s) for s in known]
+        now = datetime.now(UTC)
+        profiles = Table(title="ProfileStore.lookup in-process (what a profile adds to Rank)")
+        for column in ("what", "p50 ms", "p99 ms", "ratio vs echo p50"):
+            profiles.add_column(column, justify="right")
+        cold_store = ProfileStore(running.runtime.db, ttl_seconds=0.0)
+        cold = latencies(lambda p: cold_store.lookup(p, now), pseudonyms)
+        row(profiles, "cold (events read from the database)", cold, echo_p50)
+        warm_store = ProfileStore(running.runtime.db, ttl_seconds=3600.0)
+        for p in pseudonyms:
+            warm_store.lookup(p, now)
+        warm = latencies(lambda p: warm_store.lookup(p, now), pseudonyms)
+        row(profiles, "warm (cache hit, features rebuilt)", warm, echo_p50)
+        pseudonymize = latencies(boundary.pseudonymize_subject, known)
+        row(profiles, "pseudonymize_subject (already in Rank)", pseudonymize, echo_p50)
+        console.print(profiles)
+    finally:
+        echo.stop(0)
+        running.stop(grace=1)
+
+
+if __name__ == "__main__":
+    main()

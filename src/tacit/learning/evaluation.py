@@ -1,0 +1,338 @@
+"""Offline policy evaluation of a slot's logged decisions, and drift of the classifiers.
+
+``evaluate_policies`` reads the slot's decisions whose reward is final, in
+logging order, and splits them: the first ``train_fraction`` trains candidate
+VW configurations (``vw:<args>``) by replaying the log exactly as the learner
+would; every policy is then evaluated on the *rest* with IPS, SNIPS and doubly
+robust estimates. ``current`` is the slot's newest checkpoint (it has usually
+learned from the evaluation part too, so its estimate is optimistic: compare
+candidate configurations with each other, and ``current`` with care).
+
+Context and candidate features are one-hot/numeric encoded (vocabulary from
+the training part) for the doubly robust reward model only; policies see the
+features exactly as they were logged.
+
+``drift_report`` compares the features (and scores) of the active model's
+training window with those of subjects active in a recent window.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import or_, select
+
+from tacit.learning.bandit import BanditConfigError, SlotModel, validate_arguments
+from tacit.learning.drift import DriftReport
+from tacit.learning.features import build_features
+from tacit.learning.ope import (
+    Estimate,
+    LoggedDecision,
+    TargetPolicy,
+    doubly_robust,
+    first_candidate_policy,
+    ips,
+    snips,
+    uniform_policy,
+)
+from tacit.learning.profiles import as_utc, iter_histories
+from tacit.learning.registry import ModelIntegrityError, bandit_task, load_slot_model, newest_checkpoint
+from tacit.learning.registry_models import ServedModel
+from tacit.store.db import Database
+from tacit.store.schema import Decision
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "EvaluationError",
+    "PolicyEstimate",
+    "SlotDecision",
+    "drift_report",
+    "evaluate_policies",
+    "load_slot_decisions",
+]
+
+logger = logging.getLogger("tacit.learning")
+
+DEFAULT_POLICIES = ("current", "static:first", "uniform")
+ESTIMATORS = ("ips", "snips", "doubly_robust")
+MIN_DECISIONS = 20
+
+
+class EvaluationError(ValueError):
+    """The request cannot be evaluated; ``policy_index`` names the offending policy if any."""
+
+    def __init__(self, message: str, policy_index: int | None = None) -> None:
+        super().__init__(message)
+        self.policy_index = policy_index
+
+
+@dataclass(frozen=True, eq=False)
+class SlotDecision(LoggedDecision):
+    """A logged decision with the features its policy saw (for VW target policies)."""
+
+    raw_context: Mapping[str, Any] = field(default_factory=dict)
+    raw_candidates: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyEstimate:
+    policy: str
+    estimator: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    status: str
+    effective_sample_size: float
+
+
+class _Encoder:
+    """Numeric features as values, strings as one-hot name=value indicators."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    @staticmethod
+    def _keys(features: Mapping[str, Any]) -> list[tuple[str, float]]:
+        out = []
+        for name, value in features.items():
+            if name == "id":
+                continue
+            if isinstance(value, bool):
+                out.append((name, float(value)))
+            elif isinstance(value, int | float):
+                if math.isfinite(float(value)):
+                    out.append((name, float(value)))
+            else:
+                out.append((f"{name}={value}", 1.0))
+        return out
+
+    def fit(self, maps: Sequence[Mapping[str, Any]]) -> _Encoder:
+        for features in maps:
+            for key, _ in self._keys(features):
+                self.index.setdefault(key, len(self.index))
+        return self
+
+    def encode(self, features: Mapping[str, Any]) -> np.ndarray:
+        vector = np.zeros(max(len(self.index), 1))
+        for key, value in self._keys(features):
+            position = self.index.get(key)
+            if position is not None:
+                vector[position] = value
+        return vector
+
+
+@dataclass(frozen=True)
+class _RawDecision:
+    context: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    candidate_ids: list[str]
+    chosen_index: int
+    probability: float
+    reward: float
+
+
+def load_slot_decisions(
+    db: Database, slot: str, default_reward: float, now: datetime | None = None, limit: int = 200_000
+) -> list[_RawDecision]:
+    """Decisions of ``slot`` whose reward is final, oldest first."""
+    now = now or datetime.now(UTC)
+    query = (
+        select(
+            Decision.context,
+            Decision.candidate_features,
+            Decision.candidate_ids,
+            Decision.chosen_index,
+            Decision.probabilities,
+            Decision.reward,
+        )
+        .where(Decision.slot == slot)
+        .where(or_(Decision.reward.is_not(None), Decision.reward_deadline <= now))
+        .order_by(Decision.created_at, Decision.event_id)
+        .limit(limit)
+    )
+    with db.transaction() as session:
+        rows = session.execute(query).all()
+    return [
+        _RawDecision(
+            context=dict(context or {}),
+            candidates=[dict(c) for c in candidates],
+            candidate_ids=list(ids),
+            chosen_index=int(chosen),
+            probability=float(probabilities[chosen]),
+            reward=float(reward) if reward is not None else default_reward,
+        )
+        for context, candidates, ids, chosen, probabilities, reward in rows
+    ]
+
+
+def _to_logged(
+    raw: Sequence[_RawDecision], context_encoder: _Encoder, action_encoder: _Encoder
+) -> list[SlotDecision]:
+    return [
+        SlotDecision(
+            context=context_encoder.encode(d.context),
+            action_ids=tuple(d.candidate_ids),
+            action_features=np.vstack([action_encoder.encode(c) for c in d.candidates]),
+            chosen_index=d.chosen_index,
+            logged_probability=d.probability,
+            reward=d.reward,
+            raw_context=d.context,
+            raw_candidates=tuple(d.candidates),
+        )
+        for d in raw
+    ]
+
+
+def _vw_policy(model: SlotModel) -> TargetPolicy:
+    def policy(decision: LoggedDecision) -> np.ndarray:
+        assert isinstance(decision, SlotDecision)
+        probabilities = model.predict(dict(decision.raw_context), list(decision.raw_candidates)).probabilities
+        return np.asarray(probabilities, dtype=np.float64)
+
+    return policy
+
+
+def _candidate_model(vw_args: str, training: Sequence[_RawDecision]) -> SlotModel:
+    model = SlotModel(vw_args)
+    for d in training:
+        model.learn(d.context, d.candidates, d.chosen_index, d.reward, d.probability)
+    return model
+
+
+def _estimate(policy: str, estimate: Estimate) -> PolicyEstimate:
+    return PolicyEstimate(
+        policy=policy,
+        estimator=estimate.estimator,
+        value=estimate.value,
+        ci_low=estimate.ci_low,
+        ci_high=estimate.ci_high,
+        n=estimate.n,
+        status=estimate.status.value,
+        effective_sample_size=estimate.effective_sample_size,
+    )
+
+
+def evaluate_policies(
+    db: Database,
+    slot: str,
+    slot_vw_args: str,
+    default_reward: float,
+    policies: Sequence[str] = DEFAULT_POLICIES,
+    train_fraction: float = 0.5,
+    confidence: float = 0.95,
+    seed: int = 0,
+    now: datetime | None = None,
+) -> list[PolicyEstimate]:
+    """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log."""
+    if not 0.0 < train_fraction < 1.0:
+        raise EvaluationError("train_fraction must be in (0, 1)")
+    policies = tuple(policies) or DEFAULT_POLICIES
+    for index, name in enumerate(policies):
+        if name.startswith("vw:"):
+            try:
+                validate_arguments(name.removeprefix("vw:").strip())
+            except BanditConfigError as error:
+                raise EvaluationError(str(error), index) from None
+        elif name not in DEFAULT_POLICIES:
+            raise EvaluationError(
+                "must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index
+            )
+    raw = load_slot_decisions(db, slot, default_reward, now)
+    split = int(len(raw) * train_fraction)
+    training, evaluation = raw[:split], raw[split:]
+    if len(evaluation) < MIN_DECISIONS or len(training) < 1:
+        raise EvaluationError(
+            f"slot {slot} has {len(raw)} decisions with a final reward; "
+            f"at least {int(MIN_DECISIONS / (1 - train_fraction)) + 1} are needed"
+        )
+    context_encoder = _Encoder().fit([d.context for d in training])
+    action_encoder = _Encoder().fit([c for d in training for c in d.candidates])
+    logged = _to_logged(evaluation, context_encoder, action_encoder)
+
+    results: list[PolicyEstimate] = []
+    opened: list[SlotModel] = []
+    try:
+        for name in policies:
+            target: TargetPolicy
+            if name == "uniform":
+                target = uniform_policy
+            elif name == "static:first":
+                target = first_candidate_policy
+            elif name == "current":
+                with db.transaction() as session:
+                    checkpoint = newest_checkpoint(session, bandit_task(slot))
+                try:
+                    model = load_slot_model(slot_vw_args, checkpoint)
+                except ModelIntegrityError as error:
+                    raise EvaluationError(str(error), policies.index(name)) from None
+                opened.append(model)
+                target = _vw_policy(model)
+            else:
+                model = _candidate_model(name.removeprefix("vw:").strip(), training)
+                opened.append(model)
+                target = _vw_policy(model)
+            # Compute the target's probabilities once; the three estimators reuse them.
+            cached = [np.asarray(target(d), dtype=np.float64) for d in logged]
+            by_id = {id(d): p for d, p in zip(logged, cached, strict=True)}
+
+            def frozen(decision: LoggedDecision, table: dict[int, np.ndarray] = by_id) -> np.ndarray:
+                return table[id(decision)]
+
+            results.append(_estimate(name, ips(logged, frozen, confidence=confidence)))
+            results.append(_estimate(name, snips(logged, frozen, confidence=confidence)))
+            results.append(
+                _estimate(name, doubly_robust(logged, frozen, confidence=confidence, random_state=seed))
+            )
+    finally:
+        for model in opened:
+            model.close()
+    return results
+
+
+# --------------------------------------------------------------------------- drift
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    task: str
+    version: str
+    report: DriftReport
+    window_start: datetime
+    window_end: datetime
+
+
+def drift_report(
+    db: Database,
+    task: str,
+    served: ServedModel,
+    recent: timedelta = timedelta(days=7),
+    threshold: float = 0.2,
+    now: datetime | None = None,
+) -> DriftSummary:
+    """PSI per feature (and of the scores): training window vs subjects active in ``recent``.
+
+    ``now`` defaults to the newest stored event, so that a replayed or
+    simulated history is compared at its own present.
+    """
+    histories = dict(iter_histories(db))
+    latest = max((events[-1].occurred_at for events in histories.values()), default=datetime.now(UTC))
+    end = as_utc(now) if now is not None else latest
+    start = end - recent
+    rows = [
+        build_features(events, end)
+        for events in histories.values()
+        if any(start < e.occurred_at <= end for e in events)
+    ]
+    monitor = copy.copy(served.bundle.drift_reference)  # the served bundle is shared
+    monitor.threshold = threshold
+    scores = served.predict_proba(rows) if rows else None
+    report = monitor.report(rows, scores=scores)
+    return DriftSummary(task, served.version, report, start, end)

@@ -1,0 +1,168 @@
+"""Subject profiles from the stored, anonymized event history (point in time).
+
+Everything here is keyed by the *pseudonym* the privacy boundary produced;
+nothing reads or returns a raw subject id, and the pseudonym itself is never
+part of a feature vector (``FeatureVector`` has no subject field).
+
+``ProfileStore.lookup(pseudonym, as_of)`` is the cheap rank-time and
+predict-time path: the subject's recent history is read once and kept in an
+in-memory LRU with a TTL; the features are recomputed from the cached history
+for every ``as_of`` (hour, recency and the windows move with time). Staleness
+is bounded by ``ttl_seconds``: an event stored after the history was cached is
+seen at the next refresh, never earlier.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from tacit.learning.features import Event, FeatureVector, build_features
+from tacit.store.db import Database
+from tacit.store.schema import TrackedEvent
+
+__all__ = [
+    "HISTORY_DAYS",
+    "Profile",
+    "ProfileStore",
+    "as_utc",
+    "iter_histories",
+    "load_history",
+    "row_to_event",
+]
+
+HISTORY_DAYS = 120
+"""How much history a profile reads: the 30-day windows plus the latest device/referral.
+
+A device or referral older than this is reported as unknown at serving time; training
+reads the whole table, so the two agree for every subject active in the last 120 days.
+"""
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def row_to_event(occurred_at: datetime, event_type: str, properties: dict | None) -> Event:
+    """An anonymized events-table row as a feature-builder event."""
+    return Event(occurred_at=as_utc(occurred_at), event_type=event_type, properties=dict(properties or {}))
+
+
+def load_history(db: Database, pseudonym: str, since: datetime | None = None) -> list[Event]:
+    """The stored events of one pseudonym, oldest first (optionally only after ``since``)."""
+    query = select(TrackedEvent.occurred_at, TrackedEvent.event_type, TrackedEvent.properties).where(
+        TrackedEvent.subject == pseudonym
+    )
+    if since is not None:
+        query = query.where(TrackedEvent.occurred_at > since)
+    with db.transaction() as session:
+        rows = session.execute(query.order_by(TrackedEvent.occurred_at)).all()
+    return [row_to_event(*row) for row in rows]
+
+
+def iter_histories(db: Database, batch_size: int = 5_000) -> Iterator[tuple[str, list[Event]]]:
+    """Every pseudonym's full history, one subject at a time (streamed by subject order)."""
+    query = (
+        select(
+            TrackedEvent.subject, TrackedEvent.occurred_at, TrackedEvent.event_type, TrackedEvent.properties
+        )
+        .order_by(TrackedEvent.subject, TrackedEvent.occurred_at)
+        .execution_options(yield_per=batch_size)
+    )
+    current: str | None = None
+    events: list[Event] = []
+    with db.transaction() as session:
+        for subject, occurred_at, event_type, properties in session.execute(query):
+            if subject != current:
+                if current is not None:
+                    yield current, events
+                current, events = subject, []
+            events.append(row_to_event(occurred_at, event_type, properties))
+    if current is not None:
+        yield current, events
+
+
+def group_events(rows: Iterable[tuple[str, Event]]) -> dict[str, list[Event]]:
+    """(pseudonym, event) pairs grouped by pseudonym."""
+    grouped: dict[str, list[Event]] = defaultdict(list)
+    for subject, event in rows:
+        grouped[subject].append(event)
+    return dict(grouped)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A subject's features at one instant; ``default`` when there was no history to use."""
+
+    features: FeatureVector
+    default: bool
+
+
+@dataclass
+class _Entry:
+    events: list[Event]
+    loaded_at: float
+
+
+class ProfileStore:
+    """LRU + TTL cache of pseudonym → recent history, turned into features per lookup."""
+
+    def __init__(
+        self,
+        db: Database,
+        ttl_seconds: float = 30.0,
+        max_entries: int = 100_000,
+        history_days: int = HISTORY_DAYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.history_days = history_days
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, pseudonym: str, as_of: datetime | None = None) -> Profile:
+        """Features of ``pseudonym`` at ``as_of`` (default now); default profile without history."""
+        moment = as_utc(as_of) if as_of is not None else datetime.now(UTC)
+        events = self._history(pseudonym, moment)
+        features = build_features(events, moment)
+        return Profile(features=features, default=features.has_history == 0.0)
+
+    def invalidate(self, pseudonym: str | None = None) -> None:
+        """Forgets one subject (e.g. after erasure) or everything."""
+        with self._lock:
+            if pseudonym is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(pseudonym, None)
+
+    def _history(self, pseudonym: str, moment: datetime) -> list[Event]:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(pseudonym)
+            if entry is not None and now - entry.loaded_at < self.ttl_seconds:
+                self._entries.move_to_end(pseudonym)
+                self.hits += 1
+                return entry.events
+            self.misses += 1
+        since = datetime.now(UTC) - timedelta(days=self.history_days)
+        # A lookup in the past needs history from before that moment, not before now.
+        since = min(since, moment - timedelta(days=self.history_days))
+        events = load_history(self.db, pseudonym, since)
+        with self._lock:
+            self._entries[pseudonym] = _Entry(events, now)
+            self._entries.move_to_end(pseudonym)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return events

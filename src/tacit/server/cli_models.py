@@ -1,0 +1,215 @@
+"""`tacit train`, `tacit evaluate`, `tacit drift`: the model tools, run against the database.
+
+    tacit train conversion|churn [--label-window-days 7]   train, print metrics, register
+    tacit evaluate --slot home [--policy vw:...]             off-policy estimates table
+    tacit drift conversion|churn                             PSI table; exit code 3 when stale
+
+`tacit drift conversion || tacit train conversion` retrains only a stale model
+(schedule it with cron or a systemd timer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tacit.learning.classifiers import Task, TrainingConfig, TrainingError
+from tacit.learning.evaluation import DEFAULT_POLICIES, EvaluationError, drift_report, evaluate_policies
+from tacit.learning.registry import ModelIntegrityError
+from tacit.learning.registry_models import ModelNotFoundError, ServingClassifiers
+from tacit.learning.training import TrainJob, TrainOutcome, run_training
+from tacit.server.config import Settings, load_settings
+from tacit.store.db import Database
+
+EXIT_STALE = 3
+_HEADLINE = ("roc_auc", "pr_auc", "brier", "precision", "recall", "f1", "positive_rate")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    storage = {"data_dir": str(args.data_dir)} if getattr(args, "data_dir", None) else {}
+    return load_settings(args.config, **({"storage": storage} if storage else {}))
+
+
+def _console(out: TextIO) -> Console:
+    """Wide enough for the metrics table even when the output is a file or a pipe."""
+    return Console(file=out, width=None if out.isatty() else 160)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def metrics_table(task: str, version: str, metrics: dict[str, float]) -> Table:
+    """The chosen model's test metrics, then every candidate × class weighting (validation and test)."""
+    table = Table(title=f"{task} {version}: chosen model and every candidate (test = later time window)")
+    table.add_column("model")
+    table.add_column("class weight")
+    for name in ("val pr_auc", *(f"test {n}" for n in _HEADLINE)):  # test positive_rate: base rate
+        table.add_column(name, justify="right")
+    table.add_row(
+        "[bold]chosen[/bold]",
+        "",
+        _fmt(metrics.get("validation_pr_auc")),
+        *(_fmt(metrics.get(f"test_{n}")) for n in _HEADLINE),
+    )
+    candidates = sorted(
+        {tuple(k.split(".")[1:3]) for k in metrics if k.startswith("candidates.") and k.count(".") >= 3}
+    )
+    for name, weighting in candidates:
+        prefix = f"candidates.{name}.{weighting}."
+        table.add_row(
+            name,
+            weighting,
+            _fmt(metrics.get(prefix + "validation_pr_auc")),
+            *(_fmt(metrics.get(prefix + f"test_{n}")) for n in _HEADLINE),
+        )
+    return table
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    console = _console(out)
+    db = Database.open(settings.database_url)
+    job = TrainJob(
+        task=Task(args.task),
+        label_window=timedelta(days=args.label_window_days),
+        snapshot_every=timedelta(days=args.snapshot_every_days),
+        max_rows=args.max_rows,
+        seed=args.seed,
+        classifier=TrainingConfig(min_positives=args.min_positives),
+    )
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(file=sys.stderr), transient=True,
+        ) as progress:  # fmt: skip
+            bars: dict[str, Any] = {}
+
+            def report(stage: str, done: int, total: int) -> None:
+                if stage not in bars:
+                    bars[stage] = progress.add_task(stage, total=total or None)
+                progress.update(bars[stage], completed=done, total=total or None)
+
+            outcome: TrainOutcome = run_training(db, settings.storage.data_dir / "models", job, report)
+    except TrainingError as error:
+        print(f"tacit train {args.task}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    console.print(
+        f"{outcome.events} events of {outcome.subjects} subjects → {outcome.rows} snapshots, "
+        f"{outcome.positives} positive ({outcome.positives / max(outcome.rows, 1):.1%})"
+    )
+    console.print(metrics_table(args.task, outcome.record.version, outcome.metrics))
+    details = outcome.record.details
+    console.print(
+        f"registered {outcome.record.name} (active): {details['candidate']}, "
+        f"class weight {details['class_weight']}, threshold {details['threshold']:.3f}, "
+        f"sha256 {outcome.record.sha256[:12]}…"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    slot = settings.slots.get(args.slot)
+    if slot is None:
+        print(f"tacit evaluate: slot is not configured: {args.slot}", file=sys.stderr)
+        return 2
+    db = Database.open(settings.database_url)
+    try:
+        estimates = evaluate_policies(
+            db, args.slot, slot.vw_args, slot.default_reward, args.policy or DEFAULT_POLICIES,
+            train_fraction=args.train_fraction,
+        )  # fmt: skip
+    except EvaluationError as error:
+        print(f"tacit evaluate: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    table = Table(title=f"off-policy estimates for slot {args.slot} (95% CI, evaluation part of the log)")
+    for column in ("policy", "estimator", "value", "ci low", "ci high", "n", "ESS", "status"):
+        table.add_column(column, justify="left" if column in ("policy", "estimator", "status") else "right")
+    for e in estimates:
+        table.add_row(
+            e.policy, e.estimator, _fmt(e.value), _fmt(e.ci_low), _fmt(e.ci_high), str(e.n),
+            f"{e.effective_sample_size:.0f}" if math.isfinite(e.effective_sample_size) else "—", e.status,
+        )  # fmt: skip
+    _console(out).print(table)
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    db = Database.open(settings.database_url)
+    try:
+        served = ServingClassifiers(db).get(args.task)
+        summary = drift_report(
+            db, args.task, served, timedelta(days=args.recent_days), threshold=args.threshold
+        )
+    except (ModelNotFoundError, ModelIntegrityError) as error:
+        print(f"tacit drift: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    report = summary.report
+    table = Table(title=f"{args.task} {summary.version}: PSI training window vs last {args.recent_days} days")
+    table.add_column("feature")
+    table.add_column("psi", justify="right")
+    for name, psi in sorted(report.feature_psi.items(), key=lambda item: -item[1]):
+        flag = " ⚠" if psi >= report.threshold else ""
+        table.add_row(name, _fmt(psi) + flag)
+    table.add_row("[italic]predictions[/italic]", _fmt(report.prediction_psi))
+    console = _console(out)
+    console.print(table)
+    console.print(
+        f"{report.n_current} recent subjects vs {report.n_reference} training rows; "
+        f"threshold {report.threshold}: {'STALE — retrain' if report.stale else 'fresh'}"
+    )
+    return EXIT_STALE if report.stale else 0
+
+
+def _runner(command: Callable[[argparse.Namespace, TextIO], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return command(args, sys.stdout)
+
+    return run
+
+
+def add_model_parsers(subparsers: Any) -> None:
+    """Registers `train`, `evaluate` and `drift` on the `tacit` command."""
+    train = subparsers.add_parser("train", help="train and register a conversion or churn classifier")
+    train.add_argument("task", choices=[t.value for t in Task])
+    train.add_argument("--data-dir", type=Path, default=None)
+    train.add_argument("--label-window-days", type=float, default=7.0,
+                       help="conversion horizon / churn inactivity period")  # fmt: skip
+    train.add_argument("--snapshot-every-days", type=float, default=7.0)
+    train.add_argument("--max-rows", type=int, default=50_000)
+    train.add_argument("--min-positives", type=int, default=20,
+                       help="minimum positives (and negatives) in the training window")  # fmt: skip
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_runner(cmd_train))
+
+    evaluate = subparsers.add_parser("evaluate", help="off-policy estimates of policies on a slot's log")
+    evaluate.add_argument("--slot", required=True)
+    evaluate.add_argument("--policy", action="append", default=None,
+                          help="current, static:first, uniform or vw:<args>; repeatable")  # fmt: skip
+    evaluate.add_argument("--train-fraction", type=float, default=0.5)
+    evaluate.add_argument("--data-dir", type=Path, default=None)
+    evaluate.set_defaults(func=_runner(cmd_evaluate))
+
+    drift = subparsers.add_parser("drift", help="feature drift of the active classifier; exit 3 when stale")
+    drift.add_argument("task", choices=[t.value for t in Task])
+    drift.add_argument("--recent-days", type=float, default=7.0)
+    drift.add_argument("--threshold", type=float, default=0.2)
+    drift.add_argument("--data-dir", type=Path, default=None)
+    drift.set_defaults(func=_runner(cmd_drift))
