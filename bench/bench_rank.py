@@ -81,8 +81,10 @@ def pooled_throughput(settings, requests, threads: int, workers: int) -> float: 
         token = read_token(pool.settings.tokens_path, Role.SERVICE)
         metadata = bearer(token)
         # One channel per caller so that connections spread over the processes.
-        channels = [grpc.insecure_channel(pool.target, options=[("grpc.use_local_subchannel_pool", 1)])
-                    for _ in range(threads)]
+        channels = [
+            grpc.insecure_channel(pool.target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(threads)
+        ]
         stubs = [
             c.unary_unary(
                 "/tacit.v1.DecisionService/Rank",
@@ -117,7 +119,9 @@ def visits(count: int, candidates: int, seed: int = 3):  # type: ignore[no-untyp
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="server processes for the throughput row")
@@ -170,7 +174,7 @@ def main() -> None:
                     response_deserializer=decision_pb2.RankResponse.FromString,
                 )
 
-                def rank(request):  # type: ignore[no-untyped-def]
+                def rank(request, stub=stub, metadata=metadata):  # type: ignore[no-untyped-def]
                     return stub(request, metadata=metadata)
 
                 rank_lat = latencies(rank, requests)
@@ -180,18 +184,34 @@ def main() -> None:
             rows = [
                 ("bare gRPC echo", echo_lat, echo_rate, ""),
                 ("raw VW predict", vw_lat, 1.0 / np.mean(vw_lat), ""),
-                ("Tacit Rank", rank_lat, rank_rate,
-                 f"p50 {np.percentile(rank_lat, 50) / baseline:.2f}x (echo+VW); "
-                 f"rate {rank_rate / echo_rate:.2f}x echo"),
+                (
+                    "Tacit Rank",
+                    rank_lat,
+                    rank_rate,
+                    f"p50 {np.percentile(rank_lat, 50) / baseline:.2f}x (echo+VW); "
+                    f"rate {rank_rate / echo_rate:.2f}x echo",
+                ),
             ]
-            rows.append((f"Tacit Rank, {args.workers} processes", None, pool_rate,
-                         f"rate {pool_rate / echo_rate:.2f}x echo"))
+            rows.append(
+                (
+                    f"Tacit Rank, {args.workers} processes",
+                    None,
+                    pool_rate,
+                    f"rate {pool_rate / echo_rate:.2f}x echo",
+                )
+            )
             for name, lat, rate, ratio in rows:
                 if lat is None:
                     table.add_row(str(n_candidates), name, "", "", f"{rate:,.0f}", ratio)
                     continue
-                table.add_row(str(n_candidates), name, f"{np.percentile(lat, 50) * 1e3:.3f}",
-                              f"{np.percentile(lat, 99) * 1e3:.3f}", f"{rate:,.0f}", ratio)
+                table.add_row(
+                    str(n_candidates),
+                    name,
+                    f"{np.percentile(lat, 50) * 1e3:.3f}",
+                    f"{np.percentile(lat, 99) * 1e3:.3f}",
+                    f"{rate:,.0f}",
+                    ratio,
+                )
     finally:
         echo.stop(0)
         running.stop(grace=1)

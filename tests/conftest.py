@@ -118,7 +118,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
     """Starts real servers on port 0; stops them (flush, checkpoint) after the test."""
     started: list[ServerHandle] = []
 
-    def start(database_url: str = "", data_dir: Path | None = None, seed: int = 1, **overrides: Any) -> ServerHandle:
+    def start(
+        database_url: str = "", data_dir: Path | None = None, seed: int = 1, **overrides: Any
+    ) -> ServerHandle:
         settings = server_settings(data_dir or tmp_path / f"data{len(started)}", database_url, **overrides)
         running = RunningServer(settings, seed=seed)
         handle = ServerHandle(running, settings, grpc.insecure_channel(running.target))

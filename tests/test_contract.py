@@ -1,4 +1,4 @@
-"""The generated stubs match proto/, the migrations match the schema, the server speaks health and reflection."""
+"""Generated stubs match proto/, migrations match the schema, the server speaks health and reflection."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 def test_serve_finishes_in_flight_work_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "tacit.toml"
     config.write_text(
-        f"[server]\naddress = '127.0.0.1:0'\nlog_level = 'INFO'\n[storage]\ndata_dir = '{tmp_path / 'data'}'\n"
+        "[server]\naddress = '127.0.0.1:0'\nlog_level = 'INFO'\n"
+        f"[storage]\ndata_dir = '{tmp_path / 'data'}'\n"
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "tacit.server.cli", "--config", str(config), "serve"],
@@ -104,16 +105,18 @@ def test_serve_finishes_in_flight_work_on_sigterm(tmp_path: Path) -> None:
         line = process.stdout.readline()
         assert "serving on" in line, line
         target = line.split("serving on ")[1].split()[0]
-        from tacit.sim.client import rank_request
         from tacit.server.auth import read_token
+        from tacit.sim.client import rank_request
         from tacit.v1 import decision_pb2_grpc
 
         token = read_token(tmp_path / "data" / "tokens.json", Role.SERVICE)
         with grpc.insecure_channel(target) as channel:
             stub = decision_pb2_grpc.DecisionServiceStub(channel)
             request = rank_request("home", "user-1", {"device": "mobile"}, [("a", {}), ("b", {})])
-            event_ids = [stub.Rank(request, metadata=(("authorization", f"Bearer {token}"),)).event_id
-                         for _ in range(10)]
+            event_ids = [
+                stub.Rank(request, metadata=(("authorization", f"Bearer {token}"),)).event_id
+                for _ in range(10)
+            ]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -86,20 +86,36 @@ BAD_RANKS = [
     ("nan context", _nan_context, grpc.StatusCode.INVALID_ARGUMENT, "context.values[hour]"),
     # An undeclared key could itself be personal data: it is named by position (device, score).
     ("nan undeclared", lambda: _nan_context("score"), grpc.StatusCode.INVALID_ARGUMENT, "context.values[#1]"),
-    ("inf candidate feature", _nan_candidate, grpc.StatusCode.INVALID_ARGUMENT, "candidates[1].features.values[price]"),
+    (
+        "inf candidate feature",
+        _nan_candidate,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "candidates[1].features.values[price]",
+    ),
     ("oversized string", _huge_string, grpc.StatusCode.INVALID_ARGUMENT, "context.values[referrer]"),
     ("oversized map", _huge_map, grpc.StatusCode.INVALID_ARGUMENT, "context"),
-    ("personal data as a key", _bad_key, grpc.StatusCode.INVALID_ARGUMENT, "context.values[#1]"),  # sorted: device, then the key
+    (
+        "personal data as a key",
+        _bad_key,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "context.values[#1]",
+    ),  # sorted: device, then the key
     ("unknown slot", lambda: _request(slot="nowhere"), grpc.StatusCode.NOT_FOUND, None),
     ("no subject", lambda: _request(subject_id=""), grpc.StatusCode.INVALID_ARGUMENT, "subject_id"),
-    ("bad candidate id", lambda: _request(candidates=[decision_pb2.Candidate(id=SECRET)]),
-     grpc.StatusCode.INVALID_ARGUMENT, "candidates[0].id"),
+    (
+        "bad candidate id",
+        lambda: _request(candidates=[decision_pb2.Candidate(id=SECRET)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "candidates[0].id",
+    ),
     ("bad event id", lambda: _request(event_id="short"), grpc.StatusCode.INVALID_ARGUMENT, "event_id"),
 ]
 
 
 @pytest.mark.parametrize(("case", "build", "code", "field"), BAD_RANKS, ids=[c[0] for c in BAD_RANKS])
-def test_bad_rank_is_refused_with_the_field_named_and_nothing_written(server, case, build, code, field) -> None:  # type: ignore[no-untyped-def]
+def test_bad_rank_is_refused_with_the_field_named_and_nothing_written(
+    server, case, build, code, field
+) -> None:  # type: ignore[no-untyped-def]
     stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
     with pytest.raises(grpc.RpcError) as error:
         stub.Rank(build(), metadata=server.metadata())
@@ -118,8 +134,11 @@ def test_bad_rank_is_refused_with_the_field_named_and_nothing_written(server, ca
     [
         (decision_pb2.RewardRequest(event_id="evt_unknown_000", value=1), grpc.StatusCode.NOT_FOUND, None),
         (decision_pb2.RewardRequest(event_id="", value=1), grpc.StatusCode.INVALID_ARGUMENT, "event_id"),
-        (decision_pb2.RewardRequest(event_id="evt_x_00000000", value=float("nan")),
-         grpc.StatusCode.INVALID_ARGUMENT, "value"),
+        (
+            decision_pb2.RewardRequest(event_id="evt_x_00000000", value=float("nan")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "value",
+        ),
     ],
 )
 def test_bad_reward_gets_the_right_status(server, request_, code, field) -> None:  # type: ignore[no-untyped-def]
@@ -133,8 +152,12 @@ def test_bad_reward_gets_the_right_status(server, request_, code, field) -> None
 
 def test_a_bad_event_in_a_batch_writes_nothing(server) -> None:  # type: ignore[no-untyped-def]
     stub = event_pb2_grpc.EventServiceStub(server.channel)
-    good = event_pb2.Event(event_id="ev-good-0001", subject_id="u1", event_type="click",
-                           properties=to_features({"device": "mobile"}))
+    good = event_pb2.Event(
+        event_id="ev-good-0001",
+        subject_id="u1",
+        event_type="click",
+        properties=to_features({"device": "mobile"}),
+    )
     bad = event_pb2.Event(event_id="ev-bad-00001", subject_id="u1", event_type="teleport")
     with pytest.raises(grpc.RpcError) as error:
         stub.TrackEvents(event_pb2.TrackEventsRequest(events=[good, bad]), metadata=server.metadata())
@@ -147,8 +170,9 @@ def test_a_bad_event_in_a_batch_writes_nothing(server) -> None:  # type: ignore[
 def test_raw_email_in_context_never_reaches_disk(start_server) -> None:  # type: ignore[no-untyped-def]
     handle = start_server()
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
-    request = rank_request("home", SECRET, {"device": "mobile", "referrer": f"https://x.test/?u={SECRET}"},
-                           CANDIDATES)
+    request = rank_request(
+        "home", SECRET, {"device": "mobile", "referrer": f"https://x.test/?u={SECRET}"}, CANDIDATES
+    )
     request.context.values["email"].string_value = SECRET
     request.context.values["search_query"].string_value = f"contact me at {SECRET}"
     request.context.values["unknown_field"].string_value = SECRET
@@ -174,7 +198,9 @@ def test_storage_down_gives_unavailable(start_server, tmp_path) -> None:  # type
             source.rename(tmp_path / f"moved{suffix}")
     (handle.data_dir / "tacit.db").mkdir()
     with pytest.raises(grpc.RpcError) as error:
-        stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1), metadata=handle.metadata())
+        stub.Reward(
+            decision_pb2.RewardRequest(event_id=response.event_id, value=1), metadata=handle.metadata()
+        )
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "retry" in error.value.details()
 

@@ -46,9 +46,13 @@ def test_rank_returns_every_candidate_with_probabilities_summing_to_one(server) 
 def test_decision_is_logged_replayably_and_reward_joins(server) -> None:  # type: ignore[no-untyped-def]
     stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
     response = rank(stub, server, subject="alice@example.com")
-    reward = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+    reward = stub.Reward(
+        decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata()
+    )
     assert reward.outcome == decision_pb2.REWARD_OUTCOME_JOINED
-    again = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+    again = stub.Reward(
+        decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata()
+    )
     assert again.outcome == decision_pb2.REWARD_OUTCOME_DUPLICATE
     db = server.running.runtime.db
     with db.transaction() as session:
@@ -71,14 +75,17 @@ def test_learner_checkpoints_and_server_serves_the_new_version(server) -> None: 
     first = rank(stub, server)
     for index in range(30):
         response = rank(stub, server, subject=f"user-{index}")
-        stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
+        stub.Reward(
+            decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata()
+        )
     db = server.running.runtime.db
 
     def has_checkpoint() -> bool:
         with db.transaction() as session:
-            return session.execute(
-                select(ModelVersion).where(ModelVersion.task == bandit_task("home"))
-            ).first() is not None
+            return (
+                session.execute(select(ModelVersion).where(ModelVersion.task == bandit_task("home"))).first()
+                is not None
+            )
 
     wait_for(has_checkpoint)
     wait_for(lambda: rank(stub, server).model_version != first.model_version)
@@ -93,7 +100,9 @@ def test_late_reward_is_recorded_but_not_learned(start_server) -> None:  # type:
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     response = rank(stub, handle)
     time.sleep(0.4)
-    late = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=handle.metadata())
+    late = stub.Reward(
+        decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=handle.metadata()
+    )
     assert late.outcome == decision_pb2.REWARD_OUTCOME_LATE
     with handle.running.runtime.db.transaction() as session:
         decision = session.get(Decision, response.event_id)
@@ -103,7 +112,12 @@ def test_late_reward_is_recorded_but_not_learned(start_server) -> None:  # type:
 
 @pytest.mark.parametrize(
     ("rule", "values", "expected"),
-    [("first", [1.0, 3.0], 1.0), ("last", [1.0, 3.0], 3.0), ("sum", [1.0, 3.0], 4.0), ("max", [2.0, 1.0], 2.0)],
+    [
+        ("first", [1.0, 3.0], 1.0),
+        ("last", [1.0, 3.0], 3.0),
+        ("sum", [1.0, 3.0], 4.0),
+        ("max", [2.0, 1.0], 2.0),
+    ],
 )
 def test_repeated_rewards_follow_the_slot_aggregation_rule(start_server, rule, values, expected) -> None:  # type: ignore[no-untyped-def]
     handle = start_server(slots={"home": {"reward_aggregation": rule}})
@@ -111,7 +125,9 @@ def test_repeated_rewards_follow_the_slot_aggregation_rule(start_server, rule, v
     response = rank(stub, handle)
     for index, value in enumerate(values):
         stub.Reward(
-            decision_pb2.RewardRequest(event_id=response.event_id, value=value, request_id=f"request-{index}"),
+            decision_pb2.RewardRequest(
+                event_id=response.event_id, value=value, request_id=f"request-{index}"
+            ),
             metadata=handle.metadata(),
         )
     with handle.running.runtime.db.transaction() as session:
@@ -127,12 +143,16 @@ def test_deferred_decision_is_learnable_only_after_activation(server) -> None:  
     with db.transaction() as session:
         decision = session.get(Decision, response.event_id)
         assert decision is not None and decision.learn_after is None
-    activated = stub.Activate(decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata())
+    activated = stub.Activate(
+        decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata()
+    )
     assert activated.already_active is False
     with db.transaction() as session:
         decision = session.get(Decision, response.event_id)
         assert decision is not None and decision.learn_after is not None
-    again = stub.Activate(decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata())
+    again = stub.Activate(
+        decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata()
+    )
     assert again.already_active is True
 
 
@@ -159,7 +179,9 @@ def test_unflushed_decision_is_found_by_an_immediate_reward(start_server) -> Non
     handle = start_server(decision_log={"flush_interval_ms": 60_000, "max_batch": 10_000})
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     response = rank(stub, handle)
-    reward = stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=0.5), metadata=handle.metadata())
+    reward = stub.Reward(
+        decision_pb2.RewardRequest(event_id=response.event_id, value=0.5), metadata=handle.metadata()
+    )
     assert reward.outcome == decision_pb2.REWARD_OUTCOME_JOINED
 
 
@@ -184,7 +206,9 @@ def test_events_are_stored_once_per_event_id(server) -> None:  # type: ignore[no
 
     stub = event_pb2_grpc.EventServiceStub(server.channel)
     event = event_pb2.Event(
-        event_id="ev-00000001", subject_id="user-9", event_type="page_view",
+        event_id="ev-00000001",
+        subject_id="user-9",
+        event_type="page_view",
         properties=to_features({"device": "desktop", "dwell_ms": 1200.0}),
     )
     first = stub.TrackEvents(event_pb2.TrackEventsRequest(events=[event]), metadata=server.metadata())
@@ -230,7 +254,9 @@ def test_each_exploration_algorithm_serves_a_full_distribution_and_learns(start_
         assert sum(c.probability for c in response.ranking) == pytest.approx(1.0, abs=1e-6)
         assert all(c.probability >= 0 for c in response.ranking)
         value = 1.0 if response.chosen_id == "b2" else 0.0
-        stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=value), metadata=handle.metadata())
+        stub.Reward(
+            decision_pb2.RewardRequest(event_id=response.event_id, value=value), metadata=handle.metadata()
+        )
     learner = handle.running.runtime.learner
     assert learner is not None
     wait_for(lambda: handle.running.runtime.models.get("home").model_version != "v000000")

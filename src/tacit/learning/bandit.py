@@ -11,9 +11,9 @@ import logging
 import math
 import re
 import threading
-from functools import lru_cache
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import vowpalwabbit

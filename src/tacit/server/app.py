@@ -154,8 +154,13 @@ class Runtime:
         if self.learner is not None:
             self.learner.start()
         privacy = self.settings.privacy
-        self.retention = retention_purger(self.db, privacy.retention_days, privacy.retention_interval_seconds,
-                                          self.boundary.policies.version, self.keyring.active_key_id)
+        self.retention = retention_purger(
+            self.db,
+            privacy.retention_days,
+            privacy.retention_interval_seconds,
+            self.boundary.policies.version,
+            self.keyring.active_key_id,
+        )
         if self.retention is not None:
             self.retention.start()
         self._reloader = threading.Thread(target=self._reload_loop, name="tacit-model-reload", daemon=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Container, Iterable
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -75,9 +75,7 @@ def features_to_dict(
     out: dict[str, Value] = {}
     for name, value in values.items():
         if not _valid_name(name):
-            raise InvalidArgument(
-                _where(field, name, values, ()), f"key must match {FEATURE_NAME.pattern}"
-            )
+            raise InvalidArgument(_where(field, name, values, ()), f"key must match {FEATURE_NAME.pattern}")
         kind = value.WhichOneof("kind")
         if kind == "number_value":
             number = value.number_value
@@ -120,7 +118,9 @@ def rank_input(
         if candidate.id in seen:
             raise InvalidArgument(f"{field}.id", "duplicates an earlier candidate id")
         seen.add(candidate.id)
-        candidates.append((candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names)))
+        candidates.append(
+            (candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names))
+        )
     for index, excluded in enumerate(request.excluded_ids):
         if not CONTENT_ID.match(excluded):
             raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")

@@ -14,8 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import insert

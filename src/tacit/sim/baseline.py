@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tacit.learning.bandit import SlotModel
-from tacit.sim.client import Trace, visit_context, visit_candidates
+from tacit.sim.client import Trace, visit_candidates, visit_context
 from tacit.sim.world import ContentSite
 
 
