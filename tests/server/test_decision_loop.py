@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -263,3 +264,68 @@ def test_each_exploration_algorithm_serves_a_full_distribution_and_learns(start_
     with handle.running.runtime.db.transaction() as session:
         checkpoint = session.execute(select(ModelVersion).order_by(ModelVersion.id.desc())).scalars().first()
         assert checkpoint is not None and checkpoint.details["vw_args"] == vw_args
+
+
+def test_profile_features_reach_the_model_without_rank_waiting_for_them(start_server) -> None:  # type: ignore[no-untyped-def]
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from tacit.v1 import event_pb2, event_pb2_grpc
+
+    handle = start_server(slots={"home": {"profile_features": ["visits_7d", "device"]}})
+    events = event_pb2_grpc.EventServiceStub(handle.channel)
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    events.TrackEvents(
+        event_pb2.TrackEventsRequest(
+            events=[
+                event_pb2.Event(
+                    event_id=f"ev-profile-{i:04d}",
+                    subject_id="returning-user",
+                    event_type="page_view",
+                    occurred_at=stamp,
+                    properties=to_features({"device": "tablet"}),
+                )
+                for i in range(3)
+            ]
+        ),
+        metadata=handle.metadata(),
+    )
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    first = rank(stub, handle, subject="returning-user")
+    # The first Rank misses the cache and starts a background fill; a later one sees the profile.
+    wait_for(
+        lambda: (
+            handle.running.runtime.profiles.cached(  # type: ignore[union-attr]
+                handle.running.runtime.boundary.pseudonymize_subject("returning-user"), datetime.now(UTC)
+            )
+            is not None
+        )
+    )
+    second = rank(stub, handle, subject="returning-user")
+    handle.running.runtime.decision_log.flush()
+    with handle.running.runtime.db.transaction() as session:
+        cold = session.get(Decision, first.event_id)
+        warm = session.get(Decision, second.event_id)
+        assert cold is not None and cold.context["profile.known"] is False
+        assert warm is not None and warm.context["profile.known"] is True
+        assert warm.context["profile.device"] == "tablet"
+        assert warm.context["profile.visits_7d"] >= 1
+
+
+def test_erasure_empties_the_profile_cache_and_the_stored_rows(start_server) -> None:  # type: ignore[no-untyped-def]
+    from tacit.v1 import audit_pb2, audit_pb2_grpc
+
+    handle = start_server(slots={"home": {"profile_features": ["visits_7d"]}})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    runtime = handle.running.runtime
+    pseudonym = runtime.boundary.pseudonymize_subject("leaving-user")
+    rank(stub, handle, subject="leaving-user")
+    wait_for(lambda: runtime.profiles.cached(pseudonym, datetime.now(UTC)) is not None)  # type: ignore[union-attr]
+    audit = audit_pb2_grpc.AuditServiceStub(handle.channel)
+    erased = audit.EraseSubject(
+        audit_pb2.EraseSubjectRequest(subject_id="leaving-user"), metadata=handle.metadata(Role.AUDITOR)
+    )
+    assert erased.decisions_erased == 1
+    assert runtime.profiles.cached(pseudonym, datetime.now(UTC)) is None  # type: ignore[union-attr]
+    with runtime.db.transaction() as session:
+        assert session.execute(select(Decision).where(Decision.subject == pseudonym)).first() is None

@@ -14,6 +14,9 @@ seen at the next refresh, never earlier.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import queue
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -26,6 +29,8 @@ from sqlalchemy import select
 from tacit.learning.features import Event, FeatureVector, build_features
 from tacit.store.db import Database
 from tacit.store.schema import TrackedEvent
+
+logger = logging.getLogger("tacit.learning")
 
 __all__ = [
     "HISTORY_DAYS",
@@ -129,6 +134,8 @@ class ProfileStore:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._prefetch_queue: queue.Queue[str] = queue.Queue(maxsize=10_000)
+        self._prefetcher: threading.Thread | None = None
         self.hits = 0
         self.misses = 0
 
@@ -138,6 +145,42 @@ class ProfileStore:
         events = self._history(pseudonym, moment)
         features = build_features(events, moment)
         return Profile(features=features, default=features.has_history == 0.0)
+
+    def cached(self, pseudonym: str, as_of: datetime) -> Profile | None:
+        """The profile from memory only (no database read), or None on a miss.
+
+        Rank uses this and `prefetch`, so a cold subject costs Rank nothing: it is
+        served without profile features once and with them after the fill.
+        """
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(pseudonym)
+            if entry is None or now - entry.loaded_at >= self.ttl_seconds:
+                return None
+            self._entries.move_to_end(pseudonym)
+            self.hits += 1
+            events = entry.events
+        features = build_features(events, as_utc(as_of))
+        return Profile(features=features, default=features.has_history == 0.0)
+
+    def prefetch(self, pseudonym: str) -> None:
+        """Loads a subject's history in the background (bounded queue; extra requests are dropped)."""
+        with self._lock:
+            if self._prefetcher is None:
+                self._prefetcher = threading.Thread(
+                    target=self._prefetch_loop, name="tacit-profiles", daemon=True
+                )
+                self._prefetcher.start()
+        with contextlib.suppress(queue.Full):
+            self._prefetch_queue.put_nowait(pseudonym)
+
+    def _prefetch_loop(self) -> None:
+        while True:
+            pseudonym = self._prefetch_queue.get()
+            try:
+                self._history(pseudonym, datetime.now(UTC))
+            except Exception:  # noqa: BLE001 - a failed fill only means another miss later
+                logger.warning("profile prefetch failed")
 
     def invalidate(self, pseudonym: str | None = None) -> None:
         """Forgets one subject (e.g. after erasure) or everything."""

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tacit.experiments.service import ExperimentService
 from tacit.learning.learner import Learner, SlotLearning
+from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
@@ -89,6 +90,7 @@ class Runtime:
     _reloader: threading.Thread | None = None
     retention: RetentionPurger | None = None
     _evaluator: threading.Thread | None = None
+    profiles: ProfileStore | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -126,7 +128,8 @@ class Runtime:
                 poll_interval_seconds=settings.learner.poll_interval_seconds,
                 keep_checkpoints=settings.learner.keep_checkpoints,
             )
-        engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed)
+        profiles = ProfileStore(db)
+        engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)
         experiments = ExperimentService(
             db,
             slots=settings.slots.keys(),
@@ -148,6 +151,7 @@ class Runtime:
             tokens,
             learner,
             experiments,
+            profiles=profiles,
         )
 
     def start_background(self) -> None:
@@ -226,7 +230,14 @@ def create_server(
         EventServicer(runtime.events, settings, known_names), server
     )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
-        AuditServicer(runtime.db, runtime.keyring, runtime.boundary.policies.version, settings), server
+        AuditServicer(
+            runtime.db,
+            runtime.keyring,
+            runtime.boundary.policies.version,
+            settings,
+            on_erased=runtime.profiles.invalidate if runtime.profiles is not None else None,
+        ),
+        server,
     )
     predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)

@@ -75,6 +75,21 @@ class SlotSettings(_Section):
     default_reward: float = 0.0
     reward_aggregation: Literal["first", "last", "sum", "max"] = "first"
     max_candidates: int | None = Field(None, ge=1)
+    profile_features: list[str] = Field(
+        default_factory=list,
+        description="behavioural profile features (tacit.learning.features names) added to the context "
+        "as profile.<name>; looked up from memory only, so Rank never waits for the database",
+    )
+
+    @field_validator("profile_features")
+    @classmethod
+    def _known_features(cls, names: list[str]) -> list[str]:
+        from tacit.learning.features import FEATURE_NAMES
+
+        unknown = sorted(set(names) - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown profile features {unknown}; known: {list(FEATURE_NAMES)}")
+        return names
 
     @field_validator("vw_args")
     @classmethod

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tacit.experiments.service import ArmAssignment
+from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
 from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
@@ -202,6 +203,7 @@ class DecisionEngine:
         decision_log: DecisionLog,
         seed: int | None = None,
         assigner: Assigner | None = None,
+        profiles: ProfileStore | None = None,
     ):
         self.settings = settings
         self.db = db
@@ -211,6 +213,7 @@ class DecisionEngine:
         self._candidates = _CandidateCache(boundary)
         self._event_ids = EventIds()
         self.assigner = assigner
+        self.profiles = profiles
         self._rng = random.Random(seed)
         self._rng_lock = Lock()
 
@@ -233,6 +236,9 @@ class DecisionEngine:
             )
         subject = self.boundary.pseudonymize_subject(request.subject_id)
         context = self.boundary.anonymize("rank_context", request.context, event_id)
+        shared_context: dict[str, Value] = dict(context.fields)
+        if slot.profile_features and self.profiles is not None:
+            shared_context.update(self._profile_context(subject, slot.profile_features, now))
         candidate_features: list[dict[str, Value]] = []
         candidate_audits: list[_CandidateAudit] = []
         candidate_dropped = 0
@@ -246,7 +252,7 @@ class DecisionEngine:
         model = self.models.get(request.slot)
         probabilities: tuple[float, ...]
         if policy == "bandit":
-            prediction = model.predict(context.fields, candidate_features)
+            prediction = model.predict(shared_context, candidate_features)
             probabilities = prediction.probabilities
             model_version = prediction.model_version
         elif policy == "static:first":
@@ -266,7 +272,7 @@ class DecisionEngine:
             experiment_id=assignment.experiment_id if assignment is not None else None,
             policy=policy,
             model_version=model_version,
-            context=context.fields,
+            context=shared_context,
             candidate_ids=[cid for cid, _ in eligible],
             candidate_features=candidate_features,
             probabilities=list(probabilities),
@@ -290,6 +296,16 @@ class DecisionEngine:
             model_version=model_version,
             arm=assignment.arm if assignment is not None else "",
         )
+
+    def _profile_context(self, subject: str, names: Sequence[str], now: datetime) -> dict[str, Value]:
+        """The subject's profile features from memory; a miss starts a background fill."""
+        assert self.profiles is not None
+        profile = self.profiles.cached(subject, now)
+        if profile is None:
+            self.profiles.prefetch(subject)
+            return {"profile.known": False}
+        values = profile.features.as_dict()
+        return {"profile.known": True, **{f"profile.{name}": values[name] for name in names}}
 
     def _sample(self, probabilities: Sequence[float]) -> int:
         """Draws an index with the given probabilities (the logged propensities)."""

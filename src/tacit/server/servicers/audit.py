@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -31,7 +31,15 @@ def _filter(
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, db: Database, keyring: KeyRing, policy_version: str, settings: Settings):
+    def __init__(
+        self,
+        db: Database,
+        keyring: KeyRing,
+        policy_version: str,
+        settings: Settings,
+        on_erased: Callable[[str], None] | None = None,
+    ):
+        self._on_erased = on_erased
         self._db = db
         self._keyring = keyring
         self._policy_version = policy_version
@@ -95,6 +103,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             request.subject_id,
             correlation_id=request_id or "erasure",
         )
+        if self._on_erased is not None:
+            # Caches (profiles) must not serve an erased subject either.
+            for pseudonym in self._keyring.candidates(request.subject_id, "subject"):
+                self._on_erased(pseudonym)
         return audit_pb2.EraseSubjectResponse(
             decisions_erased=result.decisions, events_erased=result.events, rewards_erased=result.rewards
         )

@@ -149,7 +149,8 @@ def prediction_and_model_servicers(
 
     settings = runtime.settings
     classifiers = ServingClassifiers(runtime.db, settings.learner.reload_interval_seconds)
-    predictions = Predictions(runtime.db, runtime.boundary, ProfileStore(runtime.db), classifiers)
+    profiles = runtime.profiles if runtime.profiles is not None else ProfileStore(runtime.db)
+    predictions = Predictions(runtime.db, runtime.boundary, profiles, classifiers)
     return (
         PredictionServicer(predictions, settings.limits, known_names),
         ModelServicer(runtime.db, settings, classifiers),
