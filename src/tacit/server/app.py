@@ -169,10 +169,11 @@ class Runtime:
             self.retention.start()
         self._reloader = threading.Thread(target=self._reload_loop, name="tacit-model-reload", daemon=True)
         self._reloader.start()
-        self._evaluator = threading.Thread(
-            target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
-        )
-        self._evaluator.start()
+        if self.settings.experiments.evaluate:
+            self._evaluator = threading.Thread(
+                target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
+            )
+            self._evaluator.start()
 
     def _evaluate_loop(self) -> None:
         while not self._stop.wait(self.settings.experiments.evaluation_interval_seconds):

@@ -110,6 +110,7 @@ class PrivacySettings(_Section):
 
 
 class ExperimentSettings(_Section):
+    evaluate: bool = Field(True, description="run the rollout rules here; one process per deployment")
     evaluation_interval_seconds: float = Field(60.0, gt=0, description="how often the rules run")
     refresh_seconds: float = Field(1.0, gt=0, description="how stale Rank's view of experiments may be")
     conversion_window_seconds: float = Field(7 * 86_400.0, gt=0)

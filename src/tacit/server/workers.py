@@ -3,7 +3,8 @@
 `tacit serve` with `server.workers > 1` prepares the shared state once (schema,
 tokens, pseudonym keys), picks the port, then spawns that many worker
 processes that each bind it with SO_REUSEPORT so the kernel spreads
-connections. Worker 0 also runs the learner; the others only serve and log.
+connections. Worker 0 also runs the learner and the rollout rules; the others
+only serve and log.
 A reward that reaches a worker other than the one that ranked its decision
 waits up to a few flush intervals for the decision to be committed (see
 `DecisionEngine.reward`).
@@ -46,6 +47,7 @@ def worker_settings(settings: Settings, index: int, address: str) -> Settings:
     data["server"]["address"] = address
     data["server"]["reuse_port"] = True
     data["learner"]["enabled"] = settings.learner.enabled and index == 0
+    data["experiments"]["evaluate"] = settings.experiments.evaluate and index == 0
     return Settings(**data)
 
 
