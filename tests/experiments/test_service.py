@@ -417,6 +417,9 @@ def test_spec_errors_and_conflicts_in_the_domain(service: ExperimentService) -> 
     assert conflict.value.reason == "NOT_STARTED"
 
 
-def test_relative_lift_of_a_constant_zero_treatment_is_degenerate_not_a_crash() -> None:
+def test_relative_lift_of_a_constant_zero_treatment_falls_back_to_the_absolute_error() -> None:
+    # Control 10/100: v_c = 0.1*0.9*100/99/100 = 9.0909e-4, SE(d) = 0.030151; /0.1 = 0.30151.
     result = relative_lift(SampleStats.from_proportion(10, 100), SampleStats.from_proportion(0, 100))
-    assert result.status is Status.ZERO_VARIANCE and result.estimate == -1
+    assert result.status is Status.OK and result.estimate == -1
+    assert round(result.std_error, 5) == 0.30151
+    assert result.ci_upper < 0
