@@ -27,7 +27,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.server.log_level)
-    if settings.server.metrics_port:
+    if settings.server.metrics_port and settings.server.workers > 1:
+        logger.warning("metrics endpoint disabled: each worker process holds its own registry")
+    elif settings.server.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.server.metrics_port, addr="127.0.0.1")
