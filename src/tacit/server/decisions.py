@@ -22,6 +22,7 @@ from threading import Lock
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from tacit.experiments.service import ArmAssignment
 from tacit.learning.profiles import ProfileStore
@@ -191,6 +192,16 @@ def _merged_audit(
     )
 
 
+def _locked_decision(session: Session, event_id: str) -> Decision:
+    """The decision row, locked for this transaction; NOT_FOUND when there is none."""
+    decision = session.execute(
+        select(Decision).where(Decision.event_id == event_id).with_for_update()
+    ).scalar_one_or_none()
+    if decision is None:
+        raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+    return decision
+
+
 class DecisionEngine:
     """Ranks through the slot's policy, logs decisions, joins rewards."""
 
@@ -332,15 +343,10 @@ class DecisionEngine:
         now = now or datetime.now(UTC)
         occurred_at = occurred_at or now
         request_id = request_id or event_id
-        self.decision_log.ensure_flushed(event_id)
         self._await_commit(event_id)
         try:
             with self.db.transaction() as session:
-                decision = session.execute(
-                    select(Decision).where(Decision.event_id == event_id).with_for_update()
-                ).scalar_one_or_none()
-                if decision is None:
-                    raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+                decision = _locked_decision(session, event_id)
                 seen = session.execute(
                     select(Reward.id).where(Reward.event_id == event_id, Reward.request_id == request_id)
                 ).first()
@@ -373,10 +379,13 @@ class DecisionEngine:
             return RewardOutcome.DUPLICATE
 
     def _await_commit(self, event_id: str) -> None:
-        """Waits a few flush intervals for a decision ranked by another process or replica.
+        """Makes sure the decision is committed before it is joined.
 
-        Its batch may not be committed yet; only after that wait is the answer NOT_FOUND.
+        Flushes it if this process still holds it in memory; otherwise waits a few
+        flush intervals for another process or replica to commit its batch. Only
+        after that wait is the answer NOT_FOUND.
         """
+        self.decision_log.ensure_flushed(event_id)
         if self._event_exists(event_id):
             return
         interval = self.settings.decision_log.flush_interval_ms / 1000.0
@@ -389,14 +398,9 @@ class DecisionEngine:
     def activate(self, event_id: str, now: datetime | None = None) -> bool:
         """Makes a deferred decision learnable; returns True when it already was."""
         now = now or datetime.now(UTC)
-        self.decision_log.ensure_flushed(event_id)
         self._await_commit(event_id)
         with self.db.transaction() as session:
-            decision = session.execute(
-                select(Decision).where(Decision.event_id == event_id).with_for_update()
-            ).scalar_one_or_none()
-            if decision is None:
-                raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+            decision = _locked_decision(session, event_id)
             if not decision.deferred or decision.activated_at is not None:
                 return True
             decision.activated_at = now
