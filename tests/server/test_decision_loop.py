@@ -329,3 +329,19 @@ def test_erasure_empties_the_profile_cache_and_the_stored_rows(start_server) -> 
     assert runtime.profiles.cached(pseudonym, datetime.now(UTC)) is None  # type: ignore[union-attr]
     with runtime.db.transaction() as session:
         assert session.execute(select(Decision).where(Decision.subject == pseudonym)).first() is None
+
+
+def test_the_subject_pseudonym_is_never_a_model_feature(server) -> None:  # type: ignore[no-untyped-def]
+    from tacit.learning.bandit import build_example
+
+    stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    response = rank(stub, server, subject="feature-leak-check")
+    pseudonym = server.running.runtime.boundary.pseudonymize_subject("feature-leak-check")
+    server.running.runtime.decision_log.flush()
+    with server.running.runtime.db.transaction() as session:
+        decision = session.get(Decision, response.event_id)
+        assert decision is not None and decision.subject == pseudonym
+        # What the learner feeds VW for this decision: no trace of the subject.
+        lines = build_example(decision.context, decision.candidate_features)
+        assert not any(pseudonym in line or "ps1:" in line for line in lines)
+        assert "feature-leak-check" not in str(decision.context) + str(decision.candidate_features)
