@@ -119,7 +119,9 @@ class DecisionLog:
                     logger.error("decision with a duplicate event id dropped")
 
     def _write_together(self, batch: Sequence[PendingDecision]) -> None:
-        with self._db.transaction() as session:
+        # Not synced on commit: the documented bounded loss of Rank's log. A Reward's
+        # synced commit makes every earlier decision batch durable too.
+        with self._db.transaction(durable=False) as session:
             session.connection().execute(_INSERT_DECISIONS, [item.decision for item in batch])
             append_entries(session, [item.audit for item in batch])
 

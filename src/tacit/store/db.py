@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,22 +26,29 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'tacit.db').resolve()}"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before Reward/TrackEvents answer OK, even across a power
-    # loss (NORMAL would only survive a process crash).
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str):  # type: ignore[no-untyped-def]
+    def apply(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return apply
 
 
-def make_engine(url: str) -> Engine:
-    """Creates the engine; SQLite gets WAL, a busy timeout and a serialized writer."""
+def make_engine(url: str, durable: bool = True) -> Engine:
+    """Creates the engine; SQLite gets WAL and a busy timeout.
+
+    Durable SQLite connections sync every commit (synchronous=FULL): a Reward or
+    TrackEvents that answered OK survives a power loss. The relaxed engine
+    (synchronous=NORMAL) is for the decision log only, whose loss on a crash is
+    bounded and documented; its commits reach disk with the next durable commit.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
@@ -58,22 +65,31 @@ def migrate(engine: Engine) -> None:
 class Database:
     """The engine, a session factory and a transaction helper that maps failures."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, relaxed_engine: Engine | None = None):
         self.engine = engine
+        self.relaxed_engine = relaxed_engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self._relaxed_sessions = sessionmaker(relaxed_engine or engine, expire_on_commit=False)
 
     @classmethod
     def open(cls, url: str) -> Database:
         engine = make_engine(url)
         migrate(engine)
-        return cls(engine)
+        relaxed = make_engine(url, durable=False) if url.startswith("sqlite") else None
+        return cls(engine, relaxed)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Yields a session inside one transaction; connection failures become StorageUnavailable."""
-        session = self.sessions()
+    def transaction(self, durable: bool = True) -> Iterator[Session]:
+        """Yields a session inside one transaction; connection failures become StorageUnavailable.
+
+        `durable=False` is for writes whose loss on a crash is allowed and bounded
+        (the decision log): SQLite skips the fsync, PostgreSQL commits asynchronously.
+        """
+        session = (self.sessions if durable else self._relaxed_sessions)()
         try:
             with session.begin():
+                if not durable and self.relaxed_engine is None:
+                    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
                 yield session
         except (OperationalError, InterfaceError) as error:
             logger.warning("storage error", extra={"error_type": type(error.orig).__name__})
@@ -83,3 +99,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.relaxed_engine is not None:
+            self.relaxed_engine.dispose()
