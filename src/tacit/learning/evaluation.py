@@ -333,6 +333,6 @@ def drift_report(
     ]
     monitor = copy.copy(served.bundle.drift_reference)  # the served bundle is shared
     monitor.threshold = threshold
-    scores = served.predict_proba(rows) if rows else None
+    scores = served.predict_proba([row.as_dict() for row in rows]) if rows else None
     report = monitor.report(rows, scores=scores)
     return DriftSummary(task, served.version, report, start, end)

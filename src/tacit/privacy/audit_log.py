@@ -12,8 +12,9 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from tacit.privacy.audit import (
@@ -31,20 +32,14 @@ _VERIFY_PAGE = 2_000
 
 
 # Built once: the append runs on Rank's logging path for every batch.
-_LOCK_HEAD = (
-    update(AuditHead.__table__).where(AuditHead.__table__.c.id == 1).values(seq=AuditHead.__table__.c.seq)
-)
-_READ_HEAD = (
-    select(AuditHead.__table__.c.seq, AuditHead.__table__.c.record_hash)
-    .where(AuditHead.__table__.c.id == 1)
-    .with_for_update()
-)
+_LOCK_HEAD = update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)
+_READ_HEAD = select(AuditHead.seq, AuditHead.record_hash).where(AuditHead.id == 1).with_for_update()
 _WRITE_HEAD = (
-    update(AuditHead.__table__)
-    .where(AuditHead.__table__.c.id == 1)
+    update(AuditHead)
+    .where(AuditHead.id == 1)
     .values(seq=bindparam("head_seq"), record_hash=bindparam("head_hash"))
 )
-_INSERT_RECORDS = AuditRecord.__table__.insert()
+_INSERT_RECORDS = insert(AuditRecord)
 
 
 def append_entries(session: Session, entries: Sequence[AuditEntry]) -> list[int]:
@@ -55,7 +50,8 @@ def append_entries(session: Session, entries: Sequence[AuditEntry]) -> list[int]
     # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before the read.
     connection.execute(_LOCK_HEAD)
     seq, prev_hash = connection.execute(_READ_HEAD).one()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    sequences: list[int] = []
     for entry in entries:
         seq += 1
         body = entry_to_json(entry)
@@ -74,9 +70,10 @@ def append_entries(session: Session, entries: Sequence[AuditEntry]) -> list[int]
             }
         )
         prev_hash = record_hash
+        sequences.append(seq)
     connection.execute(_INSERT_RECORDS, rows)
     connection.execute(_WRITE_HEAD, {"head_seq": seq, "head_hash": prev_hash})
-    return [row["seq"] for row in rows]
+    return sequences
 
 
 def verify(db: Database) -> ChainVerification:

@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import Delete, delete, select
+from sqlalchemy.orm import Session
 
 from tacit.privacy.audit import AuditEntry, FieldAudit, Outcome, erasure_entry
 from tacit.privacy.audit_log import append_entries
@@ -30,6 +31,12 @@ class ErasureResult:
     rewards: int
 
 
+def _deleted(session: Session, statement: Delete) -> int:
+    """Rows removed by a DELETE (0 when the driver cannot tell)."""
+    result = session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def erase_subject(
     db: Database, keyring: KeyRing, policy_version: str, subject_id: str, correlation_id: str
 ) -> ErasureResult:
@@ -42,11 +49,9 @@ def erase_subject(
         rewards = 0
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
-            rewards += session.execute(delete(Reward).where(Reward.event_id.in_(chunk))).rowcount or 0
-        decisions = session.execute(delete(Decision).where(Decision.subject.in_(pseudonyms))).rowcount or 0
-        events = (
-            session.execute(delete(TrackedEvent).where(TrackedEvent.subject.in_(pseudonyms))).rowcount or 0
-        )
+            rewards += _deleted(session, delete(Reward).where(Reward.event_id.in_(chunk)))
+        decisions = _deleted(session, delete(Decision).where(Decision.subject.in_(pseudonyms)))
+        events = _deleted(session, delete(TrackedEvent).where(TrackedEvent.subject.in_(pseudonyms)))
         append_entries(
             session,
             [
@@ -62,16 +67,14 @@ def erase_subject(
     return ErasureResult(decisions, events, rewards)
 
 
-def purge_events_before(
-    db: Database, cutoff: datetime, policy_version: str = "", key_id: str = ""
-) -> int:
+def purge_events_before(db: Database, cutoff: datetime, policy_version: str = "", key_id: str = "") -> int:
     """Retention: deletes anonymized events that occurred before `cutoff`.
 
     When anything was deleted, an audit record (kind ``retention``) with the
     count is appended in the same transaction.
     """
     with db.transaction() as session:
-        purged = session.execute(delete(TrackedEvent).where(TrackedEvent.occurred_at < cutoff)).rowcount or 0
+        purged = _deleted(session, delete(TrackedEvent).where(TrackedEvent.occurred_at < cutoff))
         if purged:
             now = datetime.now(UTC)
             append_entries(
@@ -83,9 +86,7 @@ def purge_events_before(
                         correlation_id=f"retention-{now:%Y%m%dT%H%M%S}",
                         policy_version=policy_version,
                         key_id=key_id,
-                        fields=(
-                            FieldAudit("events", "purge", Outcome.ERASED.value, {"events": purged}),
-                        ),
+                        fields=(FieldAudit("events", "purge", Outcome.ERASED.value, {"events": purged}),),
                     )
                 ],
             )
