@@ -166,7 +166,12 @@ class ExperimentDefinition:
             primary_metric=data["primary_metric"],
             secondary_metrics=tuple(data["secondary_metrics"]),
             guardrails=tuple(
-                Guardrail(g["metric"], float(g["tolerance"]), ToleranceKind(g["tolerance_kind"]))
+                # Specs stored before the kind existed have none: their tolerances are relative.
+                Guardrail(
+                    g["metric"],
+                    float(g["tolerance"]),
+                    ToleranceKind(g.get("tolerance_kind", ToleranceKind.RELATIVE.value)),
+                )
                 for g in data["guardrails"]
             ),
             stages=tuple(

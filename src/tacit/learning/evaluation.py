@@ -14,6 +14,9 @@ features exactly as they were logged.
 
 ``drift_report`` compares the features (and scores) of the active model's
 training window with those of subjects active in a recent window.
+``bandit_drift_report`` compares a slot's logged decisions in a recent window
+with those before it: the reward (success) rate with a two-proportion z-test,
+and the PSI of the context features every decision carried.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +33,7 @@ import numpy as np
 from sqlalchemy import or_, select
 
 from tacit.learning.bandit import BanditConfigError, SlotModel, validate_arguments
-from tacit.learning.drift import DriftReport
+from tacit.learning.drift import DriftMonitor, DriftReport, DriftStatus, reward_rate_drift
 from tacit.learning.features import build_features
 from tacit.learning.ope import (
     Estimate,
@@ -50,9 +53,11 @@ from tacit.store.schema import Decision
 
 __all__ = [
     "DEFAULT_POLICIES",
+    "DriftSummary",
     "EvaluationError",
     "PolicyEstimate",
     "SlotDecision",
+    "bandit_drift_report",
     "drift_report",
     "evaluate_policies",
     "load_slot_decisions",
@@ -302,11 +307,20 @@ def evaluate_policies(
 
 @dataclass(frozen=True)
 class DriftSummary:
+    """A drift report and the windows it compares.
+
+    The current window is ``(window_start, window_end]``; the reference window
+    spans ``reference_start``..``reference_end`` (the classifier's training
+    snapshots, or a slot's decisions before the current window; None when empty).
+    """
+
     task: str
     version: str
     report: DriftReport
     window_start: datetime
     window_end: datetime
+    reference_start: datetime | None = None
+    reference_end: datetime | None = None
 
 
 def drift_report(
@@ -335,4 +349,124 @@ def drift_report(
     monitor.threshold = threshold
     scores = served.predict_proba([row.as_dict() for row in rows]) if rows else None
     report = monitor.report(rows, scores=scores)
-    return DriftSummary(task, served.version, report, start, end)
+    first, last = served.bundle.model.training_window
+    return DriftSummary(
+        task,
+        served.version,
+        report,
+        start,
+        end,
+        reference_start=datetime.fromtimestamp(first, UTC),
+        reference_end=datetime.fromtimestamp(last, UTC),
+    )
+
+
+@dataclass(frozen=True)
+class _TimedDecision:
+    created_at: datetime
+    context: dict[str, Any]
+    success: bool
+
+
+def _load_timed_decisions(
+    db: Database, slot: str, default_reward: float, limit: int
+) -> list[_TimedDecision]:
+    """The newest ``limit`` decisions of ``slot`` whose reward is final, oldest first."""
+    query = (
+        select(Decision.created_at, Decision.context, Decision.reward)
+        .where(Decision.slot == slot)
+        .where(or_(Decision.reward.is_not(None), Decision.reward_deadline <= datetime.now(UTC)))
+        .order_by(Decision.created_at.desc(), Decision.event_id.desc())
+        .limit(limit)
+    )
+    with db.transaction() as session:
+        rows = session.execute(query).all()
+    return [
+        _TimedDecision(
+            as_utc(created_at),
+            dict(context or {}),
+            (float(reward) if reward is not None else default_reward) > 0,
+        )
+        for created_at, context, reward in reversed(rows)
+    ]
+
+
+def _comparable_context_features(
+    contexts: Sequence[Mapping[str, Any]],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(features, categorical ones): keys every context carries, all finite numbers or all strings."""
+    if not contexts:
+        return (), ()
+    common = set(contexts[0]).intersection(*contexts[1:])
+    features, categorical = [], []
+    for name in sorted(common):
+        values = [c[name] for c in contexts]
+        if all(isinstance(v, str) for v in values):
+            features.append(name)
+            categorical.append(name)
+        elif all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
+            features.append(name)
+    return tuple(features), tuple(categorical)
+
+
+def bandit_drift_report(
+    db: Database,
+    slot: str,
+    default_reward: float,
+    recent: timedelta = timedelta(days=7),
+    threshold: float = 0.2,
+    alpha: float = 0.01,
+    now: datetime | None = None,
+    limit: int = 200_000,
+) -> DriftSummary:
+    """Reward-rate and context drift of a slot's decisions: ``recent`` window vs the ones before.
+
+    The bandit learns online from every decision, so its "training window" is
+    the slot's log before the current window. A decision succeeds when its
+    final reward (``default_reward`` when none arrived in time) is positive;
+    the success rates are compared with a pooled two-proportion z-test at
+    ``alpha``. Context features present in every decision of both windows (all
+    numbers, or all strings) are compared by PSI. ``now`` defaults to the
+    newest decision with a final reward. There are no scores: prediction drift
+    is not computed.
+    """
+    decisions = _load_timed_decisions(db, slot, default_reward, limit)
+    if not decisions:
+        raise EvaluationError(f"slot {slot} has no decisions with a final reward")
+    end = as_utc(now) if now is not None else decisions[-1].created_at
+    start = end - recent
+    reference = [d for d in decisions if d.created_at <= start]
+    current = [d for d in decisions if start < d.created_at <= end]
+    with db.transaction() as session:
+        checkpoint = newest_checkpoint(session, bandit_task(slot))
+    version = checkpoint.version if checkpoint is not None else ""
+    reference_reward = (sum(d.success for d in reference), len(reference))
+    current_reward = (sum(d.success for d in current), len(current))
+    reward = reward_rate_drift(*reference_reward, *current_reward, alpha=alpha)
+    if not reference:
+        report = DriftReport(
+            feature_psi={}, prediction_psi=None, reward=reward, threshold=threshold,
+            drifted_features=(), stale=False, status=DriftStatus.EMPTY_WINDOW,
+            n_reference=0, n_current=len(current),
+            notes=("no decisions before the current window: nothing to compare",),
+        )  # fmt: skip
+    else:
+        features, categorical = _comparable_context_features([d.context for d in reference + current])
+        monitor = DriftMonitor(
+            threshold=threshold, reward_alpha=alpha, features=features, categorical_features=categorical
+        )
+        monitor.fit([d.context for d in reference], reward=reference_reward)
+        report = monitor.report([d.context for d in current], reward=current_reward)
+        if report.reward is None:  # an empty current window: still say why there is no z
+            report = replace(report, reward=reward)
+    return DriftSummary(
+        bandit_task(slot),
+        version,
+        report,
+        start,
+        end,
+        reference_start=reference[0].created_at if reference else None,
+        reference_end=reference[-1].created_at if reference else None,
+    )

@@ -2,6 +2,7 @@
 
     tacit experiment create exp-1 --slot home --arm control:static:first:0.5 \\
         --arm treatment:bandit:0.5 --primary click_through --guardrail conversion:0.02 \\
+        --guardrail dwell_time:5:absolute \\
         --stage 1:1000:86400 --stage 5:1000 --stage 25 --stage 50 --stage 100 --auto-advance
     tacit experiment report exp-1 --chart exp-1.png
 """
@@ -50,13 +51,26 @@ def _stage(text: str) -> experiment_pb2.Stage:
         raise argparse.ArgumentTypeError("--stage must be PERCENT[:MIN_SAMPLE[:MIN_SECONDS]]") from None
 
 
+_TOLERANCE_KINDS = {
+    "relative": experiment_pb2.TOLERANCE_KIND_RELATIVE,
+    "absolute": experiment_pb2.TOLERANCE_KIND_ABSOLUTE,
+}
+
+
 def _guardrail(text: str) -> experiment_pb2.Guardrail:
-    metric, _, tolerance = text.partition(":")
+    """METRIC:TOLERANCE[:relative|absolute]; relative (0.02 = 2 %) unless told otherwise."""
+    metric, _, rest = text.partition(":")
+    tolerance, _, kind = rest.partition(":")
     try:
-        return experiment_pb2.Guardrail(metric=metric, tolerance=float(tolerance))
-    except ValueError:
+        return experiment_pb2.Guardrail(
+            metric=metric,
+            tolerance=float(tolerance),
+            tolerance_kind=_TOLERANCE_KINDS[kind.strip().lower() or "relative"],
+        )
+    except (ValueError, KeyError):
         raise argparse.ArgumentTypeError(
-            "--guardrail must be METRIC:TOLERANCE, e.g. conversion:0.02"
+            "--guardrail must be METRIC:TOLERANCE[:absolute], e.g. conversion:0.02 (2 % of control) "
+            "or conversion:0.01:absolute (1 percentage point)"
         ) from None
 
 
@@ -236,7 +250,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     create.add_argument("--control", default=None, help="control arm (default: the first)")
     create.add_argument("--primary", required=True, help="primary metric")
     create.add_argument("--secondary", action="append", default=[])
-    create.add_argument("--guardrail", type=_guardrail, action="append", default=[], help="METRIC:TOLERANCE")
+    create.add_argument(
+        "--guardrail",
+        type=_guardrail,
+        action="append",
+        default=[],
+        help="METRIC:TOLERANCE[:absolute]; the tolerance is relative (0.02 = 2%% of control) "
+        "unless ':absolute' (metric units)",
+    )
     create.add_argument(
         "--stage", type=_stage, action="append", required=True, help="PERCENT[:MIN_N[:SECONDS]]"
     )

@@ -2,7 +2,7 @@
 
     tacit train conversion|churn [--label-window-days 7]   train, print metrics, register
     tacit evaluate --slot home [--policy vw:...]             off-policy estimates table
-    tacit drift conversion|churn                             PSI table; exit code 3 when stale
+    tacit drift conversion|churn|bandit:<slot>               PSI table; exit code 3 when stale
 
 `tacit drift conversion || tacit train conversion` retrains only a stale model
 (schedule it with cron or a systemd timer).
@@ -14,7 +14,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tacit.learning.classifiers import Task, TrainingConfig, TrainingError
-from tacit.learning.evaluation import DEFAULT_POLICIES, EvaluationError, drift_report, evaluate_policies
+from tacit.learning.evaluation import (
+    DEFAULT_POLICIES,
+    DriftSummary,
+    EvaluationError,
+    bandit_drift_report,
+    drift_report,
+    evaluate_policies,
+)
 from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import ModelNotFoundError, ServingClassifiers
 from tacit.learning.training import TrainJob, TrainOutcome, run_training
@@ -148,33 +155,74 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _drift_task(text: str) -> str:
+    """conversion, churn or bandit:<slot>."""
+    if text in {t.value for t in Task} or (text.startswith("bandit:") and len(text) > len("bandit:")):
+        return text
+    raise argparse.ArgumentTypeError(f"must be {', '.join(t.value for t in Task)} or bandit:<slot>")
+
+
+def _when(moment: datetime | None) -> str:
+    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _drift_summary(args: argparse.Namespace, settings: Settings, db: Database) -> DriftSummary:
+    recent = timedelta(days=args.recent_days)
+    if args.task.startswith("bandit:"):
+        name = args.task.removeprefix("bandit:")
+        slot = settings.slots.get(name)
+        if slot is None:
+            raise EvaluationError(f"slot is not configured: {name}")
+        return bandit_drift_report(
+            db, name, slot.default_reward, recent, threshold=args.threshold, alpha=args.reward_alpha
+        )
+    served = ServingClassifiers(db).get(args.task)
+    return drift_report(db, args.task, served, recent, threshold=args.threshold)
+
+
 def cmd_drift(args: argparse.Namespace, out: TextIO) -> int:
     settings = _settings(args)
     db = Database.open(settings.database_url)
     try:
-        served = ServingClassifiers(db).get(args.task)
-        summary = drift_report(
-            db, args.task, served, timedelta(days=args.recent_days), threshold=args.threshold
-        )
-    except (ModelNotFoundError, ModelIntegrityError) as error:
+        summary = _drift_summary(args, settings, db)
+    except (ModelNotFoundError, ModelIntegrityError, EvaluationError) as error:
         print(f"tacit drift: {error}", file=sys.stderr)
         return 1
     finally:
         db.dispose()
     report = summary.report
-    table = Table(title=f"{args.task} {summary.version}: PSI training window vs last {args.recent_days} days")
+    bandit = args.task.startswith("bandit:")
+    reference = "earlier decisions" if bandit else "training window"
+    version = summary.version or "no checkpoint"
+    table = Table(title=f"{args.task} {version}: PSI {reference} vs last {args.recent_days:g} days")
     table.add_column("feature")
     table.add_column("psi", justify="right")
     for name, psi in sorted(report.feature_psi.items(), key=lambda item: -item[1]):
         flag = " ⚠" if psi >= report.threshold else ""
         table.add_row(name, _fmt(psi) + flag)
-    table.add_row("[italic]predictions[/italic]", _fmt(report.prediction_psi))
+    if not bandit:
+        flag = " ⚠" if report.prediction_psi is not None and report.prediction_psi >= report.threshold else ""
+        table.add_row("[italic]predictions[/italic]", _fmt(report.prediction_psi) + flag)
     console = _console(out)
     console.print(table)
     console.print(
-        f"{report.n_current} recent subjects vs {report.n_reference} training rows; "
-        f"threshold {report.threshold}: {'STALE — retrain' if report.stale else 'fresh'}"
+        f"reference: {_when(summary.reference_start)} → {_when(summary.reference_end)}, "
+        f"{report.n_reference} {'decisions' if bandit else 'training rows'}; "
+        f"current: {_when(summary.window_start)} → {_when(summary.window_end)}, "
+        f"{report.n_current} {'decisions' if bandit else 'recent subjects'}"
     )
+    drifted = ", ".join(report.drifted_features) or "none"
+    console.print(f"drifted features (psi ≥ {report.threshold}): {drifted}")
+    reward = report.reward
+    if reward is not None:
+        verdict = "DRIFTED" if reward.significant else "stable"
+        console.print(
+            f"reward rate: {_fmt(reward.reference_rate)} → {_fmt(reward.current_rate)}, "
+            f"z {_fmt(reward.z)}, p {reward.p_value:.3g} (status {reward.status.value}): {verdict}"
+        )
+    for note in report.notes:
+        console.print(f"note: {note}")
+    console.print(f"threshold {report.threshold}: {'STALE — retrain' if report.stale else 'fresh'}")
     return EXIT_STALE if report.stale else 0
 
 
@@ -207,9 +255,13 @@ def add_model_parsers(subparsers: Any) -> None:
     evaluate.add_argument("--data-dir", type=Path, default=None)
     evaluate.set_defaults(func=_runner(cmd_evaluate))
 
-    drift = subparsers.add_parser("drift", help="feature drift of the active classifier; exit 3 when stale")
-    drift.add_argument("task", choices=[t.value for t in Task])
+    drift = subparsers.add_parser(
+        "drift", help="feature, prediction and reward-rate drift of a model; exit 3 when stale"
+    )
+    drift.add_argument("task", type=_drift_task, help="conversion, churn or bandit:<slot>")
     drift.add_argument("--recent-days", type=float, default=7.0)
     drift.add_argument("--threshold", type=float, default=0.2)
+    drift.add_argument("--reward-alpha", type=float, default=0.01,
+                       help="significance level of the reward-rate test (bandit:<slot>)")  # fmt: skip
     drift.add_argument("--data-dir", type=Path, default=None)
     drift.set_defaults(func=_runner(cmd_drift))

@@ -31,6 +31,16 @@ STATE_TO_PROTO = {
 }
 STATE_FROM_PROTO = {value: key for key, value in STATE_TO_PROTO.items()}
 
+TOLERANCE_KIND_TO_PROTO = {
+    ToleranceKind.RELATIVE: experiment_pb2.TOLERANCE_KIND_RELATIVE,
+    ToleranceKind.ABSOLUTE: experiment_pb2.TOLERANCE_KIND_ABSOLUTE,
+}
+TOLERANCE_KIND_FROM_PROTO: dict[int, ToleranceKind] = {
+    # Unspecified is relative, the meaning `tolerance` had before the kind existed.
+    experiment_pb2.TOLERANCE_KIND_UNSPECIFIED: ToleranceKind.RELATIVE,
+    **{value: key for key, value in TOLERANCE_KIND_TO_PROTO.items()},
+}
+
 
 def experiment_id_from_name(field: str, name: str) -> str:
     """`experiments/{id}` -> id; a bare id is accepted too (CLI convenience)."""
@@ -46,6 +56,15 @@ def _finite(field: str, value: float) -> float:
     if not math.isfinite(value):
         raise InvalidArgument(field, "must be a finite number")
     return value
+
+
+def _tolerance_kind(field: str, value: int) -> ToleranceKind:
+    kind = TOLERANCE_KIND_FROM_PROTO.get(value)
+    if kind is None:
+        raise InvalidArgument(
+            field, f"must be TOLERANCE_KIND_RELATIVE or TOLERANCE_KIND_ABSOLUTE, got {value}"
+        )
+    return kind
 
 
 def _names(field: str, values: list[str]) -> tuple[str, ...]:
@@ -86,7 +105,7 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         Guardrail(
             guardrail.metric,
             _finite(f"experiment.guardrails[{i}].tolerance", guardrail.tolerance),
-            ToleranceKind.RELATIVE,
+            _tolerance_kind(f"experiment.guardrails[{i}].tolerance_kind", guardrail.tolerance_kind),
         )
         for i, guardrail in enumerate(message.guardrails)
     )
@@ -112,7 +131,12 @@ def experiment_to_proto(experiment: Experiment) -> experiment_pb2.Experiment:
         primary_metric=definition.primary_metric,
         secondary_metrics=list(definition.secondary_metrics),
         guardrails=[
-            experiment_pb2.Guardrail(metric=g.metric, tolerance=g.tolerance) for g in definition.guardrails
+            experiment_pb2.Guardrail(
+                metric=g.metric,
+                tolerance=g.tolerance,
+                tolerance_kind=TOLERANCE_KIND_TO_PROTO[g.tolerance_kind],
+            )
+            for g in definition.guardrails
         ],
         stages=[
             experiment_pb2.Stage(

@@ -19,6 +19,12 @@ class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERIMENT_STATE_ROLLED_BACK: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_SHIPPED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_STOPPED: _ClassVar[ExperimentState]
+
+class ToleranceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOLERANCE_KIND_UNSPECIFIED: _ClassVar[ToleranceKind]
+    TOLERANCE_KIND_RELATIVE: _ClassVar[ToleranceKind]
+    TOLERANCE_KIND_ABSOLUTE: _ClassVar[ToleranceKind]
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_DRAFT: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
@@ -26,6 +32,9 @@ EXPERIMENT_STATE_PAUSED: ExperimentState
 EXPERIMENT_STATE_ROLLED_BACK: ExperimentState
 EXPERIMENT_STATE_SHIPPED: ExperimentState
 EXPERIMENT_STATE_STOPPED: ExperimentState
+TOLERANCE_KIND_UNSPECIFIED: ToleranceKind
+TOLERANCE_KIND_RELATIVE: ToleranceKind
+TOLERANCE_KIND_ABSOLUTE: ToleranceKind
 
 class Arm(_message.Message):
     __slots__ = ("name", "policy", "weight")
@@ -48,12 +57,14 @@ class Stage(_message.Message):
     def __init__(self, percent: _Optional[float] = ..., min_sample: _Optional[int] = ..., min_duration_seconds: _Optional[int] = ...) -> None: ...
 
 class Guardrail(_message.Message):
-    __slots__ = ("metric", "tolerance")
+    __slots__ = ("metric", "tolerance", "tolerance_kind")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_KIND_FIELD_NUMBER: _ClassVar[int]
     metric: str
     tolerance: float
-    def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ...) -> None: ...
+    tolerance_kind: ToleranceKind
+    def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ..., tolerance_kind: _Optional[_Union[ToleranceKind, str]] = ...) -> None: ...
 
 class Experiment(_message.Message):
     __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time", "control_arm", "update_time", "stage_start_time", "exposure_percent")

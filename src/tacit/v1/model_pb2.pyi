@@ -100,12 +100,56 @@ class FeatureDrift(_message.Message):
     psi: float
     def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ...) -> None: ...
 
+class RewardRateDrift(_message.Message):
+    __slots__ = ("reference_rate", "current_rate", "reference_count", "current_count", "z", "p_value", "drifted", "alpha", "status")
+    REFERENCE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_RATE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    Z_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    reference_rate: float
+    current_rate: float
+    reference_count: int
+    current_count: int
+    z: float
+    p_value: float
+    drifted: bool
+    alpha: float
+    status: str
+    def __init__(self, reference_rate: _Optional[float] = ..., current_rate: _Optional[float] = ..., reference_count: _Optional[int] = ..., current_count: _Optional[int] = ..., z: _Optional[float] = ..., p_value: _Optional[float] = ..., drifted: _Optional[bool] = ..., alpha: _Optional[float] = ..., status: _Optional[str] = ...) -> None: ...
+
 class DriftReport(_message.Message):
-    __slots__ = ("task", "features", "stale")
+    __slots__ = ("task", "features", "stale", "prediction_psi", "threshold", "drifted_features", "reward_rate_drift", "reference_start_time", "reference_end_time", "current_start_time", "current_end_time", "reference_count", "current_count", "model_version")
     TASK_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_PSI_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REWARD_RATE_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     task: str
     features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
     stale: bool
-    def __init__(self, task: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., stale: _Optional[bool] = ...) -> None: ...
+    prediction_psi: float
+    threshold: float
+    drifted_features: _containers.RepeatedScalarFieldContainer[str]
+    reward_rate_drift: RewardRateDrift
+    reference_start_time: _timestamp_pb2.Timestamp
+    reference_end_time: _timestamp_pb2.Timestamp
+    current_start_time: _timestamp_pb2.Timestamp
+    current_end_time: _timestamp_pb2.Timestamp
+    reference_count: int
+    current_count: int
+    model_version: str
+    def __init__(self, task: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., stale: _Optional[bool] = ..., prediction_psi: _Optional[float] = ..., threshold: _Optional[float] = ..., drifted_features: _Optional[_Iterable[str]] = ..., reward_rate_drift: _Optional[_Union[RewardRateDrift, _Mapping]] = ..., reference_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reference_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reference_count: _Optional[int] = ..., current_count: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...

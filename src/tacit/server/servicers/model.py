@@ -10,7 +10,13 @@ from datetime import timedelta
 
 import grpc
 
-from tacit.learning.evaluation import EvaluationError, drift_report, evaluate_policies
+from tacit.learning.evaluation import (
+    DriftSummary,
+    EvaluationError,
+    bandit_drift_report,
+    drift_report,
+    evaluate_policies,
+)
 from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import (
     CLASSIFIER_TASKS,
@@ -33,6 +39,7 @@ TASK = re.compile(r"^(conversion|churn|bandit:[a-z][a-z0-9_\-]{0,63})$")
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
 DRIFT_RECENT = timedelta(days=7)
 DRIFT_THRESHOLD = 0.2
+DRIFT_REWARD_ALPHA = 0.01
 
 
 def encode_page_token(after_id: int) -> str:
@@ -62,8 +69,49 @@ def model_message(record: ModelRecord) -> model_pb2.Model:
     )
 
 
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
+def _finite(value: float, default: float = 0.0) -> float:
+    return value if math.isfinite(value) else default
+
+
+def drift_message(summary: DriftSummary) -> model_pb2.DriftReport:
+    """The wire form of a drift summary; NaN figures (nothing to compare) become 0."""
+    report = summary.report
+    message = model_pb2.DriftReport(
+        task=summary.task,
+        features=[
+            model_pb2.FeatureDrift(feature=name, psi=_finite(psi)) for name, psi in report.feature_psi.items()
+        ],
+        stale=report.stale,
+        threshold=report.threshold,
+        drifted_features=list(report.drifted_features),
+        current_start_time=converters.to_timestamp(summary.window_start),
+        current_end_time=converters.to_timestamp(summary.window_end),
+        reference_count=report.n_reference,
+        current_count=report.n_current,
+        model_version=summary.version,
+    )
+    if report.prediction_psi is not None and math.isfinite(report.prediction_psi):
+        message.prediction_psi = report.prediction_psi
+    if summary.reference_start is not None:
+        message.reference_start_time.CopyFrom(converters.to_timestamp(summary.reference_start))
+    if summary.reference_end is not None:
+        message.reference_end_time.CopyFrom(converters.to_timestamp(summary.reference_end))
+    reward = report.reward
+    if reward is not None:
+        message.reward_rate_drift.CopyFrom(
+            model_pb2.RewardRateDrift(
+                reference_rate=_finite(reward.reference_rate),
+                current_rate=_finite(reward.current_rate),
+                reference_count=report.n_reference,
+                current_count=report.n_current,
+                z=_finite(reward.z),
+                p_value=_finite(reward.p_value, 1.0),
+                drifted=reward.significant,
+                alpha=DRIFT_REWARD_ALPHA,
+                status=reward.status.value,
+            )
+        )
+    return message
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -135,20 +183,28 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     def GetDriftReport(  # noqa: N802
         self, request: model_pb2.GetDriftReportRequest, context: grpc.ServicerContext
     ) -> model_pb2.DriftReport:
+        if request.task.startswith("bandit:"):
+            return drift_message(self._bandit_drift(request.task))
         if request.task not in CLASSIFIER_TASKS:
-            raise InvalidArgument("task", f"must be one of {list(CLASSIFIER_TASKS)}")
+            raise InvalidArgument("task", f"must be one of {list(CLASSIFIER_TASKS)} or bandit:<slot>")
         try:
             served = self._classifiers.get(request.task)
         except ModelNotFoundError:
             raise FailedPrecondition(f"no active {request.task} model", "MODEL_NOT_FOUND") from None
         except ModelIntegrityError as error:
             raise FailedPrecondition(str(error), "MODEL_INTEGRITY") from None
-        summary = drift_report(self._db, request.task, served, DRIFT_RECENT, DRIFT_THRESHOLD)
-        return model_pb2.DriftReport(
-            task=request.task,
-            features=[
-                model_pb2.FeatureDrift(feature=name, psi=_finite(psi))
-                for name, psi in summary.report.feature_psi.items()
-            ],
-            stale=summary.report.stale,
-        )
+        return drift_message(drift_report(self._db, request.task, served, DRIFT_RECENT, DRIFT_THRESHOLD))
+
+    def _bandit_drift(self, task: str) -> DriftSummary:
+        if not TASK.match(task):
+            raise InvalidArgument("task", f"must match {TASK.pattern}")
+        name = task.removeprefix("bandit:")
+        slot = self._settings.slots.get(name)
+        if slot is None:
+            raise NotFound(f"slot is not configured: {name}", "SLOT_NOT_FOUND")
+        try:
+            return bandit_drift_report(
+                self._db, name, slot.default_reward, DRIFT_RECENT, DRIFT_THRESHOLD, DRIFT_REWARD_ALPHA
+            )
+        except EvaluationError as error:
+            raise FailedPrecondition(str(error), "NOT_ENOUGH_DECISIONS") from None
