@@ -9,10 +9,12 @@ SHM journals, model files, keys.json and tokens.json too: nothing is
 excluded), the audit export, captured logs and every gRPC error message are
 searched for each value in its common encodings.
 
-Checksum- and pattern-detectable types must have zero hits. Names and street
-addresses are counted and reported with the NER model off and on (the NER model
-is a tiny on-disk spaCy pipeline whose entity_ruler knows the planted names and
-cities, loaded through the ``privacy.ner_model`` setting).
+Checksum- and pattern-detectable types must have zero hits; street addresses
+are among them (``StreetAddressRecognizer``, no NER needed), searched both
+whole and without their "Apt./Suite" unit. Names and cities are counted and
+reported with the NER model off and on (the NER model is a tiny on-disk spaCy
+pipeline whose entity_ruler knows the planted names and cities, loaded through
+the ``privacy.ner_model`` setting).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from tacit.v1 import (
     event_pb2_grpc,
 )
 
-PATTERN_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IPV4", "IPV6", "SSN")
-COUNTED_TYPES = ("NAME", "STREET_ADDRESS", "CITY")
+PATTERN_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IPV4", "IPV6", "SSN", "STREET_ADDRESS")
+COUNTED_TYPES = ("NAME", "CITY")
 PEOPLE = 6
 
 
@@ -102,6 +104,11 @@ def _national_phone(phone: str) -> str:
     return _digits(phone.split("x")[0])[-10:]
 
 
+def _street_line(street: str) -> str:
+    """The street without its unit: "17066 Heather Grove Apt. 915" -> "17066 Heather Grove"."""
+    return re.sub(r" (?:Apt\.|Suite) \d+$", "", street)
+
+
 def _grouped(value: str, size: int = 4) -> str:
     return " ".join(value[i : i + size] for i in range(0, len(value), size))
 
@@ -118,7 +125,10 @@ def needles(person: Person) -> dict[str, set[str]]:
         "IPV6": {person.ipv6, ip6.compressed, ip6.exploded},
         "SSN": {person.ssn, _digits(person.ssn)},
         "NAME": {person.name, quote_plus(person.name), quote(person.name)},
-        "STREET_ADDRESS": {person.street, quote_plus(person.street)},
+        "STREET_ADDRESS": {
+            person.street, quote_plus(person.street),
+            _street_line(person.street), quote_plus(_street_line(person.street)),
+        },
         "CITY": {person.city},
     }
     return {kind: {n.lower() for n in values if n} for kind, values in out.items()}
@@ -361,7 +371,8 @@ def test_no_pattern_pii_reaches_any_byte(
     for record in exported:
         for fld in record["body"]["fields"]:
             scrubbed.update(fld["entity_counts"])
-    assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN"} <= set(scrubbed)
+    assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+            "STREET_ADDRESS"} <= set(scrubbed)
     if ner == "on":
         assert scrubbed["PERSON"] > 0 and scrubbed["LOCATION"] > 0
     else:

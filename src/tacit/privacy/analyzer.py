@@ -49,6 +49,8 @@ from presidio_analyzer.predefined_recognizers import (
 from presidio_analyzer.recognizer_registry import RecognizerRegistry
 from spacy.language import Language
 
+from tacit.privacy.recognizers import StreetAddressRecognizer
+
 logger = logging.getLogger("tacit.privacy")
 
 LANGUAGE = "en"
@@ -234,6 +236,7 @@ def predefined_recognizers() -> list[EntityRecognizer]:
         MedicalLicenseRecognizer(),
         NhsRecognizer(),
         PhoneRecognizer(),
+        StreetAddressRecognizer(),  # US street/city lines: Presidio has none for English
         PatternRecognizer(
             supported_entity="PHONE_NUMBER", name="PhoneShapeRecognizer", patterns=PHONE_SHAPES,
             context=["phone", "call", "tel", "mobile", "cell", "number"],
