@@ -315,7 +315,11 @@ def test_profile_features_reach_the_model_without_rank_waiting_for_them(start_se
 def test_erasure_empties_the_profile_cache_and_the_stored_rows(start_server) -> None:  # type: ignore[no-untyped-def]
     from tacit.v1 import audit_pb2, audit_pb2_grpc
 
-    handle = start_server(slots={"home": {"profile_features": ["visits_7d"]}})
+    # A long flush interval: the decision is still in memory when the erasure arrives.
+    handle = start_server(
+        slots={"home": {"profile_features": ["visits_7d"]}},
+        decision_log={"flush_interval_ms": 60_000, "max_batch": 10_000},
+    )
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     runtime = handle.running.runtime
     pseudonym = runtime.boundary.pseudonymize_subject("leaving-user")
@@ -327,6 +331,7 @@ def test_erasure_empties_the_profile_cache_and_the_stored_rows(start_server) -> 
     )
     assert erased.decisions_erased == 1
     assert runtime.profiles.cached(pseudonym, datetime.now(UTC)) is None  # type: ignore[union-attr]
+    runtime.decision_log.flush()
     with runtime.db.transaction() as session:
         assert session.execute(select(Decision).where(Decision.subject == pseudonym)).first() is None
 

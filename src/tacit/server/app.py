@@ -237,6 +237,7 @@ def create_server(
             runtime.boundary.policies.version,
             settings,
             on_erased=runtime.profiles.invalidate if runtime.profiles is not None else None,
+            before_erase=runtime.decision_log.flush,
         ),
         server,
     )

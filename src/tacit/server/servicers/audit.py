@@ -38,8 +38,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         policy_version: str,
         settings: Settings,
         on_erased: Callable[[str], None] | None = None,
+        before_erase: Callable[[], object] | None = None,
     ):
         self._on_erased = on_erased
+        self._before_erase = before_erase
         self._db = db
         self._keyring = keyring
         self._policy_version = policy_version
@@ -96,6 +98,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.EraseSubjectResponse:  # noqa: N802
         converters.require_text("subject_id", request.subject_id, self._settings.limits)
         request_id = converters.event_id_or_empty("request_id", request.request_id)
+        if self._before_erase is not None:
+            # Decisions still in memory must be on disk first, or they would land after the erasure.
+            self._before_erase()
         result = erase_subject(
             self._db,
             self._keyring,
