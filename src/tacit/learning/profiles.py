@@ -136,6 +136,7 @@ class ProfileStore:
         self._lock = threading.Lock()
         self._prefetch_queue: queue.Queue[str] = queue.Queue(maxsize=10_000)
         self._prefetcher: threading.Thread | None = None
+        self._invalidations = 0
         self.hits = 0
         self.misses = 0
 
@@ -185,6 +186,7 @@ class ProfileStore:
     def invalidate(self, pseudonym: str | None = None) -> None:
         """Forgets one subject (e.g. after erasure) or everything."""
         with self._lock:
+            self._invalidations += 1  # a load that started before this must not be cached
             if pseudonym is None:
                 self._entries.clear()
             else:
@@ -199,11 +201,14 @@ class ProfileStore:
                 self.hits += 1
                 return entry.events
             self.misses += 1
+            invalidations = self._invalidations
         since = datetime.now(UTC) - timedelta(days=self.history_days)
         # A lookup in the past needs history from before that moment, not before now.
         since = min(since, moment - timedelta(days=self.history_days))
         events = load_history(self.db, pseudonym, since)
         with self._lock:
+            if invalidations != self._invalidations:
+                return events  # an erasure happened meanwhile: use once, never cache
             self._entries[pseudonym] = _Entry(events, now)
             self._entries.move_to_end(pseudonym)
             while len(self._entries) > self.max_entries:
