@@ -133,3 +133,19 @@ def test_serve_finishes_in_flight_work_on_sigterm(tmp_path: Path) -> None:
         stored = set(session.execute(select(Decision.event_id)).scalars())
     db.dispose()
     assert set(event_ids) <= stored
+
+
+def test_key_rotation_keeps_old_pseudonyms_findable_for_erasure(tmp_path: Path) -> None:
+    from tacit.privacy.pseudonym import KeyRing
+    from tacit.server.cli import main
+
+    keys = tmp_path / "data" / "keys.json"
+    assert main(["keys", "rotate", "--data-dir", str(tmp_path / "data")]) == 2  # nothing to rotate yet
+    before = KeyRing.load_or_create(keys)
+    old = before.pseudonymize("subject-7")
+    assert main(["keys", "rotate", "--data-dir", str(tmp_path / "data"), "--verify-window-days", "7"]) == 0
+    after = KeyRing.load_or_create(keys)
+    assert after.active_key_id != before.active_key_id
+    assert after.pseudonymize("subject-7") != old
+    # Erasure looks under every held key, so data stored under the old key is still found.
+    assert old in after.candidates("subject-7")

@@ -70,6 +70,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings, decisions=args.decisions, seed=args.seed)
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Adds a new active pseudonym key; the old one stays verify-only for the window."""
+    from datetime import timedelta
+
+    from tacit.privacy.pseudonym import KeyRing
+
+    settings = _settings(args)
+    path = settings.keys_path
+    if not path.exists():
+        print(f"tacit: no key file at {path}; start the server once to create it", file=sys.stderr)
+        return 2
+    ring = KeyRing.load_or_create(path).rotate(path, timedelta(days=args.verify_window_days))
+    print(f"active key is now {ring.active_key_id}; restart every server process to use it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tacit", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="TOML config file")
@@ -82,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--decisions", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
+    keys = sub.add_parser("keys", help="pseudonym key management")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="new active key; the old one verifies for a window")
+    rotate.add_argument("--data-dir", type=Path, default=None)
+    rotate.add_argument("--verify-window-days", type=float, default=30.0)
+    rotate.set_defaults(func=cmd_keys_rotate)
     from tacit.server.cli_audit import add_audit_parser
 
     add_audit_parser(sub)
