@@ -5,6 +5,13 @@ and an *arm bucket* in [0, 10 000). A subject is exposed when its exposure bucke
 below the stage's share of buckets, and its arm depends only on the arm bucket and the
 weights. Widening a stage (1 % → 5 % → 25 % …) therefore only adds subjects: exposed
 subjects stay exposed and never change arm. Different salts give independent draws.
+
+Layers: a third hash, of (slot, "layer", pseudonym), gives the subject's *layer bucket*,
+shared by every experiment on the slot and independent of their salts. An experiment
+declares a traffic range [start, end) in percent of the slot's subjects and only
+subjects whose layer bucket falls in it belong to the experiment; inside the range the
+exposure and arm buckets apply unchanged (a stage's percent is a share of the range).
+Experiments with disjoint ranges therefore never share a subject.
 """
 
 from __future__ import annotations
@@ -18,15 +25,20 @@ from tacit.experiments.errors import SpecError
 __all__ = [
     "BUCKETS",
     "WEIGHT_TOLERANCE",
+    "WHOLE_SLOT",
     "arm_bucket",
     "assign",
     "bucket",
     "exposure_bucket",
+    "layer_bucket",
+    "ranges_overlap",
+    "traffic_buckets",
     "validate_arms",
 ]
 
 BUCKETS = 10_000
 WEIGHT_TOLERANCE = 1e-9
+WHOLE_SLOT = (0.0, 100.0)
 
 
 def bucket(salt: str, purpose: str, subject: str) -> int:
@@ -48,6 +60,26 @@ def exposure_bucket(subject: str, salt: str) -> int:
 def arm_bucket(subject: str, salt: str) -> int:
     """Bucket deciding the subject's arm; independent of the exposure bucket."""
     return bucket(salt, "arm", subject)
+
+
+def layer_bucket(subject: str, slot: str) -> int:
+    """The slot-level bucket choosing which of the slot's traffic ranges holds the subject;
+    the same for every experiment on the slot (no experiment salt)."""
+    return bucket(slot, "layer", subject)
+
+
+def traffic_buckets(traffic_start: float, traffic_end: float) -> tuple[int, int]:
+    """A traffic range in percent as the half-open range of layer buckets it covers.
+
+    Rounding is monotone, so ranges disjoint in percent stay disjoint in buckets.
+    """
+    return round(traffic_start * BUCKETS / 100), round(traffic_end * BUCKETS / 100)
+
+
+def ranges_overlap(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float] | None:
+    """The intersection of two half-open ranges, or None when they are disjoint."""
+    low, high = max(a[0], b[0]), min(a[1], b[1])
+    return (low, high) if low < high else None
 
 
 def validate_arms(arms: Sequence[tuple[str, float]], field: str = "arms") -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
 
-from tacit.experiments.assignment import validate_arms
+from tacit.experiments.assignment import traffic_buckets, validate_arms
 from tacit.experiments.errors import SpecError
 from tacit.experiments.metrics import BUILTIN_METRICS, MetricDefinition, MetricKind
 from tacit.experiments.stats import (
@@ -60,6 +60,7 @@ __all__ = [
     "Stage",
     "evaluate",
     "validate_spec",
+    "validate_traffic_range",
 ]
 
 
@@ -178,6 +179,29 @@ class Evaluation:
 def _check_unit_interval(value: float, field: str) -> None:
     if not (isinstance(value, int | float) and 0 < value < 1):
         raise SpecError(field, f"must be in (0, 1), got {value!r}")
+
+
+def validate_traffic_range(traffic_start: float, traffic_end: float) -> None:
+    """Refuse a slot traffic range unless 0 <= start < end <= 100 (percent of the slot's
+    subjects) and it covers at least one layer bucket (0.01 %)."""
+
+    def number(value: float) -> bool:
+        return isinstance(value, int | float) and math.isfinite(value)
+
+    if not (number(traffic_start) and 0 <= traffic_start < 100):
+        raise SpecError("traffic_start", f"must be in [0, 100), got {traffic_start!r}")
+    if not (number(traffic_end) and 0 < traffic_end <= 100):
+        raise SpecError("traffic_end", f"must be in (0, 100], got {traffic_end!r}")
+    if traffic_end <= traffic_start:
+        raise SpecError(
+            "traffic_end", f"must be greater than traffic_start ({traffic_start!r}), got {traffic_end!r}"
+        )
+    low, high = traffic_buckets(traffic_start, traffic_end)
+    if high <= low:
+        raise SpecError(
+            "traffic_end",
+            f"the range [{traffic_start!r}, {traffic_end!r}) must cover at least 0.01% of the slot",
+        )
 
 
 def validate_spec(spec: ExperimentSpec, registry: Mapping[str, MetricDefinition] = BUILTIN_METRICS) -> None:

@@ -3,10 +3,12 @@ conclude; the assigner that `Rank` consults; periodic evaluation by the rules.
 
 States: draft → running (stage k) ⇄ paused; running/paused → rolled_back (all traffic to
 control) | shipped (all traffic to treatment) ; anything → stopped (the slot's default
-policy again). At most one experiment holds a slot (running, paused, rolled back or
-shipped) at a time. Every change is stored in `experiment_changes` with the caller's
-role, the time, the reason and, once there is data, the report that justified it
-(DESIGN invariant 5: nothing reaches 100% without a passing report).
+policy again). Experiments that hold a slot (running, paused, rolled back or shipped)
+must declare disjoint traffic ranges on it (layers: see `assignment`); the default
+range is the whole slot, so by default one experiment holds a slot at a time. Every
+change is stored in `experiment_changes` with the caller's role, the time, the reason
+and, once there is data, the report that justified it (DESIGN invariant 5: nothing
+reaches 100% without a passing report).
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tacit.experiments import repository
-from tacit.experiments.assignment import assign
+from tacit.experiments.assignment import (
+    BUCKETS,
+    WHOLE_SLOT,
+    assign,
+    layer_bucket,
+    ranges_overlap,
+    traffic_buckets,
+)
 from tacit.experiments.errors import (
     ExperimentConflict,
     ExperimentExists,
@@ -46,6 +55,7 @@ from tacit.experiments.rules import (
     Stage,
     evaluate,
     validate_spec,
+    validate_traffic_range,
 )
 from tacit.experiments.stats import ToleranceKind
 from tacit.store.db import Database
@@ -78,7 +88,8 @@ class ExperimentState(StrEnum):
     STOPPED = "stopped"
 
 
-# States in which the experiment routes its slot's traffic (so no other may start there).
+# States in which the experiment routes its slot's traffic (so no other may start on an
+# overlapping traffic range of that slot).
 HOLDS_SLOT = frozenset(
     {ExperimentState.RUNNING, ExperimentState.PAUSED, ExperimentState.ROLLED_BACK, ExperimentState.SHIPPED}
 )
@@ -107,7 +118,11 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class ExperimentDefinition:
-    """What an experimenter creates: a slot, two arms with policies, metrics and stages."""
+    """What an experimenter creates: a slot, two arms with policies, metrics and stages.
+
+    `traffic_start`/`traffic_end`: the experiment's range [start, end) in percent of the
+    slot's subjects (its layer); the default is the whole slot.
+    """
 
     experiment_id: str
     slot: str
@@ -118,6 +133,12 @@ class ExperimentDefinition:
     secondary_metrics: tuple[str, ...] = ()
     guardrails: tuple[Guardrail, ...] = ()
     auto_advance: bool = False
+    traffic_start: float = WHOLE_SLOT[0]
+    traffic_end: float = WHOLE_SLOT[1]
+
+    @property
+    def traffic(self) -> tuple[float, float]:
+        return self.traffic_start, self.traffic_end
 
     @property
     def control(self) -> str:
@@ -154,6 +175,8 @@ class ExperimentDefinition:
                 for s in self.stages
             ],
             "auto_advance": self.auto_advance,
+            "traffic_start": self.traffic_start,
+            "traffic_end": self.traffic_end,
         }
 
     @classmethod
@@ -183,6 +206,9 @@ class ExperimentDefinition:
                 for s in data["stages"]
             ),
             auto_advance=bool(data["auto_advance"]),
+            # Specs stored before traffic ranges existed have none: the whole slot.
+            traffic_start=float(data.get("traffic_start", WHOLE_SLOT[0])),
+            traffic_end=float(data.get("traffic_end", WHOLE_SLOT[1])),
         )
 
 
@@ -226,6 +252,7 @@ class _Route:
     control: str
     treatment: str
     exposure_percent: float
+    traffic: tuple[int, int]  # layer buckets [low, high)
 
 
 def _as_utc(moment: datetime | None) -> datetime | None:
@@ -245,6 +272,10 @@ def _to_domain(row: ExperimentRecord) -> Experiment:
         ended_at=_as_utc(row.ended_at),
         salt=row.salt,
     )
+
+
+def _fmt_range(traffic: tuple[float, float]) -> str:
+    return f"[{traffic[0]:g}%, {traffic[1]:g}%)"
 
 
 def _encode_token(kind: str, value: str) -> str:
@@ -285,7 +316,7 @@ class ExperimentService:
         self.sequential_tuning_n = sequential_tuning_n
         self.registry = {name: d for name, d in registry.items() if name in repository.METRIC_COMPUTERS}
         self.clock = clock
-        self._routes: dict[str, _Route] = {}
+        self._routes: dict[str, tuple[_Route, ...]] = {}
         self._routes_loaded = -float("inf")
         self._refresh_lock = threading.Lock()
 
@@ -302,7 +333,7 @@ class ExperimentService:
                 return self._get(session, definition.experiment_id)
             if session.get(ExperimentRecord, definition.experiment_id) is not None:
                 raise ExperimentExists(f"experiment {definition.experiment_id} already exists")
-            self._check_slot_free(session, definition.slot, definition.experiment_id)
+            self._check_slot_free(session, definition.slot, definition.experiment_id, definition.traffic)
             row = ExperimentRecord(
                 experiment_id=definition.experiment_id,
                 slot=definition.slot,
@@ -404,7 +435,12 @@ class ExperimentService:
         def apply(session: Session, row: ExperimentRecord, now: datetime) -> Experiment:
             state = ExperimentState(row.state)
             if state is ExperimentState.DRAFT:
-                self._check_slot_free(session, row.slot, row.experiment_id)
+                self._check_slot_free(
+                    session,
+                    row.slot,
+                    row.experiment_id,
+                    ExperimentDefinition.from_json(row.experiment_id, row.slot, row.spec).traffic,
+                )
                 row.started_at = now
                 row.stage_started_at = now
                 return self._transition(
@@ -641,8 +677,15 @@ class ExperimentService:
     # ------------------------------------------------------------------ assignment
 
     def assigner(self, slot: str, subject_pseudonym: str) -> ArmAssignment | None:
-        """The arm serving this subject on `slot`, from an in-memory snapshot (no DB per Rank)."""
-        route = self._current_routes().get(slot)
+        """The arm serving this subject on `slot`, from an in-memory snapshot (no DB per Rank).
+
+        The subject's layer bucket on the slot picks at most one of the slot's experiments
+        (their traffic ranges are disjoint); that experiment's exposure and arm logic follow.
+        """
+        routes = self._current_routes().get(slot)
+        if not routes:
+            return None
+        route = self._route_for(routes, slot, subject_pseudonym)
         if route is None:
             return None
         if route.state is ExperimentState.RUNNING:
@@ -656,6 +699,15 @@ class ExperimentService:
             return ArmAssignment(route.experiment_id, route.treatment, route.policies[route.treatment])
         return None  # paused: nobody is exposed
 
+    @staticmethod
+    def _route_for(routes: tuple[_Route, ...], slot: str, subject_pseudonym: str) -> _Route | None:
+        if len(routes) == 1 and routes[0].traffic == (0, BUCKETS):
+            return routes[0]  # the whole slot (the common case): no layer hash needed
+        layer = layer_bucket(subject_pseudonym, slot)
+        # Ranges of experiments holding a slot are disjoint; should two ever overlap (a race
+        # between two starts), the earliest-updated one wins, deterministically.
+        return next((r for r in routes if r.traffic[0] <= layer < r.traffic[1]), None)
+
     def refresh_routes(self) -> None:
         """Reloads the snapshot of experiments that route traffic."""
         with self.db.transaction() as session:
@@ -668,25 +720,28 @@ class ExperimentService:
                 .scalars()
                 .all()
             )
-            routes: dict[str, _Route] = {}
+            routes: dict[str, tuple[_Route, ...]] = {}
             for row in rows:
                 experiment = _to_domain(row)
                 definition = experiment.definition
                 control = definition.control
-                routes[row.slot] = _Route(
-                    experiment_id=row.experiment_id,
-                    state=experiment.state,
-                    salt=row.salt,
-                    arms=tuple((a.name, a.weight) for a in definition.arms),
-                    policies={a.name: a.policy for a in definition.arms},
-                    control=control,
-                    treatment=next(a.name for a in definition.arms if a.name != control),
-                    exposure_percent=experiment.exposure_percent,
+                routes[row.slot] = routes.get(row.slot, ()) + (
+                    _Route(
+                        experiment_id=row.experiment_id,
+                        state=experiment.state,
+                        salt=row.salt,
+                        arms=tuple((a.name, a.weight) for a in definition.arms),
+                        policies={a.name: a.policy for a in definition.arms},
+                        control=control,
+                        treatment=next(a.name for a in definition.arms if a.name != control),
+                        exposure_percent=experiment.exposure_percent,
+                        traffic=traffic_buckets(*definition.traffic),
+                    ),
                 )
         self._routes = routes
         self._routes_loaded = time.monotonic()
 
-    def _current_routes(self) -> Mapping[str, _Route]:
+    def _current_routes(self) -> Mapping[str, tuple[_Route, ...]]:
         if time.monotonic() - self._routes_loaded > self.refresh_seconds and self._refresh_lock.acquire(
             blocking=self._routes_loaded == -float("inf")
         ):
@@ -710,6 +765,7 @@ class ExperimentService:
             if arm.policy not in POLICIES:
                 raise SpecError(f"experiment.arms[{index}].policy", f"must be one of {list(POLICIES)}")
         try:
+            validate_traffic_range(definition.traffic_start, definition.traffic_end)
             validate_spec(definition.spec(self.sequential_tuning_n), self.registry)
         except SpecError as error:
             raise SpecError(f"experiment.{error.field}", error.message) from None
@@ -881,24 +937,31 @@ class ExperimentService:
         return row
 
     @staticmethod
-    def _check_slot_free(session: Session, slot: str, experiment_id: str) -> None:
-        holder = (
-            session.execute(
-                select(ExperimentRecord.experiment_id).where(
-                    ExperimentRecord.slot == slot,
-                    ExperimentRecord.experiment_id != experiment_id,
-                    ExperimentRecord.state.in_([s.value for s in HOLDS_SLOT]),
+    def _check_slot_free(
+        session: Session, slot: str, experiment_id: str, traffic: tuple[float, float]
+    ) -> None:
+        """Refuses (SLOT_OCCUPIED) when another experiment holding `slot` has a traffic range
+        that intersects `traffic`; disjoint ranges (layers) may run side by side."""
+        holders = session.execute(
+            select(ExperimentRecord)
+            .where(
+                ExperimentRecord.slot == slot,
+                ExperimentRecord.experiment_id != experiment_id,
+                ExperimentRecord.state.in_([s.value for s in HOLDS_SLOT]),
+            )
+            .order_by(ExperimentRecord.experiment_id)
+        ).scalars()
+        for holder in holders:
+            theirs = ExperimentDefinition.from_json(holder.experiment_id, holder.slot, holder.spec).traffic
+            overlap = ranges_overlap(traffic, theirs)
+            if overlap is not None:
+                raise ExperimentConflict(
+                    "SLOT_OCCUPIED",
+                    f"slot {slot}: experiment {holder.experiment_id} already runs on traffic "
+                    f"{_fmt_range(theirs)}, which overlaps {_fmt_range(traffic)} on {_fmt_range(overlap)} "
+                    "(experiments on one slot need disjoint traffic ranges; choose another range "
+                    "or conclude it first)",
                 )
-            )
-            .scalars()
-            .first()
-        )
-        if holder is not None:
-            raise ExperimentConflict(
-                "SLOT_OCCUPIED",
-                f"slot {slot}: experiment {holder} already runs on it (overlapping experiments on one "
-                "slot are not allowed; conclude it first)",
-            )
 
     @staticmethod
     def _seen(session: Session, scope: str, request_id: str) -> bool:

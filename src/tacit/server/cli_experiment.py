@@ -3,7 +3,8 @@
     tacit experiment create exp-1 --slot home --arm control:static:first:0.5 \\
         --arm treatment:bandit:0.5 --primary click_through --guardrail conversion:0.02 \\
         --guardrail dwell_time:5:absolute \\
-        --stage 1:1000:86400 --stage 5:1000 --stage 25 --stage 50 --stage 100 --auto-advance
+        --stage 1:1000:86400 --stage 5:1000 --stage 25 --stage 50 --stage 100 --auto-advance \\
+        --traffic 0:50
     tacit experiment report exp-1 --chart exp-1.png
 """
 
@@ -49,6 +50,19 @@ def _stage(text: str) -> experiment_pb2.Stage:
         )
     except (ValueError, IndexError):
         raise argparse.ArgumentTypeError("--stage must be PERCENT[:MIN_SAMPLE[:MIN_SECONDS]]") from None
+
+
+def _traffic(text: str) -> tuple[float, float]:
+    """START:END, the slot traffic range [START, END) in percent (e.g. 0:50)."""
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return float(start), float(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "--traffic must be START:END in percent of the slot, e.g. 0:50 (the range [0, 50))"
+        ) from None
 
 
 _TOLERANCE_KINDS = {
@@ -167,6 +181,8 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
             auto_advance=args.auto_advance,
             control_arm=args.control or "",
         )
+        if args.traffic is not None:
+            experiment.traffic_start, experiment.traffic_end = args.traffic
         request = experiment_pb2.CreateExperimentRequest(
             experiment_id=args.id, experiment=experiment, request_id=args.request_id or ""
         )
@@ -262,6 +278,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--stage", type=_stage, action="append", required=True, help="PERCENT[:MIN_N[:SECONDS]]"
     )
     create.add_argument("--auto-advance", action="store_true")
+    create.add_argument(
+        "--traffic",
+        type=_traffic,
+        default=None,
+        help="START:END, the experiment's share [START, END) of the slot's subjects in percent; "
+        "experiments on one slot need disjoint ranges (default: the whole slot, 0:100)",
+    )
     create.add_argument("--request-id", default=None)
 
     get = verbs.add_parser("get", help="show one experiment")

@@ -10,6 +10,7 @@ import math
 import re
 from datetime import UTC, timedelta
 
+from tacit.experiments.assignment import WHOLE_SLOT
 from tacit.experiments.report import ChangeEntry, MetricReport, Report
 from tacit.experiments.rules import Guardrail, Stage
 from tacit.experiments.service import ArmConfig, Experiment, ExperimentDefinition, ExperimentState
@@ -109,6 +110,10 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         )
         for i, guardrail in enumerate(message.guardrails)
     )
+    traffic_start = _finite("experiment.traffic_start", message.traffic_start)
+    traffic_end = _finite("experiment.traffic_end", message.traffic_end)
+    if traffic_start == 0 and traffic_end == 0:
+        traffic_start, traffic_end = WHOLE_SLOT  # unset: the whole slot
     return ExperimentDefinition(
         experiment_id=experiment_id,
         slot=message.slot,
@@ -119,6 +124,8 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         secondary_metrics=_names("experiment.secondary_metrics", list(message.secondary_metrics)),
         guardrails=guardrails,
         auto_advance=message.auto_advance,
+        traffic_start=traffic_start,
+        traffic_end=traffic_end,
     )
 
 
@@ -153,6 +160,8 @@ def experiment_to_proto(experiment: Experiment) -> experiment_pb2.Experiment:
         control_arm=definition.control,
         update_time=to_timestamp(experiment.updated_at),
         exposure_percent=experiment.exposure_percent,
+        traffic_start=definition.traffic_start,
+        traffic_end=definition.traffic_end,
     )
     if experiment.stage_started_at is not None:
         message.stage_start_time.CopyFrom(to_timestamp(experiment.stage_started_at))

@@ -67,7 +67,7 @@ class Guardrail(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ..., tolerance_kind: _Optional[_Union[ToleranceKind, str]] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time", "control_arm", "update_time", "stage_start_time", "exposure_percent")
+    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time", "control_arm", "update_time", "stage_start_time", "exposure_percent", "traffic_start", "traffic_end")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class Experiment(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STAGE_START_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPOSURE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_START_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_END_FIELD_NUMBER: _ClassVar[int]
     name: str
     slot: str
     arms: _containers.RepeatedCompositeFieldContainer[Arm]
@@ -98,7 +100,9 @@ class Experiment(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     stage_start_time: _timestamp_pb2.Timestamp
     exposure_percent: float
-    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_arm: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposure_percent: _Optional[float] = ...) -> None: ...
+    traffic_start: float
+    traffic_end: float
+    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_arm: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposure_percent: _Optional[float] = ..., traffic_start: _Optional[float] = ..., traffic_end: _Optional[float] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("experiment_id", "experiment", "request_id")
