@@ -293,6 +293,13 @@ def _decode_token(kind: str, token: str) -> str:
     return decoded[len(kind) + 1 :]
 
 
+def _require_state(row: ExperimentRecord, verb: str, *allowed: ExperimentState) -> None:
+    """Refuses an action the experiment's current state does not allow."""
+    state = ExperimentState(row.state)
+    if state not in allowed:
+        raise ExperimentConflict("INVALID_STATE", f"cannot {verb} an experiment that is {state.value}")
+
+
 class ExperimentService:
     """Stored experiments, their evaluation by the rules, and the Rank-time assigner."""
 
@@ -474,11 +481,7 @@ class ExperimentService:
         """Next stage (or ship from the last) only with a passing report."""
 
         def apply(session: Session, row: ExperimentRecord, now: datetime) -> Experiment:
-            state = ExperimentState(row.state)
-            if state is not ExperimentState.RUNNING:
-                raise ExperimentConflict(
-                    "INVALID_STATE", f"cannot advance an experiment that is {state.value}"
-                )
+            _require_state(row, "advance", ExperimentState.RUNNING)
             last = row.stage_index == len(row.spec["stages"]) - 1
             _, report = self._evaluate(session, row, now, applies=frozenset(Action))
             passing = {Action.SHIP} if last else {Action.ADVANCE, Action.RECOMMEND_ADVANCE}
@@ -503,9 +506,7 @@ class ExperimentService:
         """Running → paused: nobody is exposed until it is started again."""
 
         def apply(session: Session, row: ExperimentRecord, now: datetime) -> Experiment:
-            state = ExperimentState(row.state)
-            if state is not ExperimentState.RUNNING:
-                raise ExperimentConflict("INVALID_STATE", f"cannot pause an experiment that is {state.value}")
+            _require_state(row, "pause", ExperimentState.RUNNING)
             report = self._report(session, row, now)
             return self._transition(
                 session,
@@ -532,11 +533,7 @@ class ExperimentService:
         """All traffic to control; the evidence so far is stored with the change."""
 
         def apply(session: Session, row: ExperimentRecord, now: datetime) -> Experiment:
-            state = ExperimentState(row.state)
-            if state not in (ExperimentState.RUNNING, ExperimentState.PAUSED):
-                raise ExperimentConflict(
-                    "INVALID_STATE", f"cannot roll back an experiment that is {state.value}"
-                )
+            _require_state(row, "roll back", ExperimentState.RUNNING, ExperimentState.PAUSED)
             report = self._report(session, row, now)
             row.ended_at = now
             return self._transition(
