@@ -1,4 +1,4 @@
-"""Generates the Python gRPC stubs from proto/ into src/ (the one way to make them)."""
+"""Generates the Python gRPC stubs from proto/ beside them in proto/ (the one way to make them)."""
 
 from __future__ import annotations
 
@@ -34,4 +34,4 @@ def generate(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "src")
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "proto")

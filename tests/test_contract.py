@@ -32,7 +32,7 @@ def test_generated_stubs_match_the_proto_files(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.generate(tmp_path)
-    committed = ROOT / "src" / "tacit" / "v1"
+    committed = ROOT / "proto" / "tacit" / "v1"
     generated = tmp_path / "tacit" / "v1"
     names = sorted(p.name for p in generated.iterdir() if p.is_file())
     assert names == sorted(p.name for p in committed.iterdir() if p.is_file() and p.suffix in {".py", ".pyi"})
@@ -94,7 +94,7 @@ def test_serve_finishes_in_flight_work_on_sigterm(tmp_path: Path) -> None:
         f"[storage]\ndata_dir = '{tmp_path / 'data'}'\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "tacit.server.cli", "--config", str(config), "serve"],
+        [sys.executable, "-m", "tacit.cli", "--config", str(config), "serve"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -136,8 +136,8 @@ def test_serve_finishes_in_flight_work_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_key_rotation_keeps_old_pseudonyms_findable_for_erasure(tmp_path: Path) -> None:
+    from tacit.cli import main
     from tacit.privacy.pseudonym import KeyRing
-    from tacit.server.cli import main
 
     keys = tmp_path / "data" / "keys.json"
     assert main(["keys", "rotate", "--data-dir", str(tmp_path / "data")]) == 2  # nothing to rotate yet

@@ -14,12 +14,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from tacit.cli import main
+from tacit.cli.experiment import _guardrail
 from tacit.experiments.rules import Action, Arm, ExperimentSpec, Guardrail, MetricRole, Stage, evaluate
 from tacit.experiments.service import ArmConfig, ExperimentDefinition
 from tacit.experiments.stats import SampleStats, ToleranceKind
 from tacit.server.auth import Role
-from tacit.server.cli import main
-from tacit.server.cli_experiment import _guardrail
 from tacit.v1 import experiment_pb2, experiment_pb2_grpc
 from tests.conftest import ServerHandle
 

@@ -13,13 +13,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from tacit.cli import main
+from tacit.cli.experiment import _traffic
 from tacit.experiments.assignment import BUCKETS, assign, layer_bucket
 from tacit.experiments.errors import ExperimentConflict, SpecError
 from tacit.experiments.rules import Guardrail, Stage
 from tacit.experiments.service import ArmConfig, ExperimentDefinition, ExperimentService
 from tacit.server.auth import Role
-from tacit.server.cli import main
-from tacit.server.cli_experiment import _traffic
 from tacit.server.experiment_converters import definition_from_proto
 from tacit.store.db import Database
 from tacit.store.schema import Decision, ExperimentRecord

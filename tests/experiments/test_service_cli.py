@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tacit.server.cli import main
+from tacit.cli import main
 from tests.conftest import ServerHandle
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from tacit.cli import main as tacit_main
 from tacit.learning.evaluation import drift_report
 from tacit.learning.registry_models import ServingClassifiers
 from tacit.server.auth import Role
-from tacit.server.cli import main as tacit_main
 from tacit.sim.client import rank_request
 from tacit.store.schema import Decision
 from tacit.v1 import decision_pb2, decision_pb2_grpc, model_pb2, model_pb2_grpc

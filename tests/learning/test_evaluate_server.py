@@ -16,8 +16,8 @@ import grpc
 import numpy as np
 import pytest
 
+from tacit.cli import main as tacit_main
 from tacit.server.auth import Role
-from tacit.server.cli import main as tacit_main
 from tacit.sim.client import drive
 from tacit.sim.world import ContentSite
 from tacit.v1 import model_pb2, model_pb2_grpc

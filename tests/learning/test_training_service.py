@@ -17,12 +17,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from tacit.cli import main as tacit_main
 from tacit.learning.classifiers import Task
 from tacit.learning.features import FEATURE_NAMES
 from tacit.learning.registry_models import active_record
 from tacit.learning.training import TrainJob, build_training_set
 from tacit.server.auth import Role
-from tacit.server.cli import main as tacit_main
 from tacit.v1 import common_pb2, model_pb2, model_pb2_grpc, prediction_pb2, prediction_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))

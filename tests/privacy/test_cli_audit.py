@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from tacit.cli import main
+from tacit.cli.audit import CliError, parse_moment
 from tacit.privacy.audit_log import verify
 from tacit.server.auth import Role
-from tacit.server.cli import main
-from tacit.server.cli_audit import CliError, parse_moment
 from tacit.store.schema import AuditRecord
 from tacit.v1 import common_pb2, event_pb2, event_pb2_grpc
 
@@ -100,7 +100,7 @@ def test_verify_exit_codes_and_offline_mode(
     assert main(["audit", "verify", "--database-url", url]) == 1
     assert "BROKEN at record 3" in capsys.readouterr().out
     process = subprocess.run(
-        [sys.executable, "-m", "tacit.server.cli", *base, "verify"],
+        [sys.executable, "-m", "tacit.cli", *base, "verify"],
         capture_output=True, text=True, timeout=60,
     )
     assert process.returncode == 1 and "record 3" in process.stdout

@@ -26,7 +26,7 @@ def test_two_worker_processes_share_the_port_and_join_rewards_across_them(tmp_pa
         f"[storage]\ndata_dir = '{data_dir}'\n[learner]\ncheckpoint_interval_seconds = 0.2\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "tacit.server.cli", "--config", str(config), "serve"],
+        [sys.executable, "-m", "tacit.cli", "--config", str(config), "serve"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

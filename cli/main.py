@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tacit.sim.demo import run_demo
+    from tacit.cli.demo import run_demo
 
     settings = _settings(args, server={"address": "127.0.0.1:0", "log_level": "WARNING"})
     configure_logging(settings.server.log_level)
@@ -104,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--data-dir", type=Path, default=None)
     rotate.add_argument("--verify-window-days", type=float, default=30.0)
     rotate.set_defaults(func=cmd_keys_rotate)
-    from tacit.server.cli_audit import add_audit_parser
+    from tacit.cli.audit import add_audit_parser
 
     add_audit_parser(sub)
-    from tacit.server.cli_models import add_model_parsers
+    from tacit.cli.models import add_model_parsers
 
     add_model_parsers(sub)
-    from tacit.server.cli_experiment import register as add_experiment_parser
+    from tacit.cli.experiment import register as add_experiment_parser
 
     add_experiment_parser(sub)
     return parser
@@ -125,6 +125,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tacit: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Tacit: privacy-first personalization and experimentation."""
