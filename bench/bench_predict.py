@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_rank import ECHO_METHOD, latencies, start_echo_server  # noqa: E402
+from baseline import ECHO_METHOD, EchoServer, latencies  # noqa: E402
 
 from tacit.learning.classifiers import Task  # noqa: E402
 from tacit.learning.profiles import ProfileStore  # noqa: E402
@@ -91,7 +91,7 @@ def main() -> None:
     )
     running = RunningServer(settings)
     metadata = bearer(read_token(settings.tokens_path, Role.SERVICE))
-    echo, echo_port = start_echo_server(16)
+    echo = EchoServer(16)
     try:
         events = history(args.subjects, args.days, seed=1)
         with grpc.insecure_channel(running.target) as channel:
@@ -120,7 +120,7 @@ def main() -> None:
         table = Table(title=f"PredictConversion over loopback ({args.requests} sequential calls each)")
         for column in ("what", "p50 ms", "p99 ms", "p50 ratio vs echo"):
             table.add_column(column, justify="right")
-        with grpc.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+        with grpc.insecure_channel(echo.target) as channel:
             echo_call = channel.unary_unary(ECHO_METHOD)
             payloads = [r.SerializeToString() for r in requests["PredictConversion, known subject"]]
             echo_lat = latencies(echo_call, payloads)
@@ -150,7 +150,7 @@ def main() -> None:
         row(profiles, "pseudonymize_subject (already in Rank)", pseudonymize, echo_p50)
         console.print(profiles)
     finally:
-        echo.stop(0)
+        echo.stop()
         running.stop(grace=1)
 
 

@@ -12,10 +12,10 @@ The last row per size is `tacit serve` with `--workers` processes on one port.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,10 @@ import vowpalwabbit
 from rich.console import Console
 from rich.table import Table
 
-from tacit.learning.bandit import build_example
+sys.path.insert(0, str(Path(__file__).parent))
+from baseline import ECHO_METHOD, EchoServer, latencies  # noqa: E402
+
+from tacit.learning.bandit import build_example  # noqa: E402
 from tacit.server.auth import Role, read_token
 from tacit.server.config import DEFAULT_VW_ARGS, Settings, load_settings
 from tacit.server.workers import WorkerPool
@@ -34,32 +37,7 @@ from tacit.sim.client import bearer, rank_request
 from tacit.sim.world import ContentSite, Visit
 from tacit.v1 import decision_pb2
 
-ECHO_METHOD = "/bench.Echo/Echo"
 RANK_METHOD = "/tacit.v1.DecisionService/Rank"
-
-
-def _echo_main(port: Any, stop: Any) -> None:
-    """A bare gRPC server that answers every call with the bytes it received."""
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request)}
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    server.add_generic_rpc_handlers((handler,))
-    port.value = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    stop.wait()
-    server.stop(0)
-
-
-def latencies(call: Callable[[Any], Any], requests: Sequence[Any]) -> np.ndarray:
-    for request in requests[:200]:
-        call(request)
-    out = np.empty(len(requests))
-    for index, request in enumerate(requests):
-        started = time.perf_counter()
-        call(request)
-        out[index] = time.perf_counter() - started
-    return out
 
 
 def throughput(target: str, method: str, requests: Sequence[Any], threads: int, **call: Any) -> float:
@@ -118,13 +96,8 @@ def main() -> None:
     settings = load_settings(
         None, server={"address": "127.0.0.1:0", "log_level": "WARNING", "max_workers": 16}
     )
-    context = multiprocessing.get_context("spawn")
-    echo_port, echo_stop = context.Value("i", 0), context.Event()
-    echo = context.Process(target=_echo_main, args=(echo_port, echo_stop))
-    echo.start()
-    while echo_port.value == 0:
-        time.sleep(0.05)
-    echo_target = f"127.0.0.1:{echo_port.value}"
+    echo = EchoServer(16)
+    echo_target = echo.target
     single, pooled = tacit_pool(settings, 1), tacit_pool(settings, args.workers)
     table = Table(title=f"Rank over loopback ({args.requests} calls; throughput with {args.threads} callers)")
     for column in ("candidates", "what", "p50 ms", "p99 ms", "calls/s", "ratio"):
@@ -189,8 +162,7 @@ def main() -> None:
                 p99 = f"{np.percentile(lat, 99) * 1e3:.3f}" if lat is not None else ""
                 table.add_row(str(n_candidates), name, p50, p99, f"{rate:,.0f}", ratio)
     finally:
-        echo_stop.set()
-        echo.join()
+        echo.stop()
         single.stop()
         pooled.stop()
     console.print(table)
