@@ -3,7 +3,7 @@
     tacit audit list [--kind event.click] [--since 7d] [--until 2024-06-01] [--all]
     tacit audit verify                      # exit 1 when the chain is broken
     tacit audit verify --anchor head.json   # ... or contradicts an anchor kept elsewhere
-    tacit audit verify --database-url URL   # offline, straight from the database (needs the audit key file)
+    tacit audit --data-dir D verify --database-url URL   # offline, with D/audit-keys.json
     tacit audit anchor [-o head.json]       # the head, signed: keep it outside the database
     tacit audit export [--output audit.jsonl]
     tacit audit summary [--since 30d]       # entities found per type and field
