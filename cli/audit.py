@@ -143,6 +143,9 @@ def _report_verification(ok: bool, checked: int, broken: int | None, reason: str
     if ok:
         out.write(f"audit chain OK: {checked} records verified\n")
         return EXIT_OK
+    if not broken:  # the anchor itself was refused: no record to name
+        out.write(f"audit chain NOT VERIFIED: {reason}\n")
+        return EXIT_BROKEN
     out.write(f"audit chain BROKEN at record {broken}: {reason} ({checked} records verified before it)\n")
     return EXIT_BROKEN
 

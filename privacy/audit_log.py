@@ -188,7 +188,8 @@ def verify(db: Database, keys: AuditKeys | None = None, anchor: Anchor | None = 
     if anchor is not None:
         problem = anchor_problem(anchor, keys)
         if problem is not None:
-            return ChainVerification(False, 0, anchor.seq, f"anchor at seq {anchor.seq}: {problem}")
+            # Nothing in an unauthenticated anchor is ours to repeat back: no record is named.
+            return ChainVerification(False, 0, None, f"anchor refused: {problem}")
     head_seq, head_hash = read_head(db)
     walk = _walk(db, keys, head_seq, wanted=[anchor.seq] if anchor is not None else [])
     if not walk.result.ok:

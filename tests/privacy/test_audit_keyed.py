@@ -261,3 +261,35 @@ def test_list_shows_the_blank_and_the_export_carries_the_column(
                                                                    metadata=auditor)]
     assert [line["correlation_id"] for line in lines] == ["", correlations[1]]
     assert audit.VerifyAuditLog(audit_pb2.VerifyAuditLogRequest(), metadata=auditor).ok
+
+
+def test_a_malformed_anchor_is_invalid_argument_without_echo(start_server: Callable[..., object]) -> None:
+    import grpc
+    from google.rpc import error_details_pb2, status_pb2
+
+    handle = start_server()  # type: ignore[operator]
+    audit = audit_pb2_grpc.AuditServiceStub(handle.channel)  # type: ignore[attr-defined]
+    auditor = handle.metadata(Role.AUDITOR)  # type: ignore[attr-defined]
+    secret = "harriet.quill@example.org"
+    for bad in (secret, json.dumps({"format": "tacit-audit-anchor/1", "seq": secret})):
+        with pytest.raises(grpc.RpcError) as caught:
+            audit.VerifyAuditLog(audit_pb2.VerifyAuditLogRequest(anchor_json=bad), metadata=auditor)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert secret not in (caught.value.details() or "")
+        trailers = dict(caught.value.trailing_metadata() or ())
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        violations = [
+            violation.field
+            for detail in status.details
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+            for violation in _bad_request(detail).field_violations
+        ]
+        assert violations == ["anchor_json"]
+
+
+def _bad_request(detail: object) -> object:
+    from google.rpc import error_details_pb2
+
+    request = error_details_pb2.BadRequest()
+    detail.Unpack(request)  # type: ignore[attr-defined]
+    return request

@@ -249,7 +249,7 @@ def test_a_forged_or_edited_anchor_is_refused(anchored: Anchored, tmp_path: Path
     edited.write_text(dataclasses.replace(anchor, seq=7).to_json())
     assert main(anchored.cli_verify("--anchor", str(edited))) == 1
     out = capsys.readouterr().out
-    assert "BROKEN at record 7: anchor at seq 7: the anchor's signature does not verify" in out
+    assert "audit chain NOT VERIFIED: anchor refused: the anchor's signature does not verify" in out
     # An attacker's own key signs a "valid" anchor of a truncated chain: not one of ours.
     forged = sign_anchor(AuditKeys.generate(), 7, anchor.record_hash, NOW)
     assert forged.signature_valid()
