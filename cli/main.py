@@ -141,9 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from tacit.privacy.audit_keys import AuditKeyError
+
     try:
         return int(args.func(args))
-    except ConfigError as error:
+    except (ConfigError, AuditKeyError) as error:  # e.g. a replica without the shared audit key file
         print(f"tacit: {error}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, update
@@ -30,7 +31,7 @@ from tacit.privacy.audit import (
     sign_anchor,
     verify_records,
 )
-from tacit.privacy.audit_keys import AuditKeys, LegacyPin
+from tacit.privacy.audit_keys import AuditKeyError, AuditKeys, LegacyPin
 from tacit.store.db import Database
 from tacit.store.schema import AuditHead, AuditRecord
 
@@ -62,14 +63,42 @@ def read_head(db: Database) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def load_or_create_keys(db: Database, path: Any) -> AuditKeys:
+def _head_key_id(db: Database, head_seq: int) -> str | None:
+    """The audit key id of the newest record, None when it is unkeyed (or there is none)."""
+    if head_seq == 0:
+        return None
+    with db.transaction() as session:
+        body = session.execute(select(AuditRecord.body_json).where(AuditRecord.seq == head_seq)).scalar()
+    try:
+        key_id = json.loads(body or "{}").get("chain_key_id")
+    except (ValueError, AttributeError):
+        return None
+    return key_id if isinstance(key_id, str) else None
+
+
+def load_or_create_keys(db: Database, path: str | Path) -> AuditKeys:
     """The audit key file at `path`; created (0600) with the current head as the legacy pin.
 
     Records already in the database were written by the unkeyed code: they stay a
     plain SHA-256 prefix, verified up to the pinned head; every later record is keyed.
+    A chain that is keyed already never gets a new key file: a replica started without
+    the shared file (or with another one) refuses instead of forking the key history.
     """
+    path = Path(path)
     seq, record_hash = read_head(db)
-    return AuditKeys.load_or_create(path, LegacyPin(seq, record_hash))
+    head_key_id = _head_key_id(db, seq)
+    if head_key_id is not None and not path.exists():
+        raise AuditKeyError(
+            f"the audit chain in this database is keyed already but {path} does not exist: "
+            "copy audit-keys.json from a replica that shares this database"
+        )
+    keys = AuditKeys.load_or_create(path, LegacyPin(seq, record_hash))
+    if head_key_id is not None and not keys.has(head_key_id):
+        raise AuditKeyError(
+            f"the newest audit record was made with an audit key that is not in {path}: "
+            "every replica needs the same audit-keys.json"
+        )
+    return keys
 
 
 # Built once: the append runs on Rank's logging path for every batch.

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tacit.cli import main
 from tacit.privacy.audit import AuditEntry, FieldAudit, chain_hash, entry_to_json
-from tacit.privacy.audit_keys import AuditKeys
+from tacit.privacy.audit_keys import AuditKeyError, AuditKeys
 from tacit.privacy.audit_log import (
     append_entries,
     bind_audit_keys,
@@ -293,3 +293,25 @@ def _bad_request(detail: object) -> object:
     request = error_details_pb2.BadRequest()
     detail.Unpack(request)  # type: ignore[attr-defined]
     return request
+
+
+def test_a_replica_without_the_shared_audit_key_file_refuses(database_url: str, tmp_path: Path) -> None:
+    first = Database.open(database_url)
+    bind_audit_keys(first, load_or_create_keys(first, tmp_path / "a" / "audit-keys.json"))
+    with first.transaction() as session:
+        append_entries(session, [_entry("r-1", 1)])
+    second = Database.open(database_url)
+    with pytest.raises(AuditKeyError, match="keyed already"):
+        load_or_create_keys(second, tmp_path / "b" / "audit-keys.json")
+    assert not (tmp_path / "b" / "audit-keys.json").exists()
+    other = tmp_path / "c" / "audit-keys.json"
+    AuditKeys.generate().save(other, exclusive=True)
+    with pytest.raises(AuditKeyError, match="every replica needs the same audit-keys.json"):
+        load_or_create_keys(second, other)
+    shared = load_or_create_keys(second, tmp_path / "a" / "audit-keys.json")
+    bind_audit_keys(second, shared)
+    with second.transaction() as session:
+        append_entries(session, [_entry("r-2", 2)])
+    assert verify(first).ok and verify(second).checked == 2
+    first.dispose()
+    second.dispose()
