@@ -38,18 +38,39 @@ from tacit.store.schema import AuditHead, AuditRecord
 _VERIFY_PAGE = 2_000
 _REDACT_CHUNK = 500
 AUDIT_KEYS_INFO = "tacit.audit_keys"
+AUDIT_KEYS_FILE_INFO = "tacit.audit_keys_file"
 
 
 class AuditKeyMissing(RuntimeError):
     """No audit key is bound to the database: nothing can be appended or verified."""
 
 
-def bind_audit_keys(db: Database, keys: AuditKeys) -> None:
-    """Every session of `db` opened from now on appends and verifies with `keys`."""
+def bind_audit_keys(db: Database, keys: AuditKeys, path: str | Path | None = None) -> None:
+    """Every session of `db` opened from now on appends and verifies with `keys`.
+
+    With `path` (the file the keys came from), verification reloads the file when it
+    changed, so a key added by another process's rotation is never taken for tampering.
+    """
     db.session_info[AUDIT_KEYS_INFO] = keys
+    if path is not None:
+        db.session_info[AUDIT_KEYS_FILE_INFO] = (Path(path), _mtime(Path(path)))
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def bound_audit_keys(db: Database) -> AuditKeys:
+    """The bound keys, reloaded first when their file changed since they were read."""
+    source = db.session_info.get(AUDIT_KEYS_FILE_INFO)
+    if isinstance(source, tuple):
+        path, seen = source
+        now = _mtime(path)
+        if now and now != seen:
+            bind_audit_keys(db, AuditKeys.load(path), path)
     keys = db.session_info.get(AUDIT_KEYS_INFO)
     if not isinstance(keys, AuditKeys):
         raise AuditKeyMissing("no audit key is bound to this database (bind_audit_keys)")

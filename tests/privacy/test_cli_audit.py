@@ -235,3 +235,21 @@ def _export(base: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
     capsys.readouterr()
     assert main([*base, "export"]) == 0
     return capsys.readouterr().out.splitlines()
+
+
+def test_a_rotation_by_another_process_is_not_taken_for_tampering(
+    start_server: Callable[..., object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two replicas share the key file; one rotates and restarts, the other verifies before its restart."""
+    data_dir = tmp_path / "shared"
+    first = start_server(data_dir=data_dir)  # type: ignore[operator]
+    _track(first, "subject-a", 2)
+    second = start_server(data_dir=data_dir)  # type: ignore[operator]
+    assert main(["keys", "rotate-audit", "--data-dir", str(data_dir)]) == 0
+    second.running.stop(grace=1)  # type: ignore[attr-defined]
+    second = start_server(data_dir=data_dir)  # type: ignore[operator]
+    _track(second, "subject-b", 2)  # made with the new key
+    capsys.readouterr()
+    base = ["audit", "--target", first.target, "--data-dir", str(data_dir)]  # type: ignore[attr-defined]
+    assert main([*base, "verify"]) == 0
+    assert "audit chain OK: 4 records" in capsys.readouterr().out
