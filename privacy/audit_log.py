@@ -253,7 +253,11 @@ def verify(db: Database, keys: AuditKeys | None = None, anchor: Anchor | None = 
             f"the chain ends at seq {head_seq} but the anchor of {anchor.created_at.isoformat()} "
             f"holds seq {anchor.seq}: records after seq {head_seq} were deleted",
         )
-    if walk.last_seq != head_seq or walk.last_hash != head_hash:
+    if walk.last_seq == head_seq and walk.last_hash != head_hash:
+        return ChainVerification(
+            False, checked, head_seq, f"the head's hash does not match record {head_seq}"
+        )
+    if walk.last_seq != head_seq:
         return ChainVerification(
             False,
             checked,

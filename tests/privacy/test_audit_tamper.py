@@ -160,6 +160,10 @@ def correlation_column_edit(session: Session) -> None:
     session.execute(update(AuditRecord).where(AuditRecord.seq == 6).values(correlation_id="evt-0002"))
 
 
+def head_hash_edit(session: Session) -> None:
+    session.execute(update(AuditHead).values(record_hash="f" * 64))
+
+
 def payload_kind_column_edit(session: Session) -> None:
     session.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(payload_kind="rank"))
 
@@ -178,6 +182,7 @@ ATTACKS: list[tuple[Callable[[Session], None], int, str]] = [
     (swap_and_relink, 3, "rewritten without the audit key"),
     (correlation_column_edit, 6, "correlation_id column"),
     (payload_kind_column_edit, 2, "payload_kind column"),
+    (head_hash_edit, RECORDS, "the head's hash does not match record 10"),
 ]
 
 
