@@ -2,7 +2,9 @@
 
     tacit audit list [--kind event.click] [--since 7d] [--until 2024-06-01] [--all]
     tacit audit verify                      # exit 1 when the chain is broken
-    tacit audit verify --database-url URL   # offline, straight from the database
+    tacit audit verify --anchor head.json   # ... or contradicts an anchor kept elsewhere
+    tacit audit --data-dir D verify --database-url URL   # offline, with D/audit-keys.json
+    tacit audit anchor [-o head.json]       # the head, signed: keep it outside the database
     tacit audit export [--output audit.jsonl]
     tacit audit summary [--since 30d]       # entities found per type and field
     tacit audit erase SUBJECT_ID
@@ -141,33 +143,112 @@ def _report_verification(ok: bool, checked: int, broken: int | None, reason: str
     if ok:
         out.write(f"audit chain OK: {checked} records verified\n")
         return EXIT_OK
+    if not broken:  # the anchor itself was refused: no record to name
+        out.write(f"audit chain NOT VERIFIED: {reason}\n")
+        return EXIT_BROKEN
     out.write(f"audit chain BROKEN at record {broken}: {reason} ({checked} records verified before it)\n")
     return EXIT_BROKEN
 
 
-def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
-    if args.database_url:
-        from tacit.privacy.audit_log import verify
+def _read_anchor(args: argparse.Namespace) -> Any:
+    """The anchor named by --anchor (parsed), or None."""
+    from tacit.privacy.audit import Anchor
+
+    if not getattr(args, "anchor", None):
+        return None
+    try:
+        text = Path(args.anchor).read_text("utf-8")
+    except OSError as error:
+        raise CliError(f"cannot read anchor file {args.anchor}: {error.strerror}") from None
+    try:
+        return Anchor.from_json(text)
+    except ValueError as error:
+        raise CliError(f"{args.anchor}: {error}") from None
+
+
+class _Offline:
+    """The database and audit keys, opened directly (read only: no migration)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from tacit.privacy.audit_keys import AUDIT_KEYS_FILENAME, AuditKeyError, AuditKeys
         from tacit.store.db import Database, make_engine
 
-        db = Database(make_engine(args.database_url))  # read only: no migration
+        path: Path = args.audit_keys or Path(args.data_dir) / AUDIT_KEYS_FILENAME
         try:
-            result = verify(db)
+            self.keys = AuditKeys.load(path)
+        except FileNotFoundError:
+            raise CliError(f"audit key file not found: {path} (use --audit-keys or --data-dir)") from None
+        except AuditKeyError as error:
+            raise CliError(str(error)) from None
+        self.db = Database(make_engine(args.database_url))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    anchor = _read_anchor(args)
+    if args.database_url:
+        from tacit.privacy.audit_log import verify
+
+        offline = _Offline(args)
+        try:
+            result = verify(offline.db, offline.keys, anchor=anchor)
         finally:
-            db.dispose()
+            offline.close()
         return _report_verification(result.ok, result.checked, result.first_broken_seq, result.reason, out)
     from tacit.v1 import audit_pb2
 
     client = _Client(args)
     try:
         response = client.stub.VerifyAuditLog(
-            audit_pb2.VerifyAuditLogRequest(), metadata=client.metadata, timeout=client.timeout
+            audit_pb2.VerifyAuditLogRequest(anchor_json=anchor.to_json() if anchor is not None else ""),
+            metadata=client.metadata,
+            timeout=client.timeout,
         )
     finally:
         client.close()
     return _report_verification(
         response.ok, response.checked, response.first_broken_sequence, response.reason, out
     )
+
+
+def cmd_anchor(args: argparse.Namespace, out: TextIO) -> int:
+    """Writes the signed head; refuses (exit 1) when the chain does not verify."""
+    if args.database_url:
+        from tacit.privacy.audit_log import make_anchor
+
+        offline = _Offline(args)
+        try:
+            document = make_anchor(offline.db, offline.keys).to_json()
+        except ValueError as error:
+            out.write(f"audit chain BROKEN, no anchor written: {error}\n")
+            return EXIT_BROKEN
+        finally:
+            offline.close()
+    else:
+        from tacit.v1 import audit_pb2
+
+        client = _Client(args)
+        try:
+            response = client.stub.GetAuditAnchor(
+                audit_pb2.GetAuditAnchorRequest(), metadata=client.metadata, timeout=client.timeout
+            )
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+                raise
+            out.write(f"audit chain BROKEN, no anchor written: {error.details()}\n")  # type: ignore[attr-defined]
+            return EXIT_BROKEN
+        finally:
+            client.close()
+        document = response.anchor_json
+    if args.output:
+        args.output.write_text(document + "\n", encoding="utf-8")
+        seq = json.loads(document)["seq"]
+        out.write(f"anchor of seq {seq} written to {args.output}; keep it outside this system\n")
+    else:
+        out.write(document + "\n")
+    return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace, client: _Client, out: TextIO) -> int:
@@ -248,6 +329,8 @@ def run_audit(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         if args.audit_command == "verify":
             return cmd_verify(args, out)
+        if args.audit_command == "anchor":
+            return cmd_anchor(args, out)
         client = _Client(args)
         try:
             handler = {"list": cmd_list, "export": cmd_export, "summary": cmd_summary, "erase": cmd_erase}
@@ -285,8 +368,18 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     listing.add_argument("--page-token", default="")
     listing.add_argument("--all", action="store_true", help="follow every page")
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    verify = sub.add_parser("verify", help="verify the hash chain; exit 1 when broken")
-    verify.add_argument("--database-url", help="verify offline from the database, not via the server")
+    def offline(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--database-url", help="work offline from the database, not via the server")
+        parser.add_argument(
+            "--audit-keys", type=Path, default=None, help="offline: default <data-dir>/audit-keys.json"
+        )
+
+    verify = sub.add_parser("verify", help="verify the audit chain; exit 1 when broken")
+    verify.add_argument("--anchor", type=Path, help="an anchor file from `tacit audit anchor`")
+    offline(verify)
+    anchor = sub.add_parser("anchor", help="write the signed chain head (an anchor to keep elsewhere)")
+    anchor.add_argument("--output", "-o", type=Path, help="file to write (default stdout)")
+    offline(anchor)
     export = sub.add_parser("export", help="stream records as JSON lines")
     period(export)
     export.add_argument("--output", "-o", type=Path, help="file to write (default stdout)")

@@ -86,6 +86,23 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate_audit(args: argparse.Namespace) -> int:
+    """Adds a new active audit key; every older one stays in the file to verify old records."""
+    import base64
+
+    from tacit.privacy.audit_keys import AuditKeys
+
+    path = _settings(args).audit_keys_path
+    if not path.exists():
+        print(f"tacit: no audit key file at {path}; start the server once to create it", file=sys.stderr)
+        return 2
+    keys = AuditKeys.load(path).rotate(path)
+    public = base64.b64encode(keys.public_key()).decode("ascii")
+    print(f"active audit key is now {keys.active_key_id} (anchor public key {public}); "
+          "restart every server process to use it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tacit", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="TOML config file")
@@ -98,12 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--decisions", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
-    keys = sub.add_parser("keys", help="pseudonym key management")
+    keys = sub.add_parser("keys", help="pseudonym and audit key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     rotate = keys_sub.add_parser("rotate", help="new active key; the old one verifies for a window")
     rotate.add_argument("--data-dir", type=Path, default=None)
     rotate.add_argument("--verify-window-days", type=float, default=30.0)
     rotate.set_defaults(func=cmd_keys_rotate)
+    rotate_audit = keys_sub.add_parser(
+        "rotate-audit", help="new active audit chain key; older keys stay to verify old records"
+    )
+    rotate_audit.add_argument("--data-dir", type=Path, default=None)
+    rotate_audit.set_defaults(func=cmd_keys_rotate_audit)
     from tacit.cli.audit import add_audit_parser
 
     add_audit_parser(sub)
@@ -119,9 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from tacit.privacy.audit_keys import AuditKeyError
+
     try:
         return int(args.func(args))
-    except ConfigError as error:
+    except (ConfigError, AuditKeyError) as error:  # e.g. a replica without the shared audit key file
         print(f"tacit: {error}", file=sys.stderr)
         return 2
 

@@ -1,21 +1,32 @@
-"""Audit entries and the pure hash-chain logic behind the tamper-evident log.
+"""Audit entries and the pure chain logic behind the tamper-evident log.
 
 An entry says what happened to each field (operator, outcome, entity counts,
-recognizers) and never holds a value. Storage appends ``ChainedRecord``s;
-``verify_chain`` names the first record that does not fit.
+recognizers) and never holds a value. Records are chained with HMAC-SHA256 under
+an audit key that is not in the database (``keyed_body``, ``verify_records``);
+the body holds a keyed commitment to the correlation id instead of the id, so the
+id's column can be blanked on erasure and the chain still verifies. Records written
+before the key existed form a plain SHA-256 prefix (``chain_hash``, ``verify_chain``)
+that ends at the seq pinned in the audit key file. An ``Anchor`` is a signed head
+kept outside the database; it pins one record's MAC.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
+
+from tacit.privacy.audit_keys import AuditKeys, verify_signature
 
 GENESIS_HASH = "0" * 64
 ERASURE_KIND = "erasure"
@@ -225,3 +236,179 @@ def verify_chain(
         expected_prev = record.record_hash
         expected_seq += 1
     return ChainVerification(True, checked)
+
+
+# --- the keyed chain -----------------------------------------------------------------
+
+
+def keyed_body(entry: AuditEntry, keys: AuditKeys, key_id: str) -> str:
+    """Canonical JSON body of a keyed record: the correlation id only as its keyed commitment."""
+    obj = _entry_to_obj(entry)
+    obj["correlation"] = keys.correlation_commitment(key_id, obj.pop("correlation_id"))
+    obj["chain_key_id"] = key_id
+    return canonical_json(obj)
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A stored record with the columns that repeat parts of its body (checked against it)."""
+
+    seq: int
+    prev_hash: str
+    body_json: str
+    record_hash: str
+    correlation_id: str
+    payload_kind: str
+    policy_version: str
+    key_id: str
+    occurred_at: datetime
+
+
+def _same_moment(column: datetime, body_moment: datetime) -> bool:
+    if column.tzinfo is not None:
+        return column == body_moment
+    # SQLite keeps the wall time without its zone.
+    return column in (body_moment.replace(tzinfo=None), body_moment.astimezone(UTC).replace(tzinfo=None))
+
+
+def _record_problem(record: StoredRecord, keys: AuditKeys) -> str | None:
+    """Why this record's own content does not verify, or None."""
+    try:
+        body = json.loads(record.body_json)
+        chain_key_id = body.get("chain_key_id")
+        occurred_at = datetime.fromisoformat(body["occurred_at"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "record body is not a chain body"
+    pin = keys.legacy
+    if chain_key_id is None:
+        if record.seq > pin.seq:
+            return f"unkeyed record after the keyed chain began (legacy prefix ends at seq {pin.seq})"
+        if chain_hash(record.prev_hash, record.seq, record.body_json) != record.record_hash:
+            return "record_hash does not match the body"
+        correlation_ok = record.correlation_id == body.get("correlation_id")
+    else:
+        if record.seq <= pin.seq:
+            return f"keyed record inside the legacy prefix (ends at seq {pin.seq})"
+        if not isinstance(chain_key_id, str) or not keys.has(chain_key_id):
+            return "record names an audit key that is not in the audit key file"
+        expected = keys.record_mac(chain_key_id, record.prev_hash, record.seq, record.body_json)
+        if not hmac.compare_digest(expected, record.record_hash):
+            return "record_hash (HMAC) does not match the body: rewritten without the audit key"
+        # A blanked (redacted) correlation id is fine; any other value must match the commitment.
+        correlation_ok = record.correlation_id == "" or hmac.compare_digest(
+            keys.correlation_commitment(chain_key_id, record.correlation_id), str(body.get("correlation"))
+        )
+    if record.seq == pin.seq and record.record_hash != pin.record_hash:
+        return "record differs from the legacy head pinned in the audit key file"
+    if not correlation_ok:
+        return "correlation_id column does not match the record body"
+    for column in ("payload_kind", "policy_version", "key_id"):
+        if getattr(record, column) != body.get(column):
+            return f"{column} column does not match the record body"
+    if not _same_moment(record.occurred_at, occurred_at):
+        return "occurred_at column does not match the record body"
+    return None
+
+
+def verify_records(
+    records: Iterable[StoredRecord],
+    keys: AuditKeys,
+    start_prev_hash: str = GENESIS_HASH,
+    start_seq: int = 1,
+) -> ChainVerification:
+    """Walk stored records (legacy prefix, then keyed) and report the first that does not fit."""
+    expected_prev = start_prev_hash
+    expected_seq = start_seq
+    checked = 0
+    for record in records:
+        if record.seq != expected_seq:
+            kind = "missing record (seq gap)" if record.seq > expected_seq else "out-of-order seq"
+            return ChainVerification(
+                False, checked, record.seq, f"{kind}: expected seq {expected_seq}, found {record.seq}"
+            )
+        if record.prev_hash != expected_prev:
+            return ChainVerification(
+                False, checked, record.seq, "prev_hash does not match the previous record"
+            )
+        problem = _record_problem(record, keys)
+        if problem is not None:
+            return ChainVerification(False, checked, record.seq, problem)
+        checked += 1
+        expected_prev = record.record_hash
+        expected_seq += 1
+    return ChainVerification(True, checked)
+
+
+# --- anchors -------------------------------------------------------------------------
+
+ANCHOR_FORMAT = "tacit-audit-anchor/1"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A signed head: seq and record MAC at a moment, signed with Ed25519 under an audit key."""
+
+    seq: int
+    record_hash: str
+    created_at: datetime
+    key_id: str
+    public_key: bytes
+    signature: bytes = b""
+
+    def signed_message(self) -> bytes:
+        """The canonical bytes the signature covers (everything but the signature)."""
+        return canonical_json(
+            {
+                "format": ANCHOR_FORMAT,
+                "seq": self.seq,
+                "record_hash": self.record_hash,
+                "created_at": self.created_at.isoformat(),
+                "key_id": self.key_id,
+                "public_key": base64.b64encode(self.public_key).decode("ascii"),
+            }
+        ).encode()
+
+    def to_json(self) -> str:
+        obj = json.loads(self.signed_message())
+        obj["signature"] = base64.b64encode(self.signature).decode("ascii")
+        return json.dumps(obj, sort_keys=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Anchor:
+        """Parse an anchor file; ValueError (without echoing content) when it is not one."""
+        try:
+            obj = json.loads(text)
+            if obj["format"] != ANCHOR_FORMAT:
+                raise ValueError
+            anchor = cls(
+                seq=int(obj["seq"]),
+                record_hash=str(obj["record_hash"]),
+                created_at=datetime.fromisoformat(obj["created_at"]),
+                key_id=str(obj["key_id"]),
+                public_key=base64.b64decode(obj["public_key"], validate=True),
+                signature=base64.b64decode(obj["signature"], validate=True),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            raise ValueError(f"not a {ANCHOR_FORMAT} document") from None
+        if anchor.seq < 0:
+            raise ValueError(f"not a {ANCHOR_FORMAT} document")
+        return anchor
+
+    def signature_valid(self, public_key: bytes | None = None) -> bool:
+        """Checks the signature with ``public_key`` (one the reader pinned) or the one it carries."""
+        return verify_signature(public_key or self.public_key, self.signature, self.signed_message())
+
+
+def sign_anchor(keys: AuditKeys, seq: int, record_hash: str, created_at: datetime) -> Anchor:
+    """An anchor of (seq, record_hash) signed under the active audit key."""
+    unsigned = Anchor(seq, record_hash, created_at, keys.active_key_id, keys.public_key())
+    return dataclasses.replace(unsigned, signature=keys.sign(unsigned.signed_message()))
+
+
+def anchor_problem(anchor: Anchor, keys: AuditKeys) -> str | None:
+    """Why ``anchor`` was not signed by this deployment's audit key, or None."""
+    if not keys.has(anchor.key_id) or keys.public_key(anchor.key_id) != anchor.public_key:
+        return "the anchor is not signed by a key in the audit key file"
+    if not anchor.signature_valid():
+        return "the anchor's signature does not verify"
+    return None

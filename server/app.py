@@ -22,6 +22,7 @@ from tacit.experiments.service import ExperimentService
 from tacit.learning.learner import Learner, SlotLearning
 from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
+from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
 from tacit.privacy.erasure import RetentionPurger, retention_purger
@@ -98,6 +99,8 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(settings.database_url)
         keyring = KeyRing.load_or_create(settings.keys_path)
+        audit_keys = audit_log.load_or_create_keys(db, settings.audit_keys_path)
+        audit_log.bind_audit_keys(db, audit_keys, settings.audit_keys_path)
         analyzer = build_analyzer(
             AnalyzerSettings(
                 ner_model=settings.privacy.ner_model, max_text_chars=settings.privacy.max_text_chars

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
     def keys_path(self) -> Path:
         return self.privacy.keys_file or self.storage.data_dir / "keys.json"
 
+    @property
+    def audit_keys_path(self) -> Path:
+        """The audit chain's key file, beside the pseudonym key file."""
+        from tacit.privacy.audit_keys import audit_keys_path
+
+        return audit_keys_path(self.keys_path)
+
     def slot_limit(self, slot: str) -> int:
         configured = self.slots[slot].max_candidates
         return min(configured, self.limits.max_candidates) if configured else self.limits.max_candidates

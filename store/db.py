@@ -68,8 +68,13 @@ class Database:
     def __init__(self, engine: Engine, relaxed_engine: Engine | None = None):
         self.engine = engine
         self.relaxed_engine = relaxed_engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
-        self._relaxed_sessions = sessionmaker(relaxed_engine or engine, expire_on_commit=False)
+        # Copied into every new session's `info`: collaborators that writers need on the
+        # session itself (the audit chain's key) without the store knowing what they are.
+        self.session_info: dict[str, object] = {}
+        self.sessions = sessionmaker(engine, expire_on_commit=False, info=self.session_info)
+        self._relaxed_sessions = sessionmaker(
+            relaxed_engine or engine, expire_on_commit=False, info=self.session_info
+        )
 
     @classmethod
     def open(cls, url: str) -> Database:

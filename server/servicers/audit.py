@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from tacit.privacy import audit_log
+from tacit.privacy.audit import Anchor
 from tacit.privacy.erasure import erase_subject
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server import converters
 from tacit.server.config import Settings
-from tacit.server.errors import InvalidArgument
+from tacit.server.errors import FailedPrecondition, InvalidArgument
 from tacit.store.db import Database
 from tacit.v1 import audit_pb2, audit_pb2_grpc
 
@@ -79,13 +80,28 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def VerifyAuditLog(
         self, request: audit_pb2.VerifyAuditLogRequest, context: grpc.ServicerContext
     ) -> audit_pb2.VerifyAuditLogResponse:  # noqa: N802
-        result = audit_log.verify(self._db)
+        anchor = None
+        if request.anchor_json:
+            try:
+                anchor = Anchor.from_json(request.anchor_json)
+            except ValueError as error:
+                raise InvalidArgument("anchor_json", str(error)) from None
+        result = audit_log.verify(self._db, anchor=anchor)
         return audit_pb2.VerifyAuditLogResponse(
             ok=result.ok,
             checked=result.checked,
             first_broken_sequence=result.first_broken_seq or 0,
             reason=result.reason or "",
         )
+
+    def GetAuditAnchor(
+        self, request: audit_pb2.GetAuditAnchorRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.GetAuditAnchorResponse:  # noqa: N802
+        try:
+            anchor = audit_log.make_anchor(self._db)
+        except ValueError as error:
+            raise FailedPrecondition(str(error), reason="AUDIT_CHAIN_BROKEN") from None
+        return audit_pb2.GetAuditAnchorResponse(anchor_json=anchor.to_json(), sequence=anchor.seq)
 
     def ExportAuditRecords(
         self, request: audit_pb2.ExportAuditRecordsRequest, context: grpc.ServicerContext

@@ -6,12 +6,19 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from tacit.privacy.audit import AuditEntry, FieldAudit, chain_hash
-from tacit.privacy.audit_log import append_entries, verify
+from tacit.privacy.audit import AuditEntry, FieldAudit
+from tacit.privacy.audit_log import (
+    append_entries,
+    bind_audit_keys,
+    bound_audit_keys,
+    load_or_create_keys,
+    verify,
+)
 from tacit.store.db import Database
 from tacit.store.schema import AuditHead, AuditRecord
 
@@ -21,11 +28,13 @@ WRITER = """
 import sys
 from datetime import UTC, datetime
 from tacit.privacy.audit import AuditEntry, FieldAudit
-from tacit.privacy.audit_log import append_entries
+from tacit.privacy.audit_keys import AuditKeys
+from tacit.privacy.audit_log import append_entries, bind_audit_keys
 from tacit.store.db import Database, make_engine
 
-url, writer, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url, writer, rounds, key_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 db = Database(make_engine(url))
+bind_audit_keys(db, AuditKeys.load(key_file))
 for n in range(rounds):
     entries = [
         AuditEntry(datetime.now(UTC), "event.click", f"{writer}-{n}-{k}", "v1", "k1",
@@ -51,8 +60,14 @@ def _entry(i: int) -> AuditEntry:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
+def key_file(tmp_path: Path) -> Path:
+    return tmp_path / "audit-keys.json"
+
+
+@pytest.fixture
+def db(database_url: str, key_file: Path) -> Iterator[Database]:
     database = Database.open(database_url)
+    bind_audit_keys(database, load_or_create_keys(database, key_file))
     yield database
     database.dispose()
 
@@ -67,11 +82,13 @@ def chain(db: Database) -> Database:
     return db
 
 
-def test_concurrent_writer_processes_extend_one_chain(db: Database, database_url: str) -> None:
+def test_concurrent_writer_processes_extend_one_chain(
+    db: Database, database_url: str, key_file: Path
+) -> None:
     writers, rounds = 4, 15
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, database_url, f"w{w}", str(rounds)],
+            [sys.executable, "-c", WRITER, database_url, f"w{w}", str(rounds), str(key_file)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -111,10 +128,15 @@ def test_changed_count_is_named(chain: Database) -> None:
 
 
 def test_changed_count_with_recomputed_hash_is_named_at_the_next_link(chain: Database) -> None:
+    # An insider holding the audit key re-MACs one record; the next link still names it.
+    keys = bound_audit_keys(chain)
+
     def change(session) -> None:  # type: ignore[no-untyped-def]
         record = session.get(AuditRecord, 4)
         record.body_json = record.body_json.replace('"EMAIL_ADDRESS":2', '"EMAIL_ADDRESS":0')
-        record.record_hash = chain_hash(record.prev_hash, record.seq, record.body_json)
+        record.record_hash = keys.record_mac(
+            keys.active_key_id, record.prev_hash, record.seq, record.body_json
+        )
 
     _mutate(chain, change)
     result = verify(chain)

@@ -59,7 +59,7 @@ def test_hostile_strings_are_dropped_and_audited(handle: object) -> None:
     lines = [json.loads(line.json) for line in
              audit.ExportAuditRecords(audit_pb2.ExportAuditRecordsRequest(), metadata=auditor)]
     outcomes = {
-        rec["body"]["correlation_id"]: {f["field"]: f["outcome"] for f in rec["body"]["fields"]}
+        rec["correlation_id"]: {f["field"]: f["outcome"] for f in rec["body"]["fields"]}
         for rec in lines
     }
     assert outcomes["bad-oversize-01"]["text"] == "dropped_oversize"

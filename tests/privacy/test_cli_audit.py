@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from tacit.cli import main
 from tacit.cli.audit import CliError, parse_moment
 from tacit.privacy.audit_log import verify
 from tacit.server.auth import Role
-from tacit.store.schema import AuditRecord
+from tacit.store.schema import AuditHead, AuditRecord
 from tacit.v1 import common_pb2, event_pb2, event_pb2_grpc
 
 EMAIL = "harriet.quill@example.org"
@@ -97,7 +97,8 @@ def test_verify_exit_codes_and_offline_mode(
     assert main([*base, "verify"]) == 1
     assert "BROKEN at record 3" in capsys.readouterr().out
     url = handle.settings.database_url  # type: ignore[attr-defined]
-    assert main(["audit", "verify", "--database-url", url]) == 1
+    # Offline verification needs the audit key file (the chain is keyed): --data-dir finds it.
+    assert main(["audit", "--data-dir", str(handle.data_dir), "verify", "--database-url", url]) == 1  # type: ignore[attr-defined]
     assert "BROKEN at record 3" in capsys.readouterr().out
     process = subprocess.run(
         [sys.executable, "-m", "tacit.cli", *base, "verify"],
@@ -141,3 +142,114 @@ def test_parse_moment() -> None:
     assert parse_moment("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
     with pytest.raises(CliError):
         parse_moment("soon")
+
+
+def test_anchor_through_the_server_then_truncation_is_named(
+    served: tuple[object, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle, base = served
+    anchor_file = tmp_path / "head.json"
+    assert main([*base, "anchor", "-o", str(anchor_file)]) == 0
+    assert f"anchor of seq 5 written to {anchor_file}" in capsys.readouterr().out
+    anchor = json.loads(anchor_file.read_text())
+    assert anchor["seq"] == 5 and anchor["format"] == "tacit-audit-anchor/1"
+    assert main([*base, "anchor"]) == 0  # stdout
+    assert json.loads(capsys.readouterr().out)["seq"] == 5
+    _track(handle, "subject-c", 2)
+    assert main([*base, "verify", "--anchor", str(anchor_file)]) == 0
+    assert "audit chain OK: 7 records" in capsys.readouterr().out
+    db = handle.running.runtime.db  # type: ignore[attr-defined]
+    with db.transaction() as session:  # cut the tail and move the head back to a consistent record
+        session.execute(delete(AuditRecord).where(AuditRecord.seq >= 4))
+        third = session.get(AuditRecord, 3)
+        session.execute(update(AuditHead).values(seq=3, record_hash=third.record_hash))
+    assert main([*base, "verify"]) == 0  # a consistent prefix: only the anchor knows better
+    capsys.readouterr()
+    assert main([*base, "verify", "--anchor", str(anchor_file)]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN at record 5" in out and "the chain ends at seq 3 but the anchor" in out
+    assert main([*base, "anchor"]) == 0  # the truncated chain is consistent, so it can be anchored...
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    assert main([*base, "verify", "--anchor", str(bad)]) == 2
+    assert "not a tacit-audit-anchor/1 document" in capsys.readouterr().err
+
+
+def test_anchor_of_a_broken_chain_is_refused_by_the_server(
+    served: tuple[object, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle, base = served
+    db = handle.running.runtime.db  # type: ignore[attr-defined]
+    with db.transaction() as session:
+        session.execute(update(AuditRecord).where(AuditRecord.seq == 2).values(payload_kind="rank"))
+    assert main([*base, "anchor"]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN, no anchor written" in out and "record 2" in out
+
+
+def test_audit_key_rotation_keeps_old_records_and_anchors_verifiable(
+    start_server: Callable[..., object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "rotating"
+    handle = start_server(data_dir=data_dir)  # type: ignore[operator]
+    _track(handle, "subject-a", 3)
+    base = ["audit", "--target", handle.target, "--data-dir", str(data_dir)]  # type: ignore[attr-defined]
+    old_anchor = tmp_path / "old.json"
+    assert main([*base, "anchor", "-o", str(old_anchor)]) == 0
+    keys_file = data_dir / "audit-keys.json"
+    before = json.loads(keys_file.read_text())
+    handle.running.stop(grace=1)  # type: ignore[attr-defined]
+    capsys.readouterr()
+    assert main(["keys", "rotate-audit", "--data-dir", str(data_dir)]) == 0
+    assert "active audit key is now" in capsys.readouterr().out
+    after = json.loads(keys_file.read_text())
+    assert after["active_key_id"] != before["active_key_id"]
+    assert set(before["keys"]) < set(after["keys"])  # the old key stays to verify old records
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    handle = start_server(data_dir=data_dir)  # type: ignore[operator]
+    base = ["audit", "--target", handle.target, "--data-dir", str(data_dir)]  # type: ignore[attr-defined]
+    _track(handle, "subject-b", 2)
+    new_anchor = tmp_path / "new.json"
+    assert main([*base, "anchor", "-o", str(new_anchor)]) == 0
+    assert json.loads(new_anchor.read_text())["key_id"] == after["active_key_id"]
+    bodies = [json.loads(line)["body"] for line in _export(base, capsys)]
+    assert [b["chain_key_id"] for b in bodies] == [before["active_key_id"]] * 3 + [after["active_key_id"]] * 2
+    for anchor in (old_anchor, new_anchor):
+        assert main([*base, "verify", "--anchor", str(anchor)]) == 0
+        assert "audit chain OK: 5 records" in capsys.readouterr().out
+    # Without the retired key the old records cannot be verified: keys are never deleted.
+    shredded = dict(after, keys={k: v for k, v in after["keys"].items() if k != before["active_key_id"]})
+    partial = tmp_path / "partial-keys.json"
+    partial.write_text(json.dumps(shredded))
+    partial.chmod(0o600)
+    url = handle.settings.database_url  # type: ignore[attr-defined]
+    assert main(["audit", "--data-dir", str(data_dir), "verify", "--database-url", url,
+                 "--audit-keys", str(partial)]) == 1
+    assert "BROKEN at record 1: record names an audit key that is not in the audit key file" in (
+        capsys.readouterr().out
+    )
+
+
+def _export(base: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    capsys.readouterr()
+    assert main([*base, "export"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_rotation_by_another_process_is_not_taken_for_tampering(
+    start_server: Callable[..., object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two replicas share the key file; one rotates and restarts, the other verifies before its restart."""
+    data_dir = tmp_path / "shared"
+    first = start_server(data_dir=data_dir)  # type: ignore[operator]
+    _track(first, "subject-a", 2)
+    second = start_server(data_dir=data_dir)  # type: ignore[operator]
+    assert main(["keys", "rotate-audit", "--data-dir", str(data_dir)]) == 0
+    second.running.stop(grace=1)  # type: ignore[attr-defined]
+    second = start_server(data_dir=data_dir)  # type: ignore[operator]
+    _track(second, "subject-b", 2)  # made with the new key
+    capsys.readouterr()
+    base = ["audit", "--target", first.target, "--data-dir", str(data_dir)]  # type: ignore[attr-defined]
+    assert main([*base, "verify"]) == 0
+    assert "audit chain OK: 4 records" in capsys.readouterr().out

@@ -11,7 +11,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 
-from tacit.privacy.audit_log import verify
+from tacit.privacy.audit_keys import AuditKeys
+from tacit.privacy.audit_log import bind_audit_keys, verify
 from tacit.privacy.erasure import RetentionPurger, purge_events_before, retention_purger
 from tacit.server.auth import Role
 from tacit.store.db import Database
@@ -65,6 +66,7 @@ def test_no_retention_configured_keeps_everything(start_server: Callable[..., ob
 
 def test_purge_is_audited_and_idempotent(database_url: str) -> None:
     db = Database.open(database_url)
+    bind_audit_keys(db, AuditKeys.generate())  # the chain is keyed: a writer needs the audit key
     now = datetime.now(UTC)
     with db.transaction() as session:
         for n, age in enumerate((40, 31, 29, 1)):

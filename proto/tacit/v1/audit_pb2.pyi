@@ -54,8 +54,10 @@ class ListAuditRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditLogRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("anchor_json",)
+    ANCHOR_JSON_FIELD_NUMBER: _ClassVar[int]
+    anchor_json: str
+    def __init__(self, anchor_json: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditLogResponse(_message.Message):
     __slots__ = ("ok", "checked", "first_broken_sequence", "reason")
@@ -68,6 +70,18 @@ class VerifyAuditLogResponse(_message.Message):
     first_broken_sequence: int
     reason: str
     def __init__(self, ok: _Optional[bool] = ..., checked: _Optional[int] = ..., first_broken_sequence: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetAuditAnchorRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetAuditAnchorResponse(_message.Message):
+    __slots__ = ("anchor_json", "sequence")
+    ANCHOR_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    anchor_json: str
+    sequence: int
+    def __init__(self, anchor_json: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class ExportAuditRecordsRequest(_message.Message):
     __slots__ = ("start_time", "end_time")

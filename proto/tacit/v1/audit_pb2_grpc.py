@@ -46,6 +46,11 @@ class AuditServiceStub:
                 request_serializer=tacit_dot_v1_dot_audit__pb2.VerifyAuditLogRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_audit__pb2.VerifyAuditLogResponse.FromString,
                 _registered_method=True)
+        self.GetAuditAnchor = channel.unary_unary(
+                '/tacit.v1.AuditService/GetAuditAnchor',
+                request_serializer=tacit_dot_v1_dot_audit__pb2.GetAuditAnchorRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_audit__pb2.GetAuditAnchorResponse.FromString,
+                _registered_method=True)
         self.ExportAuditRecords = channel.unary_stream(
                 '/tacit.v1.AuditService/ExportAuditRecords',
                 request_serializer=tacit_dot_v1_dot_audit__pb2.ExportAuditRecordsRequest.SerializeToString,
@@ -70,7 +75,17 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyAuditLog(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Verifies the chain up to the head read when the call starts (records appended
+        meanwhile are not looked at), optionally against an anchor kept elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditAnchor(self, request, context):
+        """Verifies the chain and returns its head signed with the audit key (Ed25519):
+        an anchor for the compliance team to keep outside the database.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -101,6 +116,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.VerifyAuditLog,
                     request_deserializer=tacit_dot_v1_dot_audit__pb2.VerifyAuditLogRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_audit__pb2.VerifyAuditLogResponse.SerializeToString,
+            ),
+            'GetAuditAnchor': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditAnchor,
+                    request_deserializer=tacit_dot_v1_dot_audit__pb2.GetAuditAnchorRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_audit__pb2.GetAuditAnchorResponse.SerializeToString,
             ),
             'ExportAuditRecords': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportAuditRecords,
@@ -169,6 +189,33 @@ class AuditService:
             '/tacit.v1.AuditService/VerifyAuditLog',
             tacit_dot_v1_dot_audit__pb2.VerifyAuditLogRequest.SerializeToString,
             tacit_dot_v1_dot_audit__pb2.VerifyAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditAnchor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.AuditService/GetAuditAnchor',
+            tacit_dot_v1_dot_audit__pb2.GetAuditAnchorRequest.SerializeToString,
+            tacit_dot_v1_dot_audit__pb2.GetAuditAnchorResponse.FromString,
             options,
             channel_credentials,
             insecure,
