@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import grpc
 
 from tacit.learning.evaluation import (
+    DRIFT_RECENT,
+    DRIFT_REWARD_ALPHA,
+    DRIFT_THRESHOLD,
     DriftSummary,
     EvaluationError,
     bandit_drift_report,
@@ -41,9 +43,6 @@ DEFAULT_PAGE = 50
 MAX_POLICIES = 16
 TASK = re.compile(r"^(conversion|churn|bandit:[a-z][a-z0-9_\-]{0,63})$")
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
-DRIFT_RECENT = timedelta(days=7)
-DRIFT_THRESHOLD = 0.2
-DRIFT_REWARD_ALPHA = 0.01
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
