@@ -262,27 +262,36 @@ def test_checker_names_wrong_way_imports(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ the house itself
 
 
+House = tuple[dict[str, Path], list[Import]]
+
+
 @pytest.fixture(scope="module")
-def house() -> tuple[dict[str, Path], list[Import]]:
+def house() -> House:
     modules = module_files(package_dirs(ROOT / "pyproject.toml"))
     return modules, read_imports(modules)
 
 
-def test_every_mapped_package_is_read(house: tuple[dict[str, Path], list[Import]]) -> None:
+def test_every_mapped_package_is_read(house: House) -> None:
     modules, imports = house
-    for package in ("tacit.server", "tacit.cli", "tacit.privacy", "tacit.experiments", "tacit.learning",
-                    "tacit.store", "tacit.sim", "tacit.v1", "tacit.server.servicers"):
-        assert package in modules
+    folders = ("server", "server.servicers", "cli", "privacy", "experiments", "learning", "store", "sim")
+    assert {f"tacit.{folder}" for folder in folders} | {"tacit.v1"} <= modules.keys()
     assert any(item.module == "tacit.server.app" and item.target == "tacit.server.config" for item in imports)
 
 
-def test_no_import_cycle_between_modules(house: tuple[dict[str, Path], list[Import]]) -> None:
+def test_every_subpackage_is_listed_so_the_wheel_ships_it(house: House) -> None:
+    modules, _ = house
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
+    assert packages - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_no_import_cycle_between_modules(house: House) -> None:
     modules, imports = house
     cycles = import_cycles(imports, modules)
     assert not cycles, "\n".join(_describe_cycle(cycle) for cycle in cycles)
 
 
-def test_no_wrong_way_import(house: tuple[dict[str, Path], list[Import]]) -> None:
+def test_no_wrong_way_import(house: House) -> None:
     _, imports = house
     broken = wrong_way_imports(imports)
     assert not broken, "\n".join(broken)
