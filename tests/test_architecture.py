@@ -153,9 +153,9 @@ def import_cycles(imports: Iterable[Import], modules: Iterable[str]) -> list[lis
         try:
             graphlib.TopologicalSorter(graph).prepare()
         except graphlib.CycleError as error:
-            # The sorter's nodes depend on their predecessors: its cycle [a, b, …, a] lists
-            # each node followed by one it depends on, i.e. one it imports.
-            nodes: list[str] = error.args[1]
+            # graphlib lists the cycle so that each node is a predecessor of the next, i.e. is
+            # imported by it; reversed, each node is followed by one it imports.
+            nodes: list[str] = error.args[1][::-1]
             cycle = [edges[(nodes[i], nodes[i + 1])] for i in range(len(nodes) - 1)]
             cycles.append(cycle)
             for item in cycle:
@@ -201,7 +201,8 @@ def test_checker_finds_a_cycle_through_a_type_checking_import_and_a_lazy_one(tmp
                 "    from tacit.server.app import Runtime\n"
             ),
             "server/a.py": "def late():\n    from . import b\n",
-            "server/b.py": "import tacit.server.a\n",
+            "server/b.py": "from tacit.server.c import thing\n",
+            "server/c.py": "import tacit.server.a\n\nthing = 1\n",
             "server/fine.py": "from tacit.server import app\n",
         },
     )
@@ -211,7 +212,13 @@ def test_checker_finds_a_cycle_through_a_type_checking_import_and_a_lazy_one(tmp
     assert len(cycles) == 2, described
     assert {frozenset(item.module for item in cycle) for cycle in cycles} == {
         frozenset({"tacit.server.app", "tacit.server.servicers.prediction"}),
-        frozenset({"tacit.server.a", "tacit.server.b"}),
+        frozenset({"tacit.server.a", "tacit.server.b", "tacit.server.c"}),
+    }
+    three = next(c for c in cycles if len(c) == 3)
+    assert {(item.module, item.target) for item in three} == {
+        ("tacit.server.a", "tacit.server.b"),
+        ("tacit.server.b", "tacit.server.c"),
+        ("tacit.server.c", "tacit.server.a"),
     }
     type_only = next(c for c in cycles if any(i.module == "tacit.server.servicers.prediction" for i in c))
     closing = next(i for i in type_only if i.module == "tacit.server.servicers.prediction")
