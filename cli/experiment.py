@@ -244,7 +244,7 @@ def _chart(
     stub: experiment_pb2_grpc.ExperimentServiceStub, metadata: Any, experiment_id: str, path: Path
 ) -> None:
     from tacit.experiments.report import render_chart
-    from tacit.server.experiment_converters import change_from_proto
+    from tacit.server.converters.experiment import change_from_proto
 
     changes = _history(stub, metadata, experiment_id, include_evaluations=True)
     render_chart([change_from_proto(change) for change in changes], path)

@@ -25,6 +25,9 @@ from rich.table import Table
 from tacit.learning.classifiers import Task, TrainingConfig, TrainingError
 from tacit.learning.evaluation import (
     DEFAULT_POLICIES,
+    DRIFT_RECENT,
+    DRIFT_REWARD_ALPHA,
+    DRIFT_THRESHOLD,
     DriftSummary,
     EvaluationError,
     bandit_drift_report,
@@ -259,9 +262,9 @@ def add_model_parsers(subparsers: Any) -> None:
         "drift", help="feature, prediction and reward-rate drift of a model; exit 3 when stale"
     )
     drift.add_argument("task", type=_drift_task, help="conversion, churn or bandit:<slot>")
-    drift.add_argument("--recent-days", type=float, default=7.0)
-    drift.add_argument("--threshold", type=float, default=0.2)
-    drift.add_argument("--reward-alpha", type=float, default=0.01,
+    drift.add_argument("--recent-days", type=float, default=DRIFT_RECENT / timedelta(days=1))
+    drift.add_argument("--threshold", type=float, default=DRIFT_THRESHOLD)
+    drift.add_argument("--reward-alpha", type=float, default=DRIFT_REWARD_ALPHA,
                        help="significance level of the reward-rate test (bandit:<slot>)")  # fmt: skip
     drift.add_argument("--data-dir", type=Path, default=None)
     drift.set_defaults(func=_runner(cmd_drift))

@@ -304,6 +304,11 @@ def evaluate_policies(
 
 # --------------------------------------------------------------------------- drift
 
+# The defaults of a drift check, shared by `tacit drift` and GetDriftReport.
+DRIFT_RECENT = timedelta(days=7)  # the current window: subjects (or decisions) of the last week
+DRIFT_THRESHOLD = 0.2  # PSI at or above which a feature has drifted
+DRIFT_REWARD_ALPHA = 0.01  # significance level of the reward-rate test
+
 
 @dataclass(frozen=True)
 class DriftSummary:
@@ -327,8 +332,8 @@ def drift_report(
     db: Database,
     task: str,
     served: ServedModel,
-    recent: timedelta = timedelta(days=7),
-    threshold: float = 0.2,
+    recent: timedelta = DRIFT_RECENT,
+    threshold: float = DRIFT_THRESHOLD,
     now: datetime | None = None,
 ) -> DriftSummary:
     """PSI per feature (and of the scores): training window vs subjects active in ``recent``.
@@ -415,9 +420,9 @@ def bandit_drift_report(
     db: Database,
     slot: str,
     default_reward: float,
-    recent: timedelta = timedelta(days=7),
-    threshold: float = 0.2,
-    alpha: float = 0.01,
+    recent: timedelta = DRIFT_RECENT,
+    threshold: float = DRIFT_THRESHOLD,
+    alpha: float = DRIFT_REWARD_ALPHA,
     now: datetime | None = None,
     limit: int = 200_000,
 ) -> DriftSummary:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Container
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +23,7 @@ from tacit.experiments.service import ExperimentService
 from tacit.learning.learner import Learner, SlotLearning
 from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
+from tacit.learning.registry_models import ServingClassifiers
 from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
@@ -34,11 +36,13 @@ from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor
+from tacit.server.predictions import Predictions
 from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
-from tacit.server.servicers.prediction import prediction_and_model_servicers
+from tacit.server.servicers.model import ModelServicer
+from tacit.server.servicers.prediction import PredictionServicer
 from tacit.store.db import Database
 from tacit.v1 import (
     audit_pb2,
@@ -208,6 +212,20 @@ class Runtime:
             self.learner.stop()
         self.models.close()
         self.db.dispose()
+
+
+def prediction_and_model_servicers(
+    runtime: Runtime, known_names: Container[str]
+) -> tuple[PredictionServicer, ModelServicer]:
+    """Both services share one set of served classifiers (loaded once per version)."""
+    settings = runtime.settings
+    classifiers = ServingClassifiers(runtime.db, settings.learner.reload_interval_seconds)
+    profiles = runtime.profiles if runtime.profiles is not None else ProfileStore(runtime.db)
+    predictions = Predictions(runtime.db, runtime.boundary, profiles, classifiers)
+    return (
+        PredictionServicer(predictions, settings.limits, known_names),
+        ModelServicer(runtime.db, settings, classifiers),
+    )
 
 
 def create_server(

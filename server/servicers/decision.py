@@ -6,6 +6,7 @@ import grpc
 
 from tacit.server import converters
 from tacit.server.config import Settings
+from tacit.server.converters import decision as decision_converters
 from tacit.server.decisions import DecisionEngine, RewardOutcome
 from tacit.server.errors import NotFound
 from tacit.v1 import decision_pb2, decision_pb2_grpc
@@ -29,10 +30,10 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         if request.slot not in self._settings.slots:
             converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
             raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
-        rank_input = converters.rank_input(
+        rank_input = decision_converters.rank_input(
             request, self._settings.limits, self._settings.slot_limit(request.slot), self._known_names
         )
-        return converters.rank_response(self._engine.rank(rank_input))
+        return decision_converters.rank_response(self._engine.rank(rank_input))
 
     def Reward(
         self, request: decision_pb2.RewardRequest, context: grpc.ServicerContext

@@ -14,8 +14,8 @@ import grpc
 from tacit.experiments.errors import ExperimentConflict, ExperimentExists, ExperimentNotFound, SpecError
 from tacit.experiments.service import Experiment, ExperimentService
 from tacit.server import converters
-from tacit.server import experiment_converters as convert
 from tacit.server.auth import TokenStore
+from tacit.server.converters import experiment as convert
 from tacit.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tacit.v1 import experiment_pb2, experiment_pb2_grpc
 

@@ -1,16 +1,16 @@
-"""ModelService: the registry (List/Get), offline policy evaluation and drift."""
+"""ModelService: the registry (List/Get), offline policy evaluation and drift; conversions in
+`converters.model`."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
 import re
-from datetime import timedelta
 
 import grpc
 
 from tacit.learning.evaluation import (
+    DRIFT_RECENT,
+    DRIFT_REWARD_ALPHA,
+    DRIFT_THRESHOLD,
     DriftSummary,
     EvaluationError,
     bandit_drift_report,
@@ -21,13 +21,19 @@ from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import (
     CLASSIFIER_TASKS,
     ModelNotFoundError,
-    ModelRecord,
     ServingClassifiers,
     get_record,
     list_records,
 )
 from tacit.server import converters
 from tacit.server.config import Settings
+from tacit.server.converters.model import (
+    decode_page_token,
+    drift_message,
+    encode_page_token,
+    finite_or,
+    model_message,
+)
 from tacit.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from tacit.store.db import Database
 from tacit.v1 import model_pb2, model_pb2_grpc
@@ -37,81 +43,6 @@ DEFAULT_PAGE = 50
 MAX_POLICIES = 16
 TASK = re.compile(r"^(conversion|churn|bandit:[a-z][a-z0-9_\-]{0,63})$")
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
-DRIFT_RECENT = timedelta(days=7)
-DRIFT_THRESHOLD = 0.2
-DRIFT_REWARD_ALPHA = 0.01
-
-
-def encode_page_token(after_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{after_id}".encode()).decode()
-
-
-def decode_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        if not text.startswith("id:"):
-            raise ValueError
-        return int(text[3:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token returned by ListModels") from None
-
-
-def model_message(record: ModelRecord) -> model_pb2.Model:
-    return model_pb2.Model(
-        name=record.name,
-        task=record.task,
-        version=record.version,
-        active=record.active,
-        metrics={k: float(v) for k, v in record.metrics.items() if math.isfinite(float(v))},
-        create_time=converters.to_timestamp(record.created_at),
-    )
-
-
-def _finite(value: float, default: float = 0.0) -> float:
-    return value if math.isfinite(value) else default
-
-
-def drift_message(summary: DriftSummary) -> model_pb2.DriftReport:
-    """The wire form of a drift summary; NaN figures (nothing to compare) become 0."""
-    report = summary.report
-    message = model_pb2.DriftReport(
-        task=summary.task,
-        features=[
-            model_pb2.FeatureDrift(feature=name, psi=_finite(psi)) for name, psi in report.feature_psi.items()
-        ],
-        stale=report.stale,
-        threshold=report.threshold,
-        drifted_features=list(report.drifted_features),
-        current_start_time=converters.to_timestamp(summary.window_start),
-        current_end_time=converters.to_timestamp(summary.window_end),
-        reference_count=report.n_reference,
-        current_count=report.n_current,
-        model_version=summary.version,
-    )
-    if report.prediction_psi is not None and math.isfinite(report.prediction_psi):
-        message.prediction_psi = report.prediction_psi
-    if summary.reference_start is not None:
-        message.reference_start_time.CopyFrom(converters.to_timestamp(summary.reference_start))
-    if summary.reference_end is not None:
-        message.reference_end_time.CopyFrom(converters.to_timestamp(summary.reference_end))
-    reward = report.reward
-    if reward is not None:
-        message.reward_rate_drift.CopyFrom(
-            model_pb2.RewardRateDrift(
-                reference_rate=_finite(reward.reference_rate),
-                current_rate=_finite(reward.current_rate),
-                reference_count=report.n_reference,
-                current_count=report.n_current,
-                z=_finite(reward.z),
-                p_value=_finite(reward.p_value, 1.0),
-                drifted=reward.significant,
-                alpha=DRIFT_REWARD_ALPHA,
-                status=reward.status.value,
-            )
-        )
-    return message
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -171,9 +102,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 model_pb2.PolicyEstimate(
                     policy=e.policy,
                     estimator=e.estimator,
-                    value=_finite(e.value),
-                    ci_low=_finite(e.ci_low),
-                    ci_high=_finite(e.ci_high),
+                    value=finite_or(e.value),
+                    ci_low=finite_or(e.ci_low),
+                    ci_high=finite_or(e.ci_high),
                     n=e.n,
                 )
                 for e in estimates
@@ -184,7 +115,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.GetDriftReportRequest, context: grpc.ServicerContext
     ) -> model_pb2.DriftReport:
         if request.task.startswith("bandit:"):
-            return drift_message(self._bandit_drift(request.task))
+            return drift_message(self._bandit_drift(request.task), DRIFT_REWARD_ALPHA)
         if request.task not in CLASSIFIER_TASKS:
             raise InvalidArgument("task", f"must be one of {list(CLASSIFIER_TASKS)} or bandit:<slot>")
         try:
@@ -193,7 +124,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             raise FailedPrecondition(f"no active {request.task} model", "MODEL_NOT_FOUND") from None
         except ModelIntegrityError as error:
             raise FailedPrecondition(str(error), "MODEL_INTEGRITY") from None
-        return drift_message(drift_report(self._db, request.task, served, DRIFT_RECENT, DRIFT_THRESHOLD))
+        return drift_message(
+            drift_report(self._db, request.task, served, DRIFT_RECENT, DRIFT_THRESHOLD), DRIFT_REWARD_ALPHA
+        )
 
     def _bandit_drift(self, task: str) -> DriftSummary:
         if not TASK.match(task):

@@ -20,7 +20,7 @@ from tacit.experiments.errors import ExperimentConflict, SpecError
 from tacit.experiments.rules import Guardrail, Stage
 from tacit.experiments.service import ArmConfig, ExperimentDefinition, ExperimentService
 from tacit.server.auth import Role
-from tacit.server.experiment_converters import definition_from_proto
+from tacit.server.converters.experiment import definition_from_proto
 from tacit.store.db import Database
 from tacit.store.schema import Decision, ExperimentRecord
 from tacit.v1 import decision_pb2, decision_pb2_grpc, experiment_pb2, experiment_pb2_grpc

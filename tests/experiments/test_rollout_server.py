@@ -199,7 +199,7 @@ def test_winner_goes_through_every_stage_and_ships(rollout_server: ServerHandle,
 
     # The chart of the stored history.
     from tacit.experiments.report import render_chart
-    from tacit.server.experiment_converters import change_from_proto
+    from tacit.server.converters.experiment import change_from_proto
 
     chart = render_chart([change_from_proto(c) for c in _history(handle, "winner")], tmp_path / "winner.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

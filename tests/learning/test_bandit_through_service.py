@@ -6,12 +6,17 @@ questions of the spine issue; the figures are printed for the closing note.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from tacit.server.config import DEFAULT_VW_ARGS
-from tacit.sim.baseline import run_bare_vw
 from tacit.sim.client import drive
 from tacit.sim.world import ContentSite
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sim_bare_vw import run_bare_vw  # noqa: E402
 
 DECISIONS = 20_000
 LAST = 5_000

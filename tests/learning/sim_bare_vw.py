@@ -1,4 +1,7 @@
-"""The same simulated stream fed to a bare VW workspace: the yardstick for learning through the service."""
+"""The same simulated stream fed to a bare VW workspace: the yardstick for learning through the service.
+
+It drives `learning` directly, so it lives with the tests, not in `sim` (a client of the public API only).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Protobuf <-> domain conversions with edge validation.
+"""Protobuf <-> domain conversions with edge validation: the shared field checks here, one
+module per service beside them (`decision`, `experiment`, `model`).
 
 Errors name the field (`candidates[3].id`, `context.values["x"]`) but never
 echo a value. A map key is client input too, so it is named by position, not
@@ -17,9 +18,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from tacit.privacy.identifiers import personal_data_in_identifier
 from tacit.server.config import LimitSettings
-from tacit.server.decisions import RankInput, RankResult, Value
+from tacit.server.decisions import Value
 from tacit.server.errors import InvalidArgument
-from tacit.v1 import common_pb2, decision_pb2
+from tacit.v1 import common_pb2
 
 CONTENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 EVENT_ID = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
@@ -95,54 +96,6 @@ def features_to_dict(
         else:
             raise InvalidArgument(_where(field, name, values, known_names), "has no value")
     return out
-
-
-def rank_input(
-    request: decision_pb2.RankRequest,
-    limits: LimitSettings,
-    max_candidates: int,
-    known_names: Container[str] = frozenset(),
-) -> RankInput:
-    require_text("slot", request.slot, limits, SLOT_NAME)
-    require_text("subject_id", request.subject_id, limits)
-    if not request.candidates:
-        raise InvalidArgument("candidates", "at least one candidate is required")
-    if len(request.candidates) > max_candidates:
-        raise InvalidArgument("candidates", f"more than {max_candidates} candidates for this slot")
-    seen: set[str] = set()
-    candidates = []
-    for index, candidate in enumerate(request.candidates):
-        field = f"candidates[{index}]"
-        if not CONTENT_ID.match(candidate.id):
-            raise InvalidArgument(f"{field}.id", f"must match {CONTENT_ID.pattern}")
-        if candidate.id in seen:
-            raise InvalidArgument(f"{field}.id", "duplicates an earlier candidate id")
-        seen.add(candidate.id)
-        candidates.append(
-            (candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names))
-        )
-    for index, excluded in enumerate(request.excluded_ids):
-        if not CONTENT_ID.match(excluded):
-            raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")
-    return RankInput(
-        slot=request.slot,
-        subject_id=request.subject_id,
-        context=features_to_dict("context", request.context, limits, known_names),
-        candidates=candidates,
-        excluded_ids=frozenset(request.excluded_ids),
-        event_id=event_id_or_empty("event_id", request.event_id),
-        defer_activation=request.defer_activation,
-    )
-
-
-def rank_response(result: RankResult) -> decision_pb2.RankResponse:
-    return decision_pb2.RankResponse(
-        event_id=result.event_id,
-        chosen_id=result.chosen_id,
-        ranking=[decision_pb2.RankedCandidate(id=cid, probability=p) for cid, p in result.ranking],
-        model_version=result.model_version,
-        arm=result.arm,
-    )
 
 
 def timestamp_or_none(field: str, stamp: Timestamp, present: bool) -> datetime | None:

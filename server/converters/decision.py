@@ -1,0 +1,59 @@
+"""DecisionService protobuf <-> domain conversions: a Rank request in, its ranking out."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+from tacit.server.config import LimitSettings
+from tacit.server.converters import CONTENT_ID, SLOT_NAME, event_id_or_empty, features_to_dict, require_text
+from tacit.server.decisions import RankInput, RankResult
+from tacit.server.errors import InvalidArgument
+from tacit.v1 import decision_pb2
+
+
+def rank_input(
+    request: decision_pb2.RankRequest,
+    limits: LimitSettings,
+    max_candidates: int,
+    known_names: Container[str] = frozenset(),
+) -> RankInput:
+    require_text("slot", request.slot, limits, SLOT_NAME)
+    require_text("subject_id", request.subject_id, limits)
+    if not request.candidates:
+        raise InvalidArgument("candidates", "at least one candidate is required")
+    if len(request.candidates) > max_candidates:
+        raise InvalidArgument("candidates", f"more than {max_candidates} candidates for this slot")
+    seen: set[str] = set()
+    candidates = []
+    for index, candidate in enumerate(request.candidates):
+        field = f"candidates[{index}]"
+        if not CONTENT_ID.match(candidate.id):
+            raise InvalidArgument(f"{field}.id", f"must match {CONTENT_ID.pattern}")
+        if candidate.id in seen:
+            raise InvalidArgument(f"{field}.id", "duplicates an earlier candidate id")
+        seen.add(candidate.id)
+        candidates.append(
+            (candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names))
+        )
+    for index, excluded in enumerate(request.excluded_ids):
+        if not CONTENT_ID.match(excluded):
+            raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")
+    return RankInput(
+        slot=request.slot,
+        subject_id=request.subject_id,
+        context=features_to_dict("context", request.context, limits, known_names),
+        candidates=candidates,
+        excluded_ids=frozenset(request.excluded_ids),
+        event_id=event_id_or_empty("event_id", request.event_id),
+        defer_activation=request.defer_activation,
+    )
+
+
+def rank_response(result: RankResult) -> decision_pb2.RankResponse:
+    return decision_pb2.RankResponse(
+        event_id=result.event_id,
+        chosen_id=result.chosen_id,
+        ranking=[decision_pb2.RankedCandidate(id=cid, probability=p) for cid, p in result.ranking],
+        model_version=result.model_version,
+        arm=result.arm,
+    )

@@ -1,0 +1,87 @@
+"""ModelService protobuf <-> domain conversions: registry records, drift reports, page tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+
+from tacit.learning.evaluation import DriftSummary
+from tacit.learning.registry_models import ModelRecord
+from tacit.server.converters import to_timestamp
+from tacit.server.errors import InvalidArgument
+from tacit.v1 import model_pb2
+
+
+def encode_page_token(after_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{after_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        if not text.startswith("id:"):
+            raise ValueError
+        return int(text[3:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token returned by ListModels") from None
+
+
+def model_message(record: ModelRecord) -> model_pb2.Model:
+    return model_pb2.Model(
+        name=record.name,
+        task=record.task,
+        version=record.version,
+        active=record.active,
+        metrics={k: float(v) for k, v in record.metrics.items() if math.isfinite(float(v))},
+        create_time=to_timestamp(record.created_at),
+    )
+
+
+def finite_or(value: float, default: float = 0.0) -> float:
+    """A figure the wire can carry: NaN or infinity (nothing to compare) becomes `default`."""
+    return value if math.isfinite(value) else default
+
+
+def drift_message(summary: DriftSummary, reward_alpha: float) -> model_pb2.DriftReport:
+    """The wire form of a drift summary; NaN figures (nothing to compare) become 0."""
+    report = summary.report
+    message = model_pb2.DriftReport(
+        task=summary.task,
+        features=[
+            model_pb2.FeatureDrift(feature=name, psi=finite_or(psi))
+            for name, psi in report.feature_psi.items()
+        ],
+        stale=report.stale,
+        threshold=report.threshold,
+        drifted_features=list(report.drifted_features),
+        current_start_time=to_timestamp(summary.window_start),
+        current_end_time=to_timestamp(summary.window_end),
+        reference_count=report.n_reference,
+        current_count=report.n_current,
+        model_version=summary.version,
+    )
+    if report.prediction_psi is not None and math.isfinite(report.prediction_psi):
+        message.prediction_psi = report.prediction_psi
+    if summary.reference_start is not None:
+        message.reference_start_time.CopyFrom(to_timestamp(summary.reference_start))
+    if summary.reference_end is not None:
+        message.reference_end_time.CopyFrom(to_timestamp(summary.reference_end))
+    reward = report.reward
+    if reward is not None:
+        message.reward_rate_drift.CopyFrom(
+            model_pb2.RewardRateDrift(
+                reference_rate=finite_or(reward.reference_rate),
+                current_rate=finite_or(reward.current_rate),
+                reference_count=report.n_reference,
+                current_count=report.n_current,
+                z=finite_or(reward.z),
+                p_value=finite_or(reward.p_value, 1.0),
+                drifted=reward.significant,
+                alpha=reward_alpha,
+                status=reward.status.value,
+            )
+        )
+    return message
