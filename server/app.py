@@ -25,10 +25,11 @@ from tacit.learning.registry import ServingModels
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
 from tacit.privacy.erasure import RetentionPurger, retention_purger
+from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore
-from tacit.server.config import Settings
+from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
@@ -66,6 +67,19 @@ SERVICE_NAMES = (
 )
 
 
+def _require_shared_keys(db: Database, keyring: KeyRing, settings: Settings) -> None:
+    """Refuses to start a replica whose pseudonym keys differ from the database's (see key_registry)."""
+    try:
+        register_key_ring(db, keyring)
+    except KeyRingMismatch as error:
+        db.dispose()
+        raise ConfigError(
+            f"{error}. Every process on one database must use the same pseudonym keys: copy "
+            f"the key file of a running replica to {settings.keys_path}, or point privacy.keys_file "
+            "(TACIT_PRIVACY__KEYS_FILE) at one shared 0600 secret file, then start again"
+        ) from None
+
+
 def policy_set(settings: Settings) -> PolicySet:
     """The built-in policies with the configured kinds replacing theirs."""
     return PolicySet.from_mapping({**DEFAULT_POLICIES, **settings.privacy.policies})
@@ -98,6 +112,7 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(settings.database_url)
         keyring = KeyRing.load_or_create(settings.keys_path)
+        _require_shared_keys(db, keyring, settings)
         analyzer = build_analyzer(
             AnalyzerSettings(
                 ner_model=settings.privacy.ner_model, max_text_chars=settings.privacy.max_text_chars
