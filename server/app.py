@@ -108,6 +108,8 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
+        """Builds every collaborator; `seed` (else `server.seed`) makes sampling reproducible."""
+        seed = seed if seed is not None else settings.server.seed
         data_dir = settings.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(settings.database_url)
@@ -124,7 +126,7 @@ class Runtime:
             analyzer,
             BoundaryLimits(max_text_chars=settings.privacy.max_text_chars),
         )
-        models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()})
+        models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()}, seed)
         decision_log = DecisionLog(
             db, settings.decision_log.flush_interval_ms, settings.decision_log.max_batch
         )
@@ -142,6 +144,8 @@ class Runtime:
                 checkpoint_interval_seconds=settings.learner.checkpoint_interval_seconds,
                 poll_interval_seconds=settings.learner.poll_interval_seconds,
                 keep_checkpoints=settings.learner.keep_checkpoints,
+                checkpoint_grace_seconds=settings.learner.checkpoint_grace_seconds,
+                random_seed=seed,
             )
         profiles = ProfileStore(db)
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)

@@ -64,6 +64,9 @@ class RankResult:
     ranking: tuple[tuple[str, float], ...]
     model_version: str
     arm: str
+    # Undeclared entries the privacy policy dropped (counts only: the keys are client input).
+    dropped_context_fields: int = 0
+    dropped_candidate_fields: int = 0
 
 
 class RewardOutcome(Enum):
@@ -340,6 +343,8 @@ class DecisionEngine:
             ranking=tuple((eligible[i][0], probabilities[i]) for i in order),
             model_version=model_version,
             arm=assignment.arm if assignment is not None else "",
+            dropped_context_fields=context.audit.dropped_undeclared,
+            dropped_candidate_fields=candidate_dropped,
         )
 
     def _profile_context(self, subject: str, names: Sequence[str], now: datetime) -> dict[str, Value]:

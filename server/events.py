@@ -33,6 +33,8 @@ class EventInput:
 class TrackResult:
     accepted: int
     duplicates: int
+    # Undeclared property entries the policy dropped, over the batch (a count: keys are client input).
+    dropped_fields: int = 0
 
 
 def _payload_kind(event_type: str) -> str:
@@ -83,7 +85,11 @@ class EventRecorder:
                 ).scalars()
             )
             append_entries(session, [audits[event_id] for event_id in ids if event_id in stored])
-        return TrackResult(accepted=len(stored), duplicates=len(ids) - len(stored))
+        return TrackResult(
+            accepted=len(stored),
+            duplicates=len(ids) - len(stored),
+            dropped_fields=sum(audit.dropped_undeclared for audit in audits.values()),
+        )
 
 
 def _insert_new(session: Session) -> postgresql.Insert | sqlite.Insert:

@@ -48,6 +48,9 @@ def worker_settings(settings: Settings, index: int, address: str) -> Settings:
     data["server"]["reuse_port"] = True
     data["learner"]["enabled"] = settings.learner.enabled and index == 0
     data["experiments"]["evaluate"] = settings.experiments.evaluate and index == 0
+    if settings.server.seed is not None:
+        # Each worker its own reproducible stream: the same seed would make them choose in lockstep.
+        data["server"]["seed"] = (settings.server.seed + index) % 2**32
     return Settings(**data)
 
 
