@@ -169,3 +169,36 @@ def test_request_id_reused_with_another_value_is_refused(reward_server) -> None:
         stored = session.execute(select(Reward.value).where(Reward.event_id == event_id)).scalars().all()
         assert decision is not None and len(stored) == 1
         assert (decision.reward, decision.reward_count) == (stored[0], 1)
+
+
+def test_concurrent_activates_and_first_rewards_leave_a_final_decision_learnable_now(reward_server) -> None:  # type: ignore[no-untyped-def]
+    handle = reward_server
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    event_ids = []
+    for i in range(DECISIONS):
+        request = rank_request("first", f"deferred-{i}", {"device": "mobile"}, CANDIDATES)
+        request.defer_activation = True
+        event_ids.append(stub.Rank(request, metadata=handle.metadata()).event_id)
+    for event_id in event_ids:
+        activate = decision_pb2.ActivateRequest(event_id=event_id)
+        reward = decision_pb2.RewardRequest(event_id=event_id, value=1.0, request_id="click-0001")
+        calls = [lambda activate=activate: stub.Activate(activate, metadata=handle.metadata())] * (
+            CALLERS // 2
+        ) + [lambda reward=reward: stub.Reward(reward, metadata=handle.metadata())] * (CALLERS // 2)
+        answers = _all_at_once(calls)
+        assert all(not isinstance(a, grpc.RpcError) for a in answers)
+        # Exactly one Activate made it learnable; exactly one Reward joined.
+        assert sorted(a.already_active for a in answers[: CALLERS // 2]) == [False] + [True] * (
+            CALLERS // 2 - 1
+        )
+        assert sorted(a.outcome for a in answers[CALLERS // 2 :]) == [decision_pb2.REWARD_OUTCOME_JOINED] + [
+            decision_pb2.REWARD_OUTCOME_DUPLICATE
+        ] * (CALLERS // 2 - 1)
+    with handle.running.runtime.db.transaction() as session:
+        for event_id in event_ids:
+            decision = session.get(Decision, event_id)
+            assert decision is not None and decision.activated_at is not None
+            # A `first` reward on an activated decision is final: learnable at once, whichever
+            # of Activate and Reward committed first — not only at the end of the window.
+            assert decision.learn_after is not None and decision.learn_after < decision.reward_deadline
+            assert (decision.reward, decision.reward_count) == (1.0, 1)
