@@ -67,12 +67,12 @@ SERVICE_NAMES = (
 )
 
 
-def _require_shared_keys(db: Database, keyring: KeyRing, settings: Settings) -> None:
+def require_shared_keys(db: Database, keyring: KeyRing, settings: Settings) -> None:
     """Refuses to start a replica whose pseudonym keys differ from the database's (see key_registry)."""
     try:
         register_key_ring(db, keyring)
     except KeyRingMismatch as error:
-        db.dispose()
+        db.dispose()  # the caller never gets the database to close
         raise ConfigError(
             f"{error}. Every process on one database must use the same pseudonym keys: copy "
             f"the key file of a running replica to {settings.keys_path}, or point privacy.keys_file "
@@ -114,7 +114,7 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(settings.database_url)
         keyring = KeyRing.load_or_create(settings.keys_path)
-        _require_shared_keys(db, keyring, settings)
+        require_shared_keys(db, keyring, settings)
         analyzer = build_analyzer(
             AnalyzerSettings(
                 ner_model=settings.privacy.ner_model, max_text_chars=settings.privacy.max_text_chars

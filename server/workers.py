@@ -35,9 +35,13 @@ def _free_port(host: str) -> int:
 
 def prepare_shared_state(settings: Settings) -> None:
     """Creates what every worker reads, once, before any worker starts."""
+    from tacit.server.app import require_shared_keys
+
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
-    Database.open(settings.database_url).dispose()
-    KeyRing.load_or_create(settings.keys_path)
+    db = Database.open(settings.database_url)
+    # Checked here, once, so a replica with other keys fails with the clear error, not a dead worker.
+    require_shared_keys(db, KeyRing.load_or_create(settings.keys_path), settings)
+    db.dispose()
     if settings.auth.enabled:
         TokenStore.load_or_create(settings.tokens_path)
 

@@ -8,8 +8,12 @@ and erasure through either finds every row. On SQLite (one file) and PostgreSQL.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -47,6 +51,27 @@ def test_a_replica_with_its_own_keys_refuses_to_start(database_url, start_server
     # Only the fingerprint is stored, never the key.
     key = ring.keys[ring.active_key_id]
     assert all(key.hex() not in r.fingerprint for r in rows)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tacit_serve_with_its_own_keys_exits_naming_the_file_to_copy(  # type: ignore[no-untyped-def]
+    database_url, start_server, tmp_path, workers: int
+) -> None:
+    start_server(database_url, data_dir=tmp_path / "replica-a")
+    env = {
+        **os.environ,
+        "TACIT_STORAGE__URL": database_url,
+        "TACIT_STORAGE__DATA_DIR": str(tmp_path / "replica-b"),
+        "TACIT_SERVER__ADDRESS": "127.0.0.1:0",
+        "TACIT_SERVER__WORKERS": str(workers),
+        "TACIT_SERVER__LOG_LEVEL": "WARNING",
+    }
+    tacit = Path(sys.executable).with_name("tacit")
+    # A replica that started would serve until killed: the timeout is the failure.
+    done = subprocess.run([str(tacit), "serve"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "privacy.keys_file" in done.stderr and str(tmp_path / "replica-b" / "keys.json") in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_replicas_sharing_the_key_file_pseudonymize_alike_and_erase_everywhere(  # type: ignore[no-untyped-def]
