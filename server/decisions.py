@@ -412,7 +412,10 @@ class DecisionEngine:
                     joined = session.execute(
                         _join_statement(event_id, slot.reward_aggregation, value, now)
                     ).rowcount
-                    late = joined == 0  # the learner consumed it first
+                    late = joined == 0  # the learner consumed it first (or an erasure deleted it)
+                if late and session.get(Decision, event_id) is None:
+                    # Erased since the first look: no orphan reward row for it.
+                    raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
                 session.add(
                     Reward(
                         event_id=event_id,
