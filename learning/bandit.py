@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shlex
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,24 +89,129 @@ class Prediction:
     model_version: str
 
 
+# Flags that break Tacit's loop: Tacit owns the model files and the example format,
+# learns online through `learn`, and serves probabilities for every action.
+_LOOP_BREAKING = {
+    "-i": "Tacit manages model files",
+    "--initial_regressor": "Tacit manages model files",
+    "-f": "Tacit manages model files",
+    "--final_regressor": "Tacit manages model files",
+    "-d": "Tacit feeds the examples",
+    "--data": "Tacit feeds the examples",
+    "--dsjson": "Tacit writes text examples",
+    "--json": "Tacit writes text examples",
+    "-t": "a test-only model never learns",
+    "--testonly": "a test-only model never learns",
+    "--daemon": "Tacit serves the model itself",
+    "--port": "Tacit serves the model itself",
+    "-c": "Tacit learns online, without a cache",
+    "--cache": "Tacit learns online, without a cache",
+    "--cache_file": "Tacit learns online, without a cache",
+    "--passes": "Tacit learns online, one pass",
+    "-p": "Tacit reads predictions from the API",
+    "--predictions": "Tacit reads predictions from the API",
+    "-r": "Tacit reads predictions from the API",
+    "--raw_predictions": "Tacit reads predictions from the API",
+    "--readable_model": "Tacit manages model files",
+    "--invert_hash": "Tacit manages model files",
+    "--cb_explore": "Tacit's examples are action-dependent (ADF)",
+    "--cb": "Tacit's examples are action-dependent (ADF)",
+    "--ccb_explore_adf": "Tacit logs one choice per decision",
+    "--slates": "Tacit logs one choice per decision",
+    "--cats": "Tacit's actions are discrete candidates",
+}
+# Options whose value names namespaces (by their first character), and the
+# characters such a value may use: Tacit's two namespaces and VW's ':' wildcard.
+_NAMESPACE_OPTIONS = {
+    "-q": ":",
+    "--quadratic": ":",
+    "--cubic": ":",
+    "--interactions": ":",
+    "--ignore": "",
+    "--ignore_linear": "",
+    "--keep": "",
+}
+_WRITTEN = SHARED_NAMESPACE + ACTION_NAMESPACE
+
+
+def _options(vw_args: str) -> list[tuple[str, str | None]]:
+    """(option, value) pairs; `-qUA`, `--quadratic=UA` and `-q UA` all become ("-q", "UA")."""
+    tokens = shlex.split(vw_args)
+    pairs: list[tuple[str, str | None]] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if token.startswith("--") and "=" in token:
+            name, glued = token.split("=", 1)
+            pairs.append((name, glued))
+        elif token in _NAMESPACE_OPTIONS:
+            following = tokens[index] if index < len(tokens) else None
+            index += following is not None
+            pairs.append((token, following))
+        elif token.startswith("-q") and not token.startswith("--"):
+            pairs.append(("-q", token[2:]))
+        else:
+            pairs.append((token, None))
+    return pairs
+
+
 def validate_arguments(vw_args: str) -> str:
-    """Checks that the slot's VW arguments describe an ADF explore policy."""
-    if _REQUIRED_ARG not in vw_args.split():
+    """Checks that the slot's VW arguments describe an ADF explore policy Tacit can feed.
+
+    Tacit writes the shared (context) features in namespace `U` and each action's in
+    `A`: an interaction, `--ignore` or `--keep` naming any other namespace would
+    silently match nothing, so it is refused, as are flags that break the loop.
+    """
+    try:
+        options = _options(vw_args)
+    except ValueError:
+        raise BanditConfigError("vw_args is not a valid argument string (unbalanced quotes)") from None
+    names = [name for name, _ in options]
+    if _REQUIRED_ARG not in names:
         raise BanditConfigError(f"vw_args must contain {_REQUIRED_ARG}")
-    forbidden = {"-i", "--initial_regressor", "-f", "--final_regressor", "-d", "--data"}
-    used = forbidden.intersection(vw_args.split())
-    if used:
-        raise BanditConfigError(f"vw_args may not set {sorted(used)}; Tacit manages model files")
+    for name, _ in options:
+        if name in _LOOP_BREAKING:
+            raise BanditConfigError(f"vw_args may not set {name}: {_LOOP_BREAKING[name]}")
+    for name, value in options:
+        if name not in _NAMESPACE_OPTIONS:
+            continue
+        allowed = _WRITTEN + _NAMESPACE_OPTIONS[name]
+        if not value or any(character not in allowed for character in value):
+            raise BanditConfigError(
+                f"vw_args {name} must name only Tacit's namespaces {SHARED_NAMESPACE} (context) and "
+                f"{ACTION_NAMESPACE} (actions){' or the wildcard :' if _NAMESPACE_OPTIONS[name] else ''}, "
+                f"e.g. {name} UA"
+            )
     return vw_args
+
+
+def check_workspace(vw_args: str) -> None:
+    """Builds and discards a workspace, so VW refuses an unknown or inconsistent option at config load."""
+    try:
+        workspace = vowpalwabbit.Workspace(f"{validate_arguments(vw_args)} --quiet")
+    except RuntimeError as error:
+        raise BanditConfigError(f"Vowpal Wabbit refuses vw_args: {error}") from None
+    workspace.finish()
 
 
 class SlotModel:
     """A slot's VW workspace: predict, learn and snapshot under one lock."""
 
-    def __init__(self, vw_args: str, model_version: str = "v0", model_path: Path | None = None):
+    def __init__(
+        self,
+        vw_args: str,
+        model_version: str = "v0",
+        model_path: Path | None = None,
+        random_seed: int | None = None,
+    ):
         self.vw_args = validate_arguments(vw_args)
         self.model_version = model_version
         arguments = f"{self.vw_args} --quiet"
+        if model_path is None and random_seed is not None and "--random_seed" not in self.vw_args.split():
+            # VW's own randomness (e.g. --bag's bootstrap) is seeded too, for replays. A
+            # checkpoint carries its seed state (VW refuses a second, different one).
+            arguments += f" --random_seed {random_seed}"
         if model_path is not None:
             arguments += f" -i {model_path}"
         self._workspace = vowpalwabbit.Workspace(arguments)

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from tacit.learning.bandit import SlotModel
 from tacit.learning.registry import (
     bandit_task,
+    expired_checkpoints,
     load_slot_model,
     newest_checkpoint,
     register_checkpoint,
@@ -50,7 +51,9 @@ class Learner:
         checkpoint_interval_seconds: float = 1.0,
         poll_interval_seconds: float = 0.05,
         keep_checkpoints: int = 5,
+        checkpoint_grace_seconds: float = 60.0,
         batch_size: int = 500,
+        random_seed: int | None = None,
     ):
         self.db = db
         self.slots = slots
@@ -58,6 +61,7 @@ class Learner:
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
         self.poll_interval_seconds = poll_interval_seconds
         self.keep_checkpoints = keep_checkpoints
+        self.checkpoint_grace = timedelta(seconds=checkpoint_grace_seconds)
         self.batch_size = batch_size
         self._models: dict[str, SlotModel] = {}
         self._dirty: set[str] = set()
@@ -72,7 +76,7 @@ class Learner:
         for slot, config in slots.items():
             with db.transaction() as session:
                 checkpoint = newest_checkpoint(session, bandit_task(slot))
-            self._models[slot] = load_slot_model(config.vw_args, checkpoint)
+            self._models[slot] = load_slot_model(config.vw_args, checkpoint, random_seed)
             if checkpoint is not None:
                 self._models[slot].examples_learned = checkpoint.examples
 
@@ -113,7 +117,11 @@ class Learner:
         return len(rows)
 
     def checkpoint(self) -> list[str]:
-        """Registers a new version for every slot that learned something; returns those slots."""
+        """Registers a new version for every slot that learned something; returns those slots.
+
+        Retention: versions beyond `keep_checkpoints` and older than the grace period lose
+        their registry row in the same transaction and their file after it commits.
+        """
         done = []
         for slot in sorted(self._dirty):
             with self.db.transaction() as session:
@@ -122,13 +130,17 @@ class Learner:
                     self._models[slot],
                     bandit_task(slot),
                     self.models_dir,
-                    self.keep_checkpoints,
                 )
                 session.execute(
                     update(Decision)
                     .where(Decision.slot == slot, Decision.learn_state == LEARN_IN_MODEL)
                     .values(learn_state=LEARN_CHECKPOINTED)
                 )
+                expired = expired_checkpoints(
+                    session, bandit_task(slot), self.keep_checkpoints, self.checkpoint_grace
+                )
+            for path in expired:
+                path.unlink(missing_ok=True)
             done.append(slot)
         self._dirty.clear()
         return done

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -64,21 +64,26 @@ def next_version(session: Session, task: str) -> str:
     return f"v{number:06d}"
 
 
-def load_slot_model(vw_args: str, checkpoint: Checkpoint | None) -> SlotModel:
+def load_slot_model(
+    vw_args: str, checkpoint: Checkpoint | None, random_seed: int | None = None
+) -> SlotModel:
     """A serving model from a checkpoint (verified against its hash) or a fresh one."""
     if checkpoint is None:
-        return SlotModel(vw_args, model_version="v000000")
+        return SlotModel(vw_args, model_version="v000000", random_seed=random_seed)
     if not checkpoint.path.exists() or file_sha256(checkpoint.path) != checkpoint.sha256:
         raise ModelIntegrityError(f"model {checkpoint.task} {checkpoint.version} fails its hash check")
-    return SlotModel(vw_args, model_version=checkpoint.version, model_path=checkpoint.path)
+    return SlotModel(
+        vw_args, model_version=checkpoint.version, model_path=checkpoint.path, random_seed=random_seed
+    )
 
 
 class ServingModels:
     """The newest checkpoint of every slot, swapped in without a restart."""
 
-    def __init__(self, db: Database, slot_args: dict[str, str]):
+    def __init__(self, db: Database, slot_args: dict[str, str], random_seed: int | None = None):
         self._db = db
         self._slot_args = slot_args
+        self._random_seed = random_seed
         self._models: dict[str, SlotModel] = {}
         self._lock = threading.Lock()
         self.refresh()
@@ -96,11 +101,11 @@ class ServingModels:
             if current is not None and (checkpoint is None or checkpoint.version == current.model_version):
                 continue
             try:
-                model = load_slot_model(vw_args, checkpoint)
+                model = load_slot_model(vw_args, checkpoint, self._random_seed)
             except ModelIntegrityError:
                 logger.error("checkpoint rejected", extra={"slot": slot})
                 if current is None:
-                    model = load_slot_model(vw_args, None)
+                    model = load_slot_model(vw_args, None, self._random_seed)
                 else:
                     continue
             with self._lock:
@@ -117,14 +122,38 @@ class ServingModels:
             self._models.clear()
 
 
+def expired_checkpoints(
+    session: Session, task: str, keep: int, grace: timedelta, now: datetime | None = None
+) -> list[Path]:
+    """Deletes the registry rows of old checkpoints of `task`; returns their files to unlink after commit.
+
+    Kept: the `keep` newest versions (so always the active, newest one) and any version
+    younger than `grace`, which a serving process may have read as the newest and not
+    loaded yet (it reloads every `learner.reload_interval_seconds`; a process that
+    already loaded a version holds it in memory and never reads its file again).
+    """
+    moment = now or datetime.now(UTC)
+    keep = max(keep, 1)
+    rows = session.execute(
+        select(ModelVersion).where(ModelVersion.task == task).order_by(ModelVersion.id.desc()).offset(keep)
+    ).scalars()
+    paths = []
+    for row in rows:
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        if moment - created < grace:
+            continue
+        paths.append(Path(row.path))
+        session.delete(row)
+    return paths
+
+
 def register_checkpoint(
     session: Session,
     model: SlotModel,
     task: str,
     models_dir: Path,
-    keep: int,
 ) -> Checkpoint:
-    """Saves `model` as the next version of `task` and prunes old files."""
+    """Saves `model` as the next version of `task` (old versions: `expired_checkpoints`)."""
     version = next_version(session, task)
     path = models_dir / task.replace(":", "_") / f"{version}.vw"
     model.save(path)
@@ -143,14 +172,5 @@ def register_checkpoint(
         )
     )
     session.flush()
-    old = session.execute(
-        select(ModelVersion)
-        .where(ModelVersion.task == task, ModelVersion.active.is_(True))
-        .order_by(ModelVersion.id.desc())
-        .offset(keep)
-    ).scalars()
-    for row in old:
-        row.active = False
-        Path(row.path).unlink(missing_ok=True)
     model.model_version = version
     return Checkpoint(task, version, path, checksum, model.examples_learned)

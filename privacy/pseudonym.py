@@ -31,6 +31,7 @@ _KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 PSEUDONYM_RE = re.compile(r"^ps1:[A-Za-z0-9_-]{1,32}:[a-z2-7]{52}$")
 _KEYFILE_VERSION = 1
+_FINGERPRINT_LABEL = b"tacit/pseudonym-key-fingerprint/v1"
 
 
 class KeyRingError(ValueError):
@@ -119,6 +120,10 @@ class KeyRing:
         encoded = base64.b32encode(digest).decode("ascii").rstrip("=").lower()
         return f"{PSEUDONYM_PREFIX}:{key_id}:{encoded}"
 
+    def fingerprints(self) -> dict[str, str]:
+        """Key id -> `key_fingerprint` of that key, for every key in the ring."""
+        return {key_id: key_fingerprint(key) for key_id, key in self.keys.items()}
+
     # -- persistence --------------------------------------------------------
 
     @classmethod
@@ -202,6 +207,15 @@ class KeyRing:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def key_fingerprint(key: bytes) -> str:
+    """HMAC-SHA256 of a fixed label under ``key`` (hex): equal keys give equal fingerprints.
+
+    Safe to store and compare: without the key it cannot be computed, and it reveals
+    nothing about the key (the key is 256 random bits).
+    """
+    return hmac.new(bytes(key), _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
 
 
 def _new_key_id(existing: set[str]) -> str:

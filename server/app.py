@@ -28,10 +28,11 @@ from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
 from tacit.privacy.erasure import RetentionPurger, retention_purger
+from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore
-from tacit.server.config import Settings
+from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
@@ -71,6 +72,19 @@ SERVICE_NAMES = (
 )
 
 
+def require_shared_keys(db: Database, keyring: KeyRing, settings: Settings) -> None:
+    """Refuses to start a replica whose pseudonym keys differ from the database's (see key_registry)."""
+    try:
+        register_key_ring(db, keyring)
+    except KeyRingMismatch as error:
+        db.dispose()  # the caller never gets the database to close
+        raise ConfigError(
+            f"{error}. Every process on one database must use the same pseudonym keys: copy "
+            f"the key file of a running replica to {settings.keys_path}, or point privacy.keys_file "
+            "(TACIT_PRIVACY__KEYS_FILE) at one shared 0600 secret file, then start again"
+        ) from None
+
+
 def policy_set(settings: Settings) -> PolicySet:
     """The built-in policies with the configured kinds replacing theirs."""
     return PolicySet.from_mapping({**DEFAULT_POLICIES, **settings.privacy.policies})
@@ -99,10 +113,13 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
+        """Builds every collaborator; `seed` (else `server.seed`) makes sampling reproducible."""
+        seed = seed if seed is not None else settings.server.seed
         data_dir = settings.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(settings.database_url)
         keyring = KeyRing.load_or_create(settings.keys_path)
+        require_shared_keys(db, keyring, settings)
         audit_keys = audit_log.load_or_create_keys(db, settings.audit_keys_path)
         audit_log.bind_audit_keys(db, audit_keys, settings.audit_keys_path)
         analyzer = build_analyzer(
@@ -116,7 +133,7 @@ class Runtime:
             analyzer,
             BoundaryLimits(max_text_chars=settings.privacy.max_text_chars),
         )
-        models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()})
+        models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()}, seed)
         decision_log = DecisionLog(
             db, settings.decision_log.flush_interval_ms, settings.decision_log.max_batch
         )
@@ -134,6 +151,8 @@ class Runtime:
                 checkpoint_interval_seconds=settings.learner.checkpoint_interval_seconds,
                 poll_interval_seconds=settings.learner.poll_interval_seconds,
                 keep_checkpoints=settings.learner.keep_checkpoints,
+                checkpoint_grace_seconds=settings.learner.checkpoint_grace_seconds,
+                random_seed=seed,
             )
         profiles = ProfileStore(db)
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)

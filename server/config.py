@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tacit.learning.bandit import BanditConfigError, validate_arguments
+from tacit.learning.bandit import BanditConfigError, check_workspace
 
 DEFAULT_VW_ARGS = "--cb_explore_adf --squarecb -q UA"
 
@@ -36,6 +36,13 @@ class ServerSettings(_Section):
     grace_seconds: float = Field(10.0, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables the Prometheus endpoint")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    seed: int | None = Field(
+        None,
+        ge=0,
+        lt=2**32,
+        description="seeds Rank's sampling and VW's --random_seed so a replay of the same requests "
+        "makes the same choices; None = from the OS",
+    )
 
 
 class StorageSettings(_Section):
@@ -66,7 +73,14 @@ class LearnerSettings(_Section):
     poll_interval_seconds: float = Field(0.05, gt=0)
     checkpoint_interval_seconds: float = Field(1.0, gt=0)
     reload_interval_seconds: float = Field(0.5, gt=0)
-    keep_checkpoints: int = Field(5, ge=1)
+    keep_checkpoints: int = Field(
+        5, ge=1, description="bandit checkpoints kept per slot (rows and files); older ones are deleted"
+    )
+    checkpoint_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="a checkpoint younger than this is never deleted: a serving process may be loading it",
+    )
 
 
 class SlotSettings(_Section):
@@ -95,7 +109,8 @@ class SlotSettings(_Section):
     @classmethod
     def _valid_vw(cls, value: str) -> str:
         try:
-            return validate_arguments(value)
+            check_workspace(value)
+            return value
         except BanditConfigError as error:
             raise ValueError(str(error)) from None
 

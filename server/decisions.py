@@ -20,9 +20,11 @@ from itertools import accumulate
 from threading import Lock
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import DateTime, Float, case, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.expression import ColumnElement
 
 from tacit.experiments.service import ArmAssignment
 from tacit.learning.profiles import ProfileStore
@@ -31,7 +33,7 @@ from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
-from tacit.server.errors import InvalidArgument, NotFound
+from tacit.server.errors import AlreadyExists, InvalidArgument, NotFound
 from tacit.store.db import Database
 from tacit.store.schema import LEARN_WAITING, Decision, Reward
 
@@ -62,6 +64,9 @@ class RankResult:
     ranking: tuple[tuple[str, float], ...]
     model_version: str
     arm: str
+    # Undeclared entries the privacy policy dropped (counts only: the keys are client input).
+    dropped_context_fields: int = 0
+    dropped_candidate_fields: int = 0
 
 
 class RewardOutcome(Enum):
@@ -82,17 +87,59 @@ class EventIds:
             return "evt_" + self._rng.bytes(16).hex()
 
 
-def aggregate(rule: str, current: float | None, value: float) -> float:
-    """Applies a slot's aggregation rule for repeated rewards."""
-    if current is None:
-        return value
+def reward_expression(rule: str, value: float) -> ColumnElement[float]:
+    """A slot's aggregation rule for repeated rewards, as a SQL expression over the stored reward.
+
+    first keeps the stored value, last takes the new one, sum adds, max keeps the larger;
+    evaluated inside the UPDATE so it always sees the newest committed reward.
+    """
+    incoming = literal(value, Float)
     if rule == "first":
-        return current
+        return func.coalesce(Decision.reward, incoming)
     if rule == "last":
-        return value
+        return incoming
     if rule == "sum":
-        return current + value
-    return max(current, value)
+        return func.coalesce(Decision.reward, 0.0) + incoming
+    return case((Decision.reward.is_(None) | (Decision.reward < incoming), incoming), else_=Decision.reward)
+
+
+def _join_statement(event_id: str, rule: str, value: float, now: datetime) -> Update:
+    """Joins one reward atomically; matches no row once the learner has consumed the decision."""
+    values: dict[str, object] = {
+        "reward": reward_expression(rule, value),
+        "reward_count": Decision.reward_count + 1,
+    }
+    if rule == "first":
+        # The first reward is final: learnable now unless it still waits for Activate.
+        ready = Decision.deferred.is_(False) | Decision.activated_at.is_not(None)
+        learnable_now = literal(now, DateTime(timezone=True))
+        values["learn_after"] = case((ready, learnable_now), else_=Decision.learn_after)
+    return (
+        update(Decision)
+        .where(Decision.event_id == event_id, Decision.learn_state == LEARN_WAITING)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _stored_reward(session: Session, event_id: str, request_id: str, value: float) -> bool:
+    """True when this request id was already recorded with this value.
+
+    The same request id with another value is not a retry: ALREADY_EXISTS naming
+    the field (never the values).
+    """
+    stored = session.execute(
+        select(Reward.value).where(Reward.event_id == event_id, Reward.request_id == request_id)
+    ).scalar_one_or_none()
+    if stored is None:
+        return False
+    if stored != value:
+        raise AlreadyExists(
+            "request_id: already used for this event with a different value; "
+            "a retry must repeat the original request, a new reward needs a new request_id",
+            "REQUEST_ID_REUSED",
+        )
+    return True
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -190,16 +237,6 @@ def _merged_audit(
         fields=fields,
         dropped_undeclared=context_entry.dropped_undeclared + candidate_dropped,
     )
-
-
-def _locked_decision(session: Session, event_id: str) -> Decision:
-    """The decision row, locked for this transaction; NOT_FOUND when there is none."""
-    decision = session.execute(
-        select(Decision).where(Decision.event_id == event_id).with_for_update()
-    ).scalar_one_or_none()
-    if decision is None:
-        raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
-    return decision
 
 
 class DecisionEngine:
@@ -306,6 +343,8 @@ class DecisionEngine:
             ranking=tuple((eligible[i][0], probabilities[i]) for i in order),
             model_version=model_version,
             arm=assignment.arm if assignment is not None else "",
+            dropped_context_fields=context.audit.dropped_undeclared,
+            dropped_candidate_fields=candidate_dropped,
         )
 
     def _profile_context(self, subject: str, names: Sequence[str], now: datetime) -> dict[str, Value]:
@@ -339,23 +378,44 @@ class DecisionEngine:
         occurred_at: datetime | None = None,
         now: datetime | None = None,
     ) -> RewardOutcome:
-        """Joins a reward to its decision; OK only after commit, idempotent by request id."""
+        """Joins a reward to its decision; OK only after commit, idempotent by request id.
+
+        The join is one conditional UPDATE whose SET computes the aggregate from the
+        row's current value (`reward_expression`), so concurrent rewards never lose an
+        update on either backend: PostgreSQL row-locks and re-evaluates it against the
+        newest committed row; on SQLite the statement runs under the database write
+        lock. Its WHERE also requires that the learner has not consumed the decision,
+        so that check cannot race the learner either. The reward row is inserted in the
+        same transaction, after the UPDATE; a concurrent twin with the same request id
+        fails on the unique key and rolls its UPDATE back with it.
+        """
         now = now or datetime.now(UTC)
         occurred_at = occurred_at or now
         request_id = request_id or event_id
         self._await_commit(event_id)
+        with self.db.transaction() as session:
+            # Immutable columns only: slot, deadline and deferral never change after Rank.
+            row = session.execute(
+                select(Decision.slot, Decision.reward_deadline, Decision.deferred).where(
+                    Decision.event_id == event_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+            if _stored_reward(session, event_id, request_id, value):
+                return RewardOutcome.DUPLICATE
+        slot = self.slot(row.slot)
+        late = _as_utc(occurred_at) > _as_utc(row.reward_deadline)
         try:
             with self.db.transaction() as session:
-                decision = _locked_decision(session, event_id)
-                seen = session.execute(
-                    select(Reward.id).where(Reward.event_id == event_id, Reward.request_id == request_id)
-                ).first()
-                if seen is not None:
-                    return RewardOutcome.DUPLICATE
-                slot = self.slot(decision.slot)
-                late = _as_utc(occurred_at) > _as_utc(decision.reward_deadline) or (
-                    decision.learn_state != LEARN_WAITING
-                )
+                if not late:
+                    joined = session.execute(
+                        _join_statement(event_id, slot.reward_aggregation, value, now)
+                    ).rowcount
+                    late = joined == 0  # the learner consumed it first (or an erasure deleted it)
+                if late and session.get(Decision, event_id) is None:
+                    # Erased since the first look: no orphan reward row for it.
+                    raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
                 session.add(
                     Reward(
                         event_id=event_id,
@@ -366,17 +426,13 @@ class DecisionEngine:
                         late=late,
                     )
                 )
-                if late:
-                    return RewardOutcome.LATE
-                decision.reward = aggregate(slot.reward_aggregation, decision.reward, value)
-                decision.reward_count += 1
-                ready = not decision.deferred or decision.activated_at is not None
-                if ready and slot.reward_aggregation == "first":
-                    decision.learn_after = now
-                return RewardOutcome.JOINED
         except IntegrityError:
-            # A concurrent retry with the same request id committed first.
-            return RewardOutcome.DUPLICATE
+            # A concurrent call with the same request id committed first.
+            with self.db.transaction() as session:
+                if _stored_reward(session, event_id, request_id, value):
+                    return RewardOutcome.DUPLICATE
+            raise  # not the unique key on (event_id, request_id): a real fault
+        return RewardOutcome.LATE if late else RewardOutcome.JOINED
 
     def _await_commit(self, event_id: str) -> None:
         """Makes sure the decision is committed before it is joined.
@@ -396,15 +452,32 @@ class DecisionEngine:
                 return
 
     def activate(self, event_id: str, now: datetime | None = None) -> bool:
-        """Makes a deferred decision learnable; returns True when it already was."""
+        """Makes a deferred decision learnable; returns True when it already was.
+
+        One conditional UPDATE, like the reward join: a concurrent Activate or Reward
+        cannot interleave between reading and writing the row.
+        """
         now = now or datetime.now(UTC)
         self._await_commit(event_id)
         with self.db.transaction() as session:
-            decision = _locked_decision(session, event_id)
-            if not decision.deferred or decision.activated_at is not None:
+            row = session.execute(
+                select(Decision.slot, Decision.deferred).where(Decision.event_id == event_id)
+            ).first()
+            if row is None:
+                raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+            if not row.deferred:
                 return True
-            decision.activated_at = now
-            slot = self.slot(decision.slot)
-            final = slot.reward_aggregation == "first" and decision.reward_count > 0
-            decision.learn_after = now if final else decision.reward_deadline
-            return False
+            learn_after: ColumnElement[datetime] = Decision.reward_deadline
+            if self.slot(row.slot).reward_aggregation == "first":
+                # A `first` reward that already arrived is final: learnable now.
+                learn_after = case(
+                    (Decision.reward_count > 0, literal(now, DateTime(timezone=True))),
+                    else_=Decision.reward_deadline,
+                )
+            activated = session.execute(
+                update(Decision)
+                .where(Decision.event_id == event_id, Decision.activated_at.is_(None))
+                .values(activated_at=now, learn_after=learn_after)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            return activated == 0

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from tacit.privacy.audit_log import append_entries
 from tacit.privacy.boundary import PrivacyBoundary
@@ -32,6 +33,8 @@ class EventInput:
 class TrackResult:
     accepted: int
     duplicates: int
+    # Undeclared property entries the policy dropped, over the batch (a count: keys are client input).
+    dropped_fields: int = 0
 
 
 def _payload_kind(event_type: str) -> str:
@@ -50,8 +53,8 @@ class EventRecorder:
         ids = [event.event_id for event in events]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("events", "two events in the batch share an event_id")
-        rows = []
-        audits = []
+        rows: dict[str, dict[str, object]] = {}
+        audits = {}
         for index, event in enumerate(events):
             if event.event_type not in EVENT_TYPES:
                 raise InvalidArgument(f"events[{index}].event_type", f"must be one of {sorted(EVENT_TYPES)}")
@@ -59,24 +62,38 @@ class EventRecorder:
             result = self.boundary.anonymize(
                 _payload_kind(event.event_type), event.properties, event.event_id
             )
-            rows.append(
-                TrackedEvent(
-                    event_id=event.event_id,
-                    subject=subject,
-                    event_type=event.event_type,
-                    occurred_at=event.occurred_at,
-                    received_at=now,
-                    properties=result.fields,
-                )
-            )
-            audits.append(result.audit)
+            rows[event.event_id] = {
+                "event_id": event.event_id,
+                "subject": subject,
+                "event_type": event.event_type,
+                "occurred_at": event.occurred_at,
+                "received_at": now,
+                "properties": result.fields,
+            }
+            audits[event.event_id] = result.audit
         with self.db.transaction() as session:
-            existing = set(
-                session.execute(select(TrackedEvent.event_id).where(TrackedEvent.event_id.in_(ids))).scalars()
+            # INSERT … ON CONFLICT DO NOTHING: a concurrent twin that committed (or is
+            # committing) the same event id makes this row a duplicate instead of an
+            # IntegrityError. Rows go in id order so two overlapping batches take their
+            # PostgreSQL row locks in the same order and never deadlock.
+            stored = set(
+                session.execute(
+                    _insert_new(session)
+                    .values([rows[event_id] for event_id in sorted(rows)])
+                    .on_conflict_do_nothing(index_elements=[TrackedEvent.event_id])
+                    .returning(TrackedEvent.event_id)
+                ).scalars()
             )
-            fresh = [row for row in rows if row.event_id not in existing]
-            session.add_all(fresh)
-            append_entries(
-                session, [a for row, a in zip(rows, audits, strict=True) if row.event_id not in existing]
-            )
-        return TrackResult(accepted=len(fresh), duplicates=len(existing))
+            append_entries(session, [audits[event_id] for event_id in ids if event_id in stored])
+        return TrackResult(
+            accepted=len(stored),
+            duplicates=len(ids) - len(stored),
+            dropped_fields=sum(audit.dropped_undeclared for audit in audits.values()),
+        )
+
+
+def _insert_new(session: Session) -> postgresql.Insert | sqlite.Insert:
+    """The backend's INSERT that supports ON CONFLICT (both spell it the same way)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(TrackedEvent)
+    return sqlite.insert(TrackedEvent)

@@ -35,9 +35,13 @@ def _free_port(host: str) -> int:
 
 def prepare_shared_state(settings: Settings) -> None:
     """Creates what every worker reads, once, before any worker starts."""
+    from tacit.server.app import require_shared_keys
+
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
-    Database.open(settings.database_url).dispose()
-    KeyRing.load_or_create(settings.keys_path)
+    db = Database.open(settings.database_url)
+    # Checked here, once, so a replica with other keys fails with the clear error, not a dead worker.
+    require_shared_keys(db, KeyRing.load_or_create(settings.keys_path), settings)
+    db.dispose()
     if settings.auth.enabled:
         TokenStore.load_or_create(settings.tokens_path)
 
@@ -48,6 +52,9 @@ def worker_settings(settings: Settings, index: int, address: str) -> Settings:
     data["server"]["reuse_port"] = True
     data["learner"]["enabled"] = settings.learner.enabled and index == 0
     data["experiments"]["evaluate"] = settings.experiments.evaluate and index == 0
+    if settings.server.seed is not None:
+        # Each worker its own reproducible stream: the same seed would make them choose in lockstep.
+        data["server"]["seed"] = (settings.server.seed + index) % 2**32
     return Settings(**data)
 
 

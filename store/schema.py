@@ -214,3 +214,22 @@ class ExperimentChange(Base):
     report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_experiment_changes_experiment", "experiment_id", "id"),)
+
+
+# --- replicas (issue 10) -------------------------------------------------------------------
+
+
+class PseudonymKey(Base):
+    """A pseudonym key every replica must share, known by its fingerprint (never the key).
+
+    The fingerprint is an HMAC of a fixed label under the key: it proves two processes
+    hold the same key without revealing it. `active` marks the key new pseudonyms use;
+    a replica whose key ring does not match these rows refuses to start.
+    """
+
+    __tablename__ = "pseudonym_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -56,4 +56,6 @@ def rank_response(result: RankResult) -> decision_pb2.RankResponse:
         ranking=[decision_pb2.RankedCandidate(id=cid, probability=p) for cid, p in result.ranking],
         model_version=result.model_version,
         arm=result.arm,
+        dropped_context_fields=result.dropped_context_fields,
+        dropped_candidate_fields=result.dropped_candidate_fields,
     )

@@ -37,6 +37,7 @@ def model_message(record: ModelRecord) -> model_pb2.Model:
         active=record.active,
         metrics={k: float(v) for k, v in record.metrics.items() if math.isfinite(float(v))},
         create_time=to_timestamp(record.created_at),
+        examples=record.examples,
     )
 
 

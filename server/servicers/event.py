@@ -45,4 +45,8 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
                 )
             )
         result = self._recorder.track(events)
-        return event_pb2.TrackEventsResponse(accepted=result.accepted, duplicates=result.duplicates)
+        return event_pb2.TrackEventsResponse(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            dropped_property_fields=result.dropped_fields,
+        )

@@ -17,6 +17,7 @@ from tacit.learning.evaluation import (
     drift_report,
     evaluate_policies,
 )
+from tacit.learning.freshness import learning_backlog, new_examples
 from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import (
     CLASSIFIER_TASKS,
@@ -73,9 +74,17 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         if match is None:
             raise InvalidArgument("name", "must look like models/{task}/versions/{version}")
         try:
-            return model_message(get_record(self._db, match["task"], match["version"]))
+            record = get_record(self._db, match["task"], match["version"])
         except ModelNotFoundError:
             raise NotFound("name: no such model version", "MODEL_NOT_FOUND") from None
+        message = model_message(record)
+        message.new_examples = new_examples(self._db, record.task, record.version)
+        slot = record.task.removeprefix("bandit:")
+        if record.task.startswith("bandit:") and slot in self._settings.slots:
+            backlog = learning_backlog(self._db, slot)
+            message.pending_decisions = backlog.pending_decisions
+            message.learning_lag_seconds = backlog.lag_seconds
+        return message
 
     def EvaluatePolicies(  # noqa: N802
         self, request: model_pb2.EvaluatePoliciesRequest, context: grpc.ServicerContext

@@ -57,18 +57,22 @@ class RankedCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm")
+    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_ID_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CONTEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CANDIDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     chosen_id: str
     ranking: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
     model_version: str
     arm: str
-    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+    dropped_context_fields: int
+    dropped_candidate_fields: int
+    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "value", "request_id", "occurred_at")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from tacit.v1 import common_pb2 as tacit_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tacit/v1/event.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15tacit/v1/common.proto\"\x9a\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nproperties\x18\x05 \x01(\x0b\x32\x12.tacit.v1.Features\"5\n\x12TrackEventsRequest\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.tacit.v1.Event\";\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32Z\n\x0c\x45ventService\x12J\n\x0bTrackEvents\x12\x1c.tacit.v1.TrackEventsRequest\x1a\x1d.tacit.v1.TrackEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tacit/v1/event.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15tacit/v1/common.proto\"\x9a\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nproperties\x18\x05 \x01(\x0b\x32\x12.tacit.v1.Features\"5\n\x12TrackEventsRequest\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.tacit.v1.Event\"\\\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x1f\n\x17\x64ropped_property_fields\x18\x14 \x01(\x05\x32Z\n\x0c\x45ventService\x12J\n\x0bTrackEvents\x12\x1c.tacit.v1.TrackEventsRequest\x1a\x1d.tacit.v1.TrackEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACKEVENTSREQUEST']._serialized_start=247
   _globals['_TRACKEVENTSREQUEST']._serialized_end=300
   _globals['_TRACKEVENTSRESPONSE']._serialized_start=302
-  _globals['_TRACKEVENTSRESPONSE']._serialized_end=361
-  _globals['_EVENTSERVICE']._serialized_start=363
-  _globals['_EVENTSERVICE']._serialized_end=453
+  _globals['_TRACKEVENTSRESPONSE']._serialized_end=394
+  _globals['_EVENTSERVICE']._serialized_start=396
+  _globals['_EVENTSERVICE']._serialized_end=486
 # @@protoc_insertion_point(module_scope)

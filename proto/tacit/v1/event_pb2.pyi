@@ -31,9 +31,11 @@ class TrackEventsRequest(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class TrackEventsResponse(_message.Message):
-    __slots__ = ("accepted", "duplicates")
+    __slots__ = ("accepted", "duplicates", "dropped_property_fields")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PROPERTY_FIELDS_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     duplicates: int
-    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    dropped_property_fields: int
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., dropped_property_fields: _Optional[int] = ...) -> None: ...

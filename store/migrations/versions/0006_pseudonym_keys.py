@@ -1,0 +1,31 @@
+"""pseudonym key fingerprints shared by every replica
+
+Revision ID: 0006
+Revises: 0002
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "pseudonym_keys",
+        sa.Column("key_id", sa.String(length=32), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("key_id", name=op.f("pk_pseudonym_keys")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("pseudonym_keys")
