@@ -32,6 +32,7 @@ from tacit.privacy.boundary import PrivacyBoundary
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.errors import InvalidArgument, NotFound
+from tacit.server.metrics import DECISIONS_RANKED, REWARDS
 from tacit.store.db import Database
 from tacit.store.schema import LEARN_WAITING, Decision, Reward
 
@@ -300,6 +301,7 @@ class DecisionEngine:
         )
         audit = _merged_audit(context.audit, tuple(candidate_audits), candidate_dropped)
         self.decision_log.submit(decision, audit)
+        DECISIONS_RANKED.labels(request.slot).inc()
         return RankResult(
             event_id=event_id,
             chosen_id=eligible[chosen][0],
@@ -345,38 +347,46 @@ class DecisionEngine:
         request_id = request_id or event_id
         self._await_commit(event_id)
         try:
-            with self.db.transaction() as session:
-                decision = _locked_decision(session, event_id)
-                seen = session.execute(
-                    select(Reward.id).where(Reward.event_id == event_id, Reward.request_id == request_id)
-                ).first()
-                if seen is not None:
-                    return RewardOutcome.DUPLICATE
-                slot = self.slot(decision.slot)
-                late = _as_utc(occurred_at) > _as_utc(decision.reward_deadline) or (
-                    decision.learn_state != LEARN_WAITING
-                )
-                session.add(
-                    Reward(
-                        event_id=event_id,
-                        request_id=request_id,
-                        value=value,
-                        occurred_at=occurred_at,
-                        received_at=now,
-                        late=late,
-                    )
-                )
-                if late:
-                    return RewardOutcome.LATE
-                decision.reward = aggregate(slot.reward_aggregation, decision.reward, value)
-                decision.reward_count += 1
-                ready = not decision.deferred or decision.activated_at is not None
-                if ready and slot.reward_aggregation == "first":
-                    decision.learn_after = now
-                return RewardOutcome.JOINED
+            outcome, slot = self._join_reward(event_id, value, request_id, occurred_at, now)
         except IntegrityError:
             # A concurrent retry with the same request id committed first.
             return RewardOutcome.DUPLICATE
+        REWARDS.labels(slot, outcome.value).inc()
+        return outcome
+
+    def _join_reward(
+        self, event_id: str, value: float, request_id: str, occurred_at: datetime, now: datetime
+    ) -> tuple[RewardOutcome, str]:
+        """Stores the reward and joins it in one transaction; returns the outcome and the slot."""
+        with self.db.transaction() as session:
+            decision = _locked_decision(session, event_id)
+            seen = session.execute(
+                select(Reward.id).where(Reward.event_id == event_id, Reward.request_id == request_id)
+            ).first()
+            if seen is not None:
+                return RewardOutcome.DUPLICATE, decision.slot
+            slot = self.slot(decision.slot)
+            late = _as_utc(occurred_at) > _as_utc(decision.reward_deadline) or (
+                decision.learn_state != LEARN_WAITING
+            )
+            session.add(
+                Reward(
+                    event_id=event_id,
+                    request_id=request_id,
+                    value=value,
+                    occurred_at=occurred_at,
+                    received_at=now,
+                    late=late,
+                )
+            )
+            if late:
+                return RewardOutcome.LATE, decision.slot
+            decision.reward = aggregate(slot.reward_aggregation, decision.reward, value)
+            decision.reward_count += 1
+            ready = not decision.deferred or decision.activated_at is not None
+            if ready and slot.reward_aggregation == "first":
+                decision.learn_after = now
+            return RewardOutcome.JOINED, decision.slot
 
     def _await_commit(self, event_id: str) -> None:
         """Makes sure the decision is committed before it is joined.
