@@ -247,8 +247,10 @@ def test_one_scrape_sums_the_counters_of_both_worker_processes(tmp_path: Path) -
         stubs = [decision_pb2_grpc.DecisionServiceStub(c) for c in channels]
         request = rank_request("home", "user-1", {"device": "mobile"}, [("a", {}), ("b", {}), ("c", {})])
         for index in range(calls):
+            # Reward on Rank's own connection: the worker that ranked joins it (cross-worker joins
+            # are test_workers.py's subject, this test counts).
             ranked = stubs[index % 16].Rank(request, metadata=metadata)
-            outcome = stubs[(index + 1) % 16].Reward(
+            outcome = stubs[index % 16].Reward(
                 decision_pb2.RewardRequest(event_id=ranked.event_id, value=1.0), metadata=metadata
             )
             assert outcome.outcome == decision_pb2.REWARD_OUTCOME_JOINED
@@ -283,6 +285,9 @@ def test_one_scrape_sums_the_counters_of_both_worker_processes(tmp_path: Path) -
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+            assert process.stderr is not None
+            print(process.stderr.read()[-5000:])
     (tmp_path / "scrape.txt").write_text(text)
     print(
         f"\nper-worker Rank counts {per_pid}\n"
