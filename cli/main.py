@@ -27,12 +27,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.server.log_level)
-    if settings.server.metrics_port and settings.server.workers > 1:
-        logger.warning("metrics endpoint disabled: each worker process holds its own registry")
-    elif settings.server.metrics_port:
-        from prometheus_client import start_http_server
+    metrics_port = settings.server.metrics_port
+    metrics_dir = None
+    if metrics_port and settings.server.workers > 1:
+        from tacit.server.metrics import prepare_multiprocess_dir
 
-        start_http_server(settings.server.metrics_port, addr="127.0.0.1")
+        # Before any worker is spawned: they inherit the directory and write their values there.
+        metrics_dir = prepare_multiprocess_dir(settings.storage.data_dir)
+    endpoint = None
+    if metrics_port:
+        from tacit.server.metrics import MetricsEndpoint
+
+        endpoint = MetricsEndpoint(metrics_port, metrics_dir)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -44,13 +50,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.server.workers > 1:
         from tacit.server.workers import WorkerPool
 
-        pool = WorkerPool(settings)
+        pool = WorkerPool(settings, metrics_dir)
         pool.start()
         target = pool.target
     else:
         running = RunningServer(settings)
         target = running.target
     print(f"tacit serving on {target} (data in {settings.storage.data_dir.resolve()})", flush=True)
+    if endpoint is not None:
+        print(f"metrics on http://127.0.0.1:{endpoint.port}/metrics", flush=True)
     if settings.auth.enabled:
         print(f"API tokens: {settings.tokens_path.resolve()}", flush=True)
     if settings.server.workers > 1:
@@ -59,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         stopping.wait()
         running.stop()
+    if endpoint is not None:
+        endpoint.close()
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tacit.learning.bandit import SlotModel
 from tacit.learning.registry import (
@@ -30,6 +30,14 @@ from tacit.store.db import Database, StorageUnavailable
 from tacit.store.schema import LEARN_CHECKPOINTED, LEARN_IN_MODEL, LEARN_WAITING, Decision
 
 logger = logging.getLogger("tacit.learning")
+
+
+@dataclass(frozen=True)
+class SlotProgress:
+    """How far behind the traffic a slot's model is (what monitoring reads)."""
+
+    newest_learned_at: datetime | None  # ranking time of the newest decision learned since start
+    backlog: int  # decisions whose reward is final but that are not learned yet
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class Learner:
         self.batch_size = batch_size
         self._models: dict[str, SlotModel] = {}
         self._dirty: set[str] = set()
+        self._newest_learned: dict[str, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with db.transaction() as session:
@@ -114,7 +123,28 @@ class Learner:
                 row.probabilities[row.chosen_index],
             )
             self._dirty.add(row.slot)
+            created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+            newest = self._newest_learned.get(row.slot)
+            if newest is None or created > newest:
+                self._newest_learned[row.slot] = created
         return len(rows)
+
+    def progress(self, now: datetime | None = None) -> dict[str, SlotProgress]:
+        """Per slot: the newest decision learned and how many ready decisions wait to be."""
+        now = now or datetime.now(UTC)
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(Decision.slot, func.count())
+                .where(
+                    Decision.learn_state == LEARN_WAITING,
+                    Decision.learn_after.is_not(None),
+                    Decision.learn_after <= now,
+                )
+                .group_by(Decision.slot)
+            ).all()
+        waiting = {slot: int(count) for slot, count in rows}
+        newest = dict(self._newest_learned)
+        return {slot: SlotProgress(newest.get(slot), waiting.get(slot, 0)) for slot in self.slots}
 
     def checkpoint(self) -> list[str]:
         """Registers a new version for every slot that learned something; returns those slots.

@@ -91,6 +91,11 @@ class ServingModels:
     def get(self, slot: str) -> SlotModel:
         return self._models[slot]
 
+    def versions(self) -> dict[str, str]:
+        """The checkpoint version every slot serves now."""
+        with self._lock:
+            return {slot: model.model_version for slot, model in self._models.items()}
+
     def refresh(self) -> list[str]:
         """Loads any newer checkpoint; returns the slots that changed."""
         changed = []

@@ -413,3 +413,9 @@ def export_lines(db: Database, audit_filter: AuditFilter, page_size: int = 1_000
         if cursor is None:
             return
         after = cursor
+
+
+def chain_length(db: Database) -> int:
+    """How many records the chain holds, by its head (what monitoring reads)."""
+    with db.transaction() as session:
+        return int(session.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar_one())

@@ -26,6 +26,7 @@ from tacit.learning.registry import ServingModels
 from tacit.learning.registry_models import ServingClassifiers
 from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
+from tacit.privacy.audit_log import chain_length
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
 from tacit.privacy.erasure import RetentionPurger, retention_purger
 from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
@@ -37,6 +38,7 @@ from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor
+from tacit.server.metrics import MetricsSampler
 from tacit.server.predictions import Predictions
 from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
@@ -110,6 +112,7 @@ class Runtime:
     retention: RetentionPurger | None = None
     _evaluator: threading.Thread | None = None
     profiles: ProfileStore | None = None
+    _metrics: MetricsSampler | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -195,6 +198,14 @@ class Runtime:
             self.retention.start()
         self._reloader = threading.Thread(target=self._reload_loop, name="tacit-model-reload", daemon=True)
         self._reloader.start()
+        if self.settings.server.metrics_port:
+            self._metrics = MetricsSampler(
+                self.settings.server.metrics_sample_seconds,
+                served_versions=self.models.versions,
+                audit_chain_length=lambda: chain_length(self.db),
+                learner_progress=self.learner.progress if self.learner is not None else None,
+            )
+            self._metrics.start()
         if self.settings.experiments.evaluate:
             self._evaluator = threading.Thread(
                 target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
@@ -220,6 +231,8 @@ class Runtime:
     def close(self) -> None:
         """Flushes the decision log, stops the learner (final checkpoint), closes storage."""
         self._stop.set()
+        if self._metrics is not None:
+            self._metrics.stop()
         if self._reloader is not None:
             self._reloader.join()
         if self._evaluator is not None:

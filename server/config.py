@@ -35,6 +35,9 @@ class ServerSettings(_Section):
     reuse_port: bool = False
     grace_seconds: float = Field(10.0, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables the Prometheus endpoint")
+    metrics_sample_seconds: float = Field(
+        15.0, gt=0, description="how often model version, learner lag and audit chain length are read"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     seed: int | None = Field(
         None,

@@ -17,24 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Gauge
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from tacit.privacy.audit import AuditEntry
 from tacit.privacy.audit_log import append_entries
+from tacit.server.metrics import DECISIONS_LOGGED, DECISIONS_LOST, DECISIONS_PENDING
 from tacit.store.db import Database, StorageUnavailable
 from tacit.store.schema import Decision
 
 logger = logging.getLogger("tacit.server")
 
 _INSERT_DECISIONS = insert(Decision)
-
-DECISIONS_LOGGED = Counter("tacit_decisions_logged_total", "Decisions committed to the log")
-DECISIONS_LOST = Counter(
-    "tacit_decisions_lost_total", "Decisions dropped because the log could not be written"
-)
-DECISIONS_PENDING = Gauge("tacit_decisions_pending", "Decisions waiting for the next flush")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from tacit.privacy.boundary import PrivacyBoundary
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.errors import AlreadyExists, InvalidArgument, NotFound
+from tacit.server.metrics import DECISIONS_RANKED, REWARDS
 from tacit.store.db import Database
 from tacit.store.schema import LEARN_WAITING, Decision, Reward
 
@@ -337,6 +338,7 @@ class DecisionEngine:
         )
         audit = _merged_audit(context.audit, tuple(candidate_audits), candidate_dropped)
         self.decision_log.submit(decision, audit)
+        DECISIONS_RANKED.labels(request.slot).inc()
         return RankResult(
             event_id=event_id,
             chosen_id=eligible[chosen][0],
@@ -393,6 +395,14 @@ class DecisionEngine:
         occurred_at = occurred_at or now
         request_id = request_id or event_id
         self._await_commit(event_id)
+        outcome, slot_name = self._join_reward(event_id, value, request_id, occurred_at, now)
+        REWARDS.labels(slot_name, outcome.value).inc()
+        return outcome
+
+    def _join_reward(
+        self, event_id: str, value: float, request_id: str, occurred_at: datetime, now: datetime
+    ) -> tuple[RewardOutcome, str]:
+        """Stores the reward and joins it (see `reward`); returns the outcome and the slot."""
         with self.db.transaction() as session:
             # Immutable columns only: slot, deadline and deferral never change after Rank.
             row = session.execute(
@@ -403,7 +413,7 @@ class DecisionEngine:
             if row is None:
                 raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
             if _stored_reward(session, event_id, request_id, value):
-                return RewardOutcome.DUPLICATE
+                return RewardOutcome.DUPLICATE, row.slot
         slot = self.slot(row.slot)
         late = _as_utc(occurred_at) > _as_utc(row.reward_deadline)
         try:
@@ -430,9 +440,9 @@ class DecisionEngine:
             # A concurrent call with the same request id committed first.
             with self.db.transaction() as session:
                 if _stored_reward(session, event_id, request_id, value):
-                    return RewardOutcome.DUPLICATE
+                    return RewardOutcome.DUPLICATE, row.slot
             raise  # not the unique key on (event_id, request_id): a real fault
-        return RewardOutcome.LATE if late else RewardOutcome.JOINED
+        return (RewardOutcome.LATE if late else RewardOutcome.JOINED), row.slot
 
     def _await_commit(self, event_id: str) -> None:
         """Makes sure the decision is committed before it is joined.

@@ -13,22 +13,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
 
 from tacit.privacy.boundary import InvalidSubjectError
 from tacit.server.auth import TokenStore, required_roles
 from tacit.server.errors import InvalidArgument, TacitError, Unavailable, abort_with, rich_status
+from tacit.server.metrics import RPC_ERRORS, RPC_SECONDS
 from tacit.store.db import StorageUnavailable
 
 logger = logging.getLogger("tacit.server")
-
-RPC_SECONDS = Histogram(
-    "tacit_rpc_seconds",
-    "RPC handling time",
-    ["method", "code"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
-)
-RPC_ERRORS = Counter("tacit_rpc_internal_errors_total", "RPCs that failed with INTERNAL", ["method"])
 
 
 def _deny(code: grpc.StatusCode, message: str, reason: str) -> grpc.RpcMethodHandler:

@@ -4,7 +4,9 @@
 tokens, pseudonym keys), picks the port, then spawns that many worker
 processes that each bind it with SO_REUSEPORT so the kernel spreads
 connections. Worker 0 also runs the learner and the rollout rules; the others
-only serve and log.
+only serve and log. With a metrics port the parent serves one Prometheus
+endpoint that sums the workers' values (prometheus_client's multiprocess
+mode, see `tacit.server.metrics`).
 A reward that reaches a worker other than the one that ranked its decision
 waits up to a few flush intervals for the decision to be committed (see
 `DecisionEngine.reward`).
@@ -17,11 +19,13 @@ import multiprocessing
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore
 from tacit.server.config import Settings
+from tacit.server.metrics import mark_worker_dead
 from tacit.store.db import Database
 
 logger = logging.getLogger("tacit.server")
@@ -73,10 +77,15 @@ def _worker_main(settings_data: dict[str, Any], ready: Any, stop: Any) -> None:
 
 
 class WorkerPool:
-    """Starts, watches and stops the worker processes."""
+    """Starts, watches and stops the worker processes.
 
-    def __init__(self, settings: Settings):
+    `metrics_dir` is the multiprocess metrics directory the workers write to (already
+    in PROMETHEUS_MULTIPROC_DIR, see `prepare_multiprocess_dir`); None without metrics.
+    """
+
+    def __init__(self, settings: Settings, metrics_dir: Path | None = None):
         self.settings = settings
+        self.metrics_dir = metrics_dir
         host, _, port = settings.server.address.rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port) if port and int(port) != 0 else _free_port(self.host)
@@ -110,6 +119,9 @@ class WorkerPool:
             process.join(timeout)
             if process.is_alive():
                 process.terminate()
+                process.join(5)
+            if self.metrics_dir is not None and process.pid is not None:
+                mark_worker_dead(self.metrics_dir, process.pid)
 
     def wait(self, stopping: threading.Event) -> None:
         """Blocks until `stopping` is set or a worker dies."""
