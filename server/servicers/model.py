@@ -17,7 +17,7 @@ from tacit.learning.evaluation import (
     drift_report,
     evaluate_policies,
 )
-from tacit.learning.registry import ModelIntegrityError
+from tacit.learning.registry import ModelIntegrityError, needs_retraining
 from tacit.learning.registry_models import (
     CLASSIFIER_TASKS,
     ModelNotFoundError,
@@ -66,6 +66,7 @@ def model_message(record: ModelRecord) -> model_pb2.Model:
         active=record.active,
         metrics={k: float(v) for k, v in record.metrics.items() if math.isfinite(float(v))},
         create_time=converters.to_timestamp(record.created_at),
+        needs_retraining=needs_retraining(record.details),
     )
 
 
