@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from tacit.experiments.rules import Stage
+from tacit.experiments.service import ArmConfig, ExperimentDefinition
 from tacit.learning.registry import bandit_task
 from tacit.server.auth import Role
 from tacit.sim.client import rank_request, to_features
@@ -94,9 +96,25 @@ def _learned(runtime) -> int:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def populated(start_server):  # type: ignore[no-untyped-def]
-    """A server whose slot model learned from 60 decisions, 12 of them the leaving subject's."""
-    handle = start_server(slots={"home": {"reward_window_seconds": 0.5}})
+    """A server on SQLite whose slot model learned from 60 decisions, 12 of them the leaving subject's."""
+    return populate(start_server(slots={"home": {"reward_window_seconds": 0.5}}))
+
+
+def populate(handle):  # type: ignore[no-untyped-def]
     runtime = handle.running.runtime
+    # An experiment on the slot: the subject's decisions carry its arm, and its report is stored.
+    runtime.experiments.create(
+        ExperimentDefinition(
+            experiment_id="erasure-exp",
+            slot="home",
+            arms=(ArmConfig("control", "bandit", 0.5), ArmConfig("treatment", "uniform", 0.5)),
+            primary_metric="click_through",
+            stages=(Stage(100, 0),),
+        ),
+        actor="test",
+    )
+    runtime.experiments.start("erasure-exp", actor="test")
+    runtime.experiments.refresh_routes()
     ranker = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     ids: dict[str, list[str]] = {"decisions": [], "requests": [], "events": []}
     for i in range(TOTAL):
@@ -132,6 +150,14 @@ def populated(start_server):  # type: ignore[no-untyped-def]
         event_pb2.TrackEventsRequest(events=events), metadata=handle.metadata()
     )
     runtime.decision_log.flush()
+    assert runtime.experiments.evaluate_running()  # a report computed with the subject in it, stored
+    with runtime.db.transaction() as session:
+        in_experiment = session.execute(
+            select(Decision.event_id).where(
+                Decision.experiment_id == "erasure-exp", Decision.event_id.in_(ids["decisions"])
+            )
+        ).all()
+        assert in_experiment
     wait_for(lambda: _learned(runtime) == TOTAL and _rows(runtime, bandit_task("home"))[-1].examples == TOTAL)
     return handle, ids
 
@@ -249,3 +275,49 @@ def test_after_erasure_the_subjects_ids_are_left_only_in_audit_correlation_ids(p
                 assert LEAVING not in text
         # The chained body repeats the correlation id: redaction has to blank both.
         assert found and set(found) == {("audit_records", "correlation_id"), ("audit_records", "body_json")}
+
+
+def test_erasure_through_the_api_on_every_backend_rebuilds_and_marks(database_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    """SQLite and PostgreSQL: the rebuild, the classifier mark seen through GetModel, the vacuum."""
+    handle, _ids = populate(start_server(database_url, slots={"home": {"reward_window_seconds": 0.5}}))
+    runtime = handle.running.runtime
+    with runtime.db.transaction() as session:
+        session.add(
+            ModelVersion(
+                task="conversion",
+                version="v000001",
+                path=str(handle.data_dir / "models" / "conversion" / "v000001.joblib"),
+                sha256="0" * 64,
+                created_at=datetime.now(UTC) + timedelta(seconds=1),
+                examples=10,
+                metrics={},
+                details={
+                    "kind": "classifier",
+                    "observed_until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+                },
+                active=True,
+            )
+        )
+    models = model_pb2_grpc.ModelServiceStub(handle.channel)
+    get = model_pb2.GetModelRequest(name="models/conversion/versions/v000001")
+    assert not models.GetModel(get, metadata=handle.metadata(Role.ADMIN)).needs_retraining
+    old = _rows(runtime, bandit_task("home"))[-1]
+    audit_pb2_grpc.AuditServiceStub(handle.channel).EraseSubject(
+        audit_pb2.EraseSubjectRequest(subject_id=LEAVING), metadata=handle.metadata(Role.AUDITOR)
+    )
+    assert models.GetModel(get, metadata=handle.metadata(Role.ADMIN)).needs_retraining
+    wait_for(lambda: _rows(runtime, bandit_task("home"))[-1].examples == TOTAL - THE_SUBJECTS)
+    assert _rows(runtime, bandit_task("home"))[-1].version != old.version
+    wait_for(
+        lambda: runtime.models.get("home").model_version == _rows(runtime, bandit_task("home"))[-1].version
+    )
+    if runtime.db.engine.dialect.name == "postgresql":
+        with runtime.db.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            vacuums = connection.execute(
+                text(
+                    "SELECT vacuum_count FROM pg_stat_user_tables "
+                    "WHERE relname = 'decisions' AND schemaname = current_schema()"
+                )
+            ).scalar_one()
+        assert vacuums >= 1
