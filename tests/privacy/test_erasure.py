@@ -22,6 +22,7 @@ from tacit.experiments.rules import Stage
 from tacit.experiments.service import ArmConfig, ExperimentDefinition
 from tacit.learning.registry import bandit_task
 from tacit.server.auth import Role
+from tacit.server.config import ConfigError, load_settings
 from tacit.sim.client import rank_request, to_features
 from tacit.store.schema import LEARN_CHECKPOINTED, AuditRecord, Base, Decision, ModelVersion
 from tacit.v1 import (
@@ -321,3 +322,37 @@ def test_erasure_through_the_api_on_every_backend_rebuilds_and_marks(database_ur
                 )
             ).scalar_one()
         assert vacuums >= 1
+
+
+def test_nightly_mode_keeps_serving_the_marked_model_and_says_so(start_server) -> None:  # type: ignore[no-untyped-def]
+    handle, _ids = populate(
+        start_server(
+            slots={"home": {"reward_window_seconds": 0.5}},
+            # An hour far from now, so no nightly run falls inside the test.
+            privacy={
+                "erasure_model_rebuild": "nightly",
+                "erasure_rebuild_hour_utc": (datetime.now(UTC).hour + 12) % 24,
+            },
+        )
+    )
+    runtime = handle.running.runtime
+    assert runtime.learner is not None and runtime.learner.rebuild_mode == "nightly"
+    old = _rows(runtime, bandit_task("home"))[-1]
+    audit_pb2_grpc.AuditServiceStub(handle.channel).EraseSubject(
+        audit_pb2.EraseSubjectRequest(subject_id=LEAVING), metadata=handle.metadata(Role.AUDITOR)
+    )
+    time.sleep(1.0)  # several learner passes (checkpoint interval 0.2 s): none may rebuild before the hour
+    newest = _rows(runtime, bandit_task("home"))[-1]
+    assert newest.version == old.version and newest.details["rebuild_pending"]["erasures"] == 1
+    assert runtime.models.get("home").model_version == old.version
+    listed = model_pb2_grpc.ModelServiceStub(handle.channel).ListModels(
+        model_pb2.ListModelsRequest(task="bandit:home"), metadata=handle.metadata(Role.ADMIN)
+    )
+    assert listed.models[0].version == old.version and listed.models[0].needs_retraining
+
+
+def test_the_rebuild_setting_is_validated() -> None:
+    with pytest.raises(ConfigError, match="privacy.erasure_model_rebuild"):
+        load_settings(None, privacy={"erasure_model_rebuild": "weekly"})
+    with pytest.raises(ConfigError, match="privacy.erasure_rebuild_hour_utc"):
+        load_settings(None, privacy={"erasure_rebuild_hour_utc": 24})
