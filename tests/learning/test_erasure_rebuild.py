@@ -6,6 +6,7 @@ SQLite and PostgreSQL, with a real VW workspace.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -333,4 +334,59 @@ def test_erasure_reclaims_the_freed_space(database_url: str, tmp_path: Path, key
                 )
             ).scalar_one()
         assert vacuumed >= 1
+    db.dispose()
+
+
+def test_erasures_racing_the_running_learner_leave_a_model_of_exactly_the_remaining_log(
+    database_url: str, tmp_path: Path, keyring: KeyRing
+) -> None:
+    """The learner thread learns and checkpoints while decisions arrive and two erasures land."""
+    db = Database.open(database_url)
+    learner = Learner(
+        db,
+        {"home": SlotLearning(ARGS, 0.0)},
+        tmp_path / "models",
+        checkpoint_interval_seconds=0.05,
+        poll_interval_seconds=0.01,
+        batch_size=7,
+        on_rebuilt=_audit_rebuilds,
+    )
+    learner.start()
+    try:
+        for wave in range(6):
+            subjects = [LEAVING if i % 4 == 0 else f"user-{wave}-{i}" for i in range(20)]
+            if wave >= 3:
+                subjects = ["second-leaver" if s == LEAVING else s for s in subjects]
+            _decisions(db, keyring, subjects, datetime.now(UTC) - timedelta(seconds=1), start=wave * 100)
+            if wave == 2:
+                _erase(db, keyring)
+            time.sleep(0.05)
+        erase_subject(db, keyring, "policy-v1", "second-leaver", "erase-2", hooks=(mark_models_for_erasure,))
+
+        def settled() -> bool:
+            with db.transaction() as session:
+                learned = session.execute(
+                    select(func.count())
+                    .select_from(Decision)
+                    .where(Decision.learn_state == LEARN_CHECKPOINTED)
+                ).scalar_one()
+                waiting = session.execute(
+                    select(func.count())
+                    .select_from(Decision)
+                    .where(Decision.learn_state != LEARN_CHECKPOINTED)
+                ).scalar_one()
+            newest = _rows(db, bandit_task("home"))[-1]
+            return waiting == 0 and newest.examples == learned and not needs_retraining(newest.details)
+
+        deadline = time.monotonic() + 30
+        while not settled():
+            assert time.monotonic() < deadline, "the learner did not settle on the remaining log"
+            time.sleep(0.05)
+    finally:
+        learner.stop()
+    assert _rows(db, bandit_task("home"))[-1].examples == 6 * 15  # 120 decisions, 30 erased
+    assert learner.rebuilds  # at least one rebuild happened
+    for row in _rows(db, bandit_task("home"))[:-1]:
+        assert not row.active or not needs_retraining(row.details)
+    assert verify(db).ok
     db.dispose()
