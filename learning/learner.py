@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -107,7 +108,7 @@ class Learner:
         self.rebuild_hour_utc = rebuild_hour_utc
         self.on_rebuilt = on_rebuilt
         self.next_rebuild_at = next_nightly(datetime.now(UTC), rebuild_hour_utc)
-        self.rebuilds: list[Rebuild] = []
+        self.rebuilds: deque[Rebuild] = deque(maxlen=100)  # the latest, for tests and operators
         # Examples each model held at its last checkpoint: the rest are IN_MODEL rows in the log.
         self._saved_examples: dict[str, int] = {}
         self._models: dict[str, SlotModel] = {}
