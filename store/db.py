@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -126,33 +127,39 @@ class Database:
         checkpoint copies the zeroed pages into the database file and empties the WAL,
         whose older frames still held the rows; it waits (busy timeout) for readers and
         writers, and is retried a few times. PostgreSQL: VACUUM of `tables` (outside a
-        transaction) removes the dead row versions and their index entries from the pages.
+        transaction) prunes the dead row versions and their index entries. The rows are
+        already deleted when this runs, so a failure is StorageUnavailable: retry the erasure.
         """
-        if self.engine.dialect.name == "sqlite":
-            frames_left = -1
-            for attempt in range(attempts):
-                raw = self.engine.raw_connection()
-                try:
-                    cursor = raw.cursor()
-                    busy, log_frames, _checkpointed = cursor.execute(
-                        "PRAGMA wal_checkpoint(TRUNCATE)"
-                    ).fetchone()
-                    cursor.close()
-                finally:
-                    raw.close()
-                frames_left = int(log_frames)
-                if not busy and frames_left <= 0:
-                    return Reclaimed("sqlite", wal_truncated=True)
-                time.sleep(0.05 * (attempt + 1))
-            logger.warning("wal checkpoint after erasure left frames", extra={"frames": frames_left})
-            return Reclaimed("sqlite", wal_truncated=False, wal_frames_left=frames_left)
-        vacuumed = []
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            preparer = self.engine.dialect.identifier_preparer
-            for table in tables:
-                connection.exec_driver_sql(f"VACUUM {preparer.quote(table)}")
-                vacuumed.append(table)
-        return Reclaimed(self.engine.dialect.name, tables_vacuumed=tuple(vacuumed))
+        try:
+            if self.engine.dialect.name == "sqlite":
+                return self._checkpoint_truncate(attempts)
+            vacuumed = []
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                preparer = self.engine.dialect.identifier_preparer
+                for table in tables:
+                    connection.exec_driver_sql(f"VACUUM {preparer.quote(table)}")
+                    vacuumed.append(table)
+            return Reclaimed(self.engine.dialect.name, tables_vacuumed=tuple(vacuumed))
+        except (OperationalError, InterfaceError, sqlite3.Error) as error:
+            logger.warning("reclaiming deleted rows failed", extra={"error_type": type(error).__name__})
+            raise StorageUnavailable("storage unavailable") from None
+
+    def _checkpoint_truncate(self, attempts: int) -> Reclaimed:
+        frames_left = -1
+        for attempt in range(attempts):
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                busy, log_frames, _checkpointed = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cursor.close()
+            finally:
+                raw.close()
+            frames_left = int(log_frames)
+            if not busy and frames_left <= 0:
+                return Reclaimed("sqlite", wal_truncated=True)
+            time.sleep(0.05 * (attempt + 1))
+        logger.warning("wal checkpoint after erasure left frames", extra={"frames": frames_left})
+        return Reclaimed("sqlite", wal_truncated=False, wal_frames_left=frames_left)
 
     def dispose(self) -> None:
         self.engine.dispose()
