@@ -1,15 +1,23 @@
-"""Versioned bandit checkpoints: write, register, find the newest, load for serving."""
+"""Versioned bandit checkpoints: write, register, find the newest, load for serving.
+
+A registry row whose model learned from a subject that was later erased carries a
+marker in its ``details``: ``rebuild_pending`` on a bandit checkpoint (the learner
+rebuilds the slot from the remaining decision log), ``retrain_required`` on a
+classifier version (an operator retrains it).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from tacit.learning.bandit import SlotModel
@@ -19,8 +27,57 @@ from tacit.store.schema import ModelVersion
 logger = logging.getLogger("tacit.learning")
 
 
+REBUILD_PENDING = "rebuild_pending"
+"""Bandit checkpoint detail: it learned from an erased subject; ``{"erasures": n, "since": iso}``."""
+RETRAIN_REQUIRED = "retrain_required"
+"""Classifier detail: trained on a window that held an erased subject; same shape."""
+
+
 def bandit_task(slot: str) -> str:
     return f"bandit:{slot}"
+
+
+def needs_retraining(details: Mapping[str, Any] | None) -> bool:
+    """True when the version learned from an erased subject and must be rebuilt or retrained."""
+    return bool(details) and (REBUILD_PENDING in details or RETRAIN_REQUIRED in details)  # type: ignore[operator]
+
+
+def pending_erasures(details: Mapping[str, Any] | None, marker: str = REBUILD_PENDING) -> int:
+    """How many erasures a version still holds data of (0 when unmarked)."""
+    value = (details or {}).get(marker)
+    return int(value.get("erasures", 1)) if isinstance(value, dict) else 0
+
+
+def with_marker(
+    details: Mapping[str, Any] | None, marker: str, erasures: int, since: datetime
+) -> dict[str, Any]:
+    """A copy of ``details`` marked as holding data of ``erasures`` erasures (kept ``since``)."""
+    previous = (details or {}).get(marker)
+    first = previous.get("since") if isinstance(previous, dict) else None
+    return {**(details or {}), marker: {"erasures": erasures, "since": first or since.isoformat()}}
+
+
+def lock_task(session: Session, task: str) -> None:
+    """Serializes registry writers of one task (a checkpoint, a rebuild, an erasure marking it).
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: the database write lock,
+    which every caller already holds because it has written before it reads markers.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(
+            hashlib.sha256(f"tacit-registry:{task}".encode()).digest()[:8], "big", signed=True
+        )
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def newest_row(session: Session, task: str) -> ModelVersion | None:
+    """The newest active registry row of ``task``."""
+    return session.execute(
+        select(ModelVersion)
+        .where(ModelVersion.task == task, ModelVersion.active.is_(True))
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def file_sha256(path: Path) -> str:
@@ -45,12 +102,7 @@ class Checkpoint:
 
 
 def newest_checkpoint(session: Session, task: str) -> Checkpoint | None:
-    row = session.execute(
-        select(ModelVersion)
-        .where(ModelVersion.task == task, ModelVersion.active.is_(True))
-        .order_by(ModelVersion.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    row = newest_row(session, task)
     if row is None:
         return None
     return Checkpoint(row.task, row.version, Path(row.path), row.sha256, row.examples)
@@ -72,9 +124,15 @@ def load_slot_model(
         return SlotModel(vw_args, model_version="v000000", random_seed=random_seed)
     if not checkpoint.path.exists() or file_sha256(checkpoint.path) != checkpoint.sha256:
         raise ModelIntegrityError(f"model {checkpoint.task} {checkpoint.version} fails its hash check")
-    return SlotModel(
-        vw_args, model_version=checkpoint.version, model_path=checkpoint.path, random_seed=random_seed
-    )
+    try:
+        return SlotModel(
+            vw_args, model_version=checkpoint.version, model_path=checkpoint.path, random_seed=random_seed
+        )
+    except RuntimeError:
+        if checkpoint.path.exists():
+            raise
+        # Deleted between the hash check and the load: a rebuild after an erasure retired it.
+        raise ModelIntegrityError(f"model {checkpoint.task} {checkpoint.version} was retired") from None
 
 
 class ServingModels:
@@ -157,25 +215,51 @@ def register_checkpoint(
     model: SlotModel,
     task: str,
     models_dir: Path,
+    erasures_held: int | None = None,
+    newly_erased: int = 0,
 ) -> Checkpoint:
-    """Saves `model` as the next version of `task` (old versions: `expired_checkpoints`)."""
+    """Saves `model` as the next version of `task` (old versions: `expired_checkpoints`).
+
+    The new row inherits the ``rebuild_pending`` marker of the version it grew from
+    (plus ``newly_erased``), unless ``erasures_held`` says how many it holds (a rebuild).
+    """
+    lock_task(session, task)
     version = next_version(session, task)
     path = models_dir / task.replace(":", "_") / f"{version}.vw"
     model.save(path)
-    checksum = file_sha256(path)
-    session.add(
-        ModelVersion(
-            task=task,
-            version=version,
-            path=str(path),
-            sha256=checksum,
-            created_at=datetime.now(UTC),
-            examples=model.examples_learned,
-            metrics={},
-            details={"vw_args": model.vw_args},
-            active=True,
-        )
+    now = datetime.now(UTC)
+    row = ModelVersion(
+        task=task,
+        version=version,
+        path=str(path),
+        sha256=file_sha256(path),
+        created_at=now,
+        examples=model.examples_learned,
+        metrics={},
+        details={"vw_args": model.vw_args},
+        active=True,
     )
+    session.add(row)
+    # Read the marker only after this INSERT: on SQLite the write lock is held from here on,
+    # so an erasure marking the previous version cannot slip in between.
     session.flush()
+    since: str | None = None
+    if erasures_held is None:
+        previous = session.execute(
+            select(ModelVersion)
+            .where(ModelVersion.task == task, ModelVersion.active.is_(True), ModelVersion.id < row.id)
+            .order_by(ModelVersion.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        erasures_held = newly_erased
+        if previous is not None:
+            erasures_held += pending_erasures(previous.details)
+            since = (previous.details or {}).get(REBUILD_PENDING, {}).get("since")
+    if erasures_held > 0:
+        row.details = {
+            "vw_args": model.vw_args,
+            REBUILD_PENDING: {"erasures": erasures_held, "since": since or now.isoformat()},
+        }
+        session.flush()
     model.model_version = version
-    return Checkpoint(task, version, path, checksum, model.examples_learned)
+    return Checkpoint(task, version, path, row.sha256, model.examples_learned)

@@ -2,26 +2,39 @@
 
 A subject may have been stored under every key still held (rotation), so all
 of its candidate pseudonyms are erased. The audit record carries counts only.
+
+An erasure deletes the subject's decisions, their rewards and its events in one
+transaction, in which hooks (wired by the server) mark the models that learned
+from them; after the commit the database's files are made to forget the
+deleted rows (SQLite: secure_delete zeroes them and a TRUNCATE checkpoint empties
+the WAL; PostgreSQL: the tables are vacuumed).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Delete, delete, select
 from sqlalchemy.orm import Session
 
 from tacit.privacy.audit import AuditEntry, FieldAudit, Outcome, erasure_entry
-from tacit.privacy.audit_log import append_entries
+from tacit.privacy.audit_log import append_entries, redact_correlations
 from tacit.privacy.pseudonym import KeyRing
-from tacit.store.db import Database
+from tacit.store.db import Database, Reclaimed
 from tacit.store.schema import Decision, Reward, TrackedEvent
 
 logger = logging.getLogger("tacit.privacy")
 RETENTION_KIND = "retention"
+MODEL_REBUILD_KIND = "model_rebuild"
+ERASED_TABLES = ("decisions", "rewards", "events", "model_versions", "audit_records")
+
+ErasureHook = Callable[[Session, Sequence[str]], Mapping[str, int]]
+"""Runs inside the erasure's transaction before the rows go, given the subject's pseudonyms;
+returns counts (never values) for the audit record — e.g. the models it marked for rebuild."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,8 @@ class ErasureResult:
     decisions: int
     events: int
     rewards: int
+    marked: Mapping[str, int] = field(default_factory=dict)
+    reclaimed: Reclaimed | None = None
 
 
 def _deleted(session: Session, statement: Delete) -> int:
@@ -38,20 +53,49 @@ def _deleted(session: Session, statement: Delete) -> int:
 
 
 def erase_subject(
-    db: Database, keyring: KeyRing, policy_version: str, subject_id: str, correlation_id: str
+    db: Database,
+    keyring: KeyRing,
+    policy_version: str,
+    subject_id: str,
+    correlation_id: str,
+    hooks: Sequence[ErasureHook] = (),
 ) -> ErasureResult:
-    """Deletes the subject's decisions, their rewards and its events in one transaction."""
+    """Deletes the subject's decisions, their rewards and its events in one transaction.
+
+    `hooks` mark what learned from those rows (models) in the same transaction; after
+    the commit the freed space is reclaimed so the files no longer hold the rows.
+    """
     pseudonyms = keyring.candidates(subject_id, "subject")
+    marked: dict[str, int] = {}
     with db.transaction() as session:
+        # SQLite: take the write lock first, so nothing (the learner) moves between the reads
+        # below and the deletes; PostgreSQL hooks lock what they mark.
+        db.hold_write_lock(session)
         event_ids = list(
             session.execute(select(Decision.event_id).where(Decision.subject.in_(pseudonyms))).scalars()
         )
+        tracked_ids = list(
+            session.execute(
+                select(TrackedEvent.event_id).where(TrackedEvent.subject.in_(pseudonyms))
+            ).scalars()
+        )
+        request_ids: list[str] = []
+        for hook in hooks:
+            for name, count in hook(session, pseudonyms).items():
+                marked[name] = marked.get(name, 0) + int(count)
         rewards = 0
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
+            request_ids.extend(
+                session.execute(select(Reward.request_id).where(Reward.event_id.in_(chunk))).scalars()
+            )
             rewards += _deleted(session, delete(Reward).where(Reward.event_id.in_(chunk)))
         decisions = _deleted(session, delete(Decision).where(Decision.subject.in_(pseudonyms)))
         events = _deleted(session, delete(TrackedEvent).where(TrackedEvent.subject.in_(pseudonyms)))
+        correlation_ids = sorted({*event_ids, *tracked_ids, *request_ids})
+        # The audit records of the subject's decisions, events and rewards carry these ids as
+        # their correlation_id; blank them (the chain covers only a keyed commitment to them).
+        marked["audit_correlations_redacted"] = redact_correlations(session, correlation_ids)
         append_entries(
             session,
             [
@@ -60,11 +104,56 @@ def erase_subject(
                     correlation_id,
                     policy_version,
                     keyring.active_key_id,
-                    {"decisions": decisions, "events": events, "rewards": rewards},
+                    {"decisions": decisions, "events": events, "rewards": rewards, **marked},
                 )
             ],
         )
-    return ErasureResult(decisions, events, rewards)
+    # The rows are gone from the tables; make the files forget them too (old WAL frames, free pages).
+    reclaimed = db.reclaim_deleted(ERASED_TABLES)
+    return ErasureResult(decisions, events, rewards, marked, reclaimed)
+
+
+def model_rebuild_entry(
+    occurred_at: datetime,
+    task: str,
+    old_version: str | None,
+    new_version: str,
+    examples_before: int,
+    examples_after: int,
+    files_deleted: int,
+    policy_version: str = "",
+    key_id: str = "",
+) -> AuditEntry:
+    """The audit entry of a model rebuilt after an erasure: task, versions, example counts.
+
+    Version numbers go in the counts (``v000012`` -> 12) as well as in the correlation id.
+    """
+
+    def number(version: str | None) -> int:
+        digits = (version or "").lstrip("v")
+        return int(digits) if digits.isdigit() else 0
+
+    return AuditEntry(
+        occurred_at=occurred_at,
+        payload_kind=MODEL_REBUILD_KIND,
+        correlation_id=f"rebuild:{task}:{old_version or 'none'}->{new_version}",
+        policy_version=policy_version,
+        key_id=key_id,
+        fields=(
+            FieldAudit(
+                field=task,
+                operator="rebuild",
+                outcome="rebuilt",
+                entity_counts={
+                    "examples_before": examples_before,
+                    "examples_after": examples_after,
+                    "version_before": number(old_version),
+                    "version_after": number(new_version),
+                    "files_deleted": files_deleted,
+                },
+            ),
+        ),
+    )
 
 
 def purge_events_before(db: Database, cutoff: datetime, policy_version: str = "", key_id: str = "") -> int:

@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Container
+from collections.abc import Callable, Container
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.orm import Session
 
 from tacit.experiments.service import ExperimentService
-from tacit.learning.learner import Learner, SlotLearning
+from tacit.learning.erasure import mark_models_for_erasure
+from tacit.learning.learner import Learner, Rebuild, SlotLearning
 from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
 from tacit.learning.registry_models import ServingClassifiers
 from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
-from tacit.privacy.audit_log import chain_length
+from tacit.privacy.audit_log import append_entries, chain_length
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
-from tacit.privacy.erasure import RetentionPurger, retention_purger
+from tacit.privacy.erasure import RetentionPurger, model_rebuild_entry, retention_purger
 from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
@@ -85,6 +87,30 @@ def require_shared_keys(db: Database, keyring: KeyRing, settings: Settings) -> N
             f"the key file of a running replica to {settings.keys_path}, or point privacy.keys_file "
             "(TACIT_PRIVACY__KEYS_FILE) at one shared 0600 secret file, then start again"
         ) from None
+
+
+def audit_rebuilds(policy_version: str, key_id: str) -> Callable[[Session, Rebuild], None]:
+    """The learner's rebuild hook: one audit record per rebuilt slot, in the registering transaction."""
+
+    def record(session: Session, rebuild: Rebuild) -> None:
+        append_entries(
+            session,
+            [
+                model_rebuild_entry(
+                    datetime.now(UTC),
+                    rebuild.task,
+                    rebuild.old_version,
+                    rebuild.new_version,
+                    rebuild.examples_before,
+                    rebuild.examples_after,
+                    rebuild.files_deleted,
+                    policy_version,
+                    key_id,
+                )
+            ],
+        )
+
+    return record
 
 
 def policy_set(settings: Settings) -> PolicySet:
@@ -156,6 +182,9 @@ class Runtime:
                 keep_checkpoints=settings.learner.keep_checkpoints,
                 checkpoint_grace_seconds=settings.learner.checkpoint_grace_seconds,
                 random_seed=seed,
+                rebuild_mode=settings.privacy.erasure_model_rebuild,
+                rebuild_hour_utc=settings.privacy.erasure_rebuild_hour_utc,
+                on_rebuilt=audit_rebuilds(boundary.policies.version, keyring.active_key_id),
             )
         profiles = ProfileStore(db)
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)
@@ -291,6 +320,7 @@ def create_server(
             settings,
             on_erased=runtime.profiles.invalidate if runtime.profiles is not None else None,
             before_erase=runtime.decision_log.flush,
+            erasure_hooks=(mark_models_for_erasure,),
         ),
         server,
     )

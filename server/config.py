@@ -125,6 +125,13 @@ class PrivacySettings(_Section):
     max_text_chars: int = Field(4_096, ge=64)
     retention_days: float | None = Field(None, gt=0, description="purge events older than this; None keeps")
     retention_interval_seconds: float = Field(3600.0, gt=0, description="how often the purge runs")
+    erasure_model_rebuild: Literal["immediate", "nightly"] = Field(
+        "immediate",
+        description="when the learner rebuilds a slot model that learned from an erased subject: at "
+        "its next checkpoint, or at erasure_rebuild_hour_utc (very large logs; the old model serves "
+        "until then)",
+    )
+    erasure_rebuild_hour_utc: int = Field(3, ge=0, le=23, description="the nightly rebuild's hour (UTC)")
 
 
 class ExperimentSettings(_Section):

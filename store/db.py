@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -33,6 +36,8 @@ def _sqlite_pragmas(synchronous: str):  # type: ignore[no-untyped-def]
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, not left in free pages (erasure).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     return apply
@@ -60,6 +65,16 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """What `Database.reclaim_deleted` did: the SQLite checkpoint's result or the tables vacuumed."""
+
+    engine: str
+    wal_truncated: bool = False
+    wal_frames_left: int = 0
+    tables_vacuumed: tuple[str, ...] = ()
 
 
 class Database:
@@ -101,6 +116,55 @@ class Database:
             raise StorageUnavailable("storage unavailable") from None
         finally:
             session.close()
+
+    def hold_write_lock(self, session: Session) -> None:
+        """Makes a SQLite transaction take the database write lock now, before its first read.
+
+        (PostgreSQL writers lock rows or advisory locks instead; nothing to do.)
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("UPDATE audit_head SET seq = seq WHERE 1 = 0"))
+
+    def reclaim_deleted(self, tables: Sequence[str], attempts: int = 5) -> Reclaimed:
+        """Makes rows deleted by a committed transaction unreadable from the database files.
+
+        SQLite (secure_delete on every connection zeroes the deleted cells): a TRUNCATE
+        checkpoint copies the zeroed pages into the database file and empties the WAL,
+        whose older frames still held the rows; it waits (busy timeout) for readers and
+        writers, and is retried a few times. PostgreSQL: VACUUM of `tables` (outside a
+        transaction) prunes the dead row versions and their index entries. The rows are
+        already deleted when this runs, so a failure is StorageUnavailable: retry the erasure.
+        """
+        try:
+            if self.engine.dialect.name == "sqlite":
+                return self._checkpoint_truncate(attempts)
+            vacuumed = []
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                preparer = self.engine.dialect.identifier_preparer
+                for table in tables:
+                    connection.exec_driver_sql(f"VACUUM {preparer.quote(table)}")
+                    vacuumed.append(table)
+            return Reclaimed(self.engine.dialect.name, tables_vacuumed=tuple(vacuumed))
+        except (OperationalError, InterfaceError, sqlite3.Error) as error:
+            logger.warning("reclaiming deleted rows failed", extra={"error_type": type(error).__name__})
+            raise StorageUnavailable("storage unavailable") from None
+
+    def _checkpoint_truncate(self, attempts: int) -> Reclaimed:
+        frames_left = -1
+        for attempt in range(attempts):
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                busy, log_frames, _checkpointed = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cursor.close()
+            finally:
+                raw.close()
+            frames_left = int(log_frames)
+            if not busy and frames_left <= 0:
+                return Reclaimed("sqlite", wal_truncated=True)
+            time.sleep(0.05 * (attempt + 1))
+        logger.warning("wal checkpoint after erasure left frames", extra={"frames": frames_left})
+        return Reclaimed("sqlite", wal_truncated=False, wal_frames_left=frames_left)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -7,6 +7,7 @@ import binascii
 import math
 
 from tacit.learning.evaluation import DriftSummary
+from tacit.learning.registry import needs_retraining
 from tacit.learning.registry_models import ModelRecord
 from tacit.server.converters import to_timestamp
 from tacit.server.errors import InvalidArgument
@@ -38,6 +39,7 @@ def model_message(record: ModelRecord) -> model_pb2.Model:
         metrics={k: float(v) for k, v in record.metrics.items() if math.isfinite(float(v))},
         create_time=to_timestamp(record.created_at),
         examples=record.examples,
+        needs_retraining=needs_retraining(record.details),
     )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 
 from tacit.privacy import audit_log
 from tacit.privacy.audit import Anchor
-from tacit.privacy.erasure import erase_subject
+from tacit.privacy.erasure import ErasureHook, erase_subject
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server import converters
 from tacit.server.config import Settings
@@ -40,7 +40,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         settings: Settings,
         on_erased: Callable[[str], None] | None = None,
         before_erase: Callable[[], object] | None = None,
+        erasure_hooks: Sequence[ErasureHook] = (),
     ):
+        self._erasure_hooks = tuple(erasure_hooks)
         self._on_erased = on_erased
         self._before_erase = before_erase
         self._db = db
@@ -123,6 +125,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self._policy_version,
             request.subject_id,
             correlation_id=request_id or "erasure",
+            hooks=self._erasure_hooks,
         )
         if self._on_erased is not None:
             # Caches (profiles) must not serve an erased subject either.

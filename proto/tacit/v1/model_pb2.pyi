@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("name", "task", "version", "active", "metrics", "create_time", "examples", "new_examples", "pending_decisions", "learning_lag_seconds")
+    __slots__ = ("name", "task", "version", "active", "metrics", "create_time", "needs_retraining", "examples", "new_examples", "pending_decisions", "learning_lag_seconds")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class Model(_message.Message):
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_RETRAINING_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     NEW_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     PENDING_DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -34,11 +35,12 @@ class Model(_message.Message):
     active: bool
     metrics: _containers.ScalarMap[str, float]
     create_time: _timestamp_pb2.Timestamp
+    needs_retraining: bool
     examples: int
     new_examples: int
     pending_decisions: int
     learning_lag_seconds: float
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., active: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., examples: _Optional[int] = ..., new_examples: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., learning_lag_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., active: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., needs_retraining: _Optional[bool] = ..., examples: _Optional[int] = ..., new_examples: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., learning_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task", "page_size", "page_token")
