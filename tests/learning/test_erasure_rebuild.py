@@ -22,7 +22,8 @@ from tacit.learning.registry import (
     bandit_task,
     needs_retraining,
 )
-from tacit.privacy.audit_log import append_entries, verify
+from tacit.privacy.audit_keys import AuditKeys
+from tacit.privacy.audit_log import append_entries, bind_audit_keys, verify
 from tacit.privacy.erasure import erase_subject, model_rebuild_entry
 from tacit.privacy.pseudonym import KeyRing
 from tacit.store.db import Database
@@ -103,6 +104,13 @@ def _erase(db: Database, keyring: KeyRing):  # type: ignore[no-untyped-def]
     return erase_subject(db, keyring, "policy-v1", LEAVING, "erase-1", hooks=(mark_models_for_erasure,))
 
 
+def open_database(url: str) -> Database:
+    """A database with an audit key bound, as the server binds one at start."""
+    db = Database.open(url)
+    bind_audit_keys(db, AuditKeys.generate())
+    return db
+
+
 @pytest.fixture
 def keyring(tmp_path: Path) -> KeyRing:
     return KeyRing.load_or_create(tmp_path / "keys.json")
@@ -111,7 +119,7 @@ def keyring(tmp_path: Path) -> KeyRing:
 def test_an_erased_subjects_checkpointed_decisions_are_rebuilt_out_of_the_model(
     database_url: str, tmp_path: Path, keyring: KeyRing
 ) -> None:
-    db = Database.open(database_url)
+    db = open_database(database_url)
     now = datetime.now(UTC)
     subjects = _subjects(120, leaving_every=6)  # 20 decisions of the leaving subject
     _decisions(db, keyring, subjects, now - timedelta(seconds=5))
@@ -174,14 +182,14 @@ def test_rebuilt_model_matches_a_model_that_never_saw_the_subject(tmp_path: Path
     """The replay keeps the learner's order: the rebuilt file equals one trained without the subject."""
     subjects = _subjects(60, leaving_every=4)
     now = datetime.now(UTC) - timedelta(seconds=5)
-    erased_db = Database.open(f"sqlite:///{tmp_path / 'a.db'}")
+    erased_db = open_database(f"sqlite:///{tmp_path / 'a.db'}")
     _decisions(erased_db, keyring, subjects, now)
     erased = Learner(erased_db, {"home": SlotLearning(ARGS, 0.0)}, tmp_path / "a", batch_size=25)
     erased.run_until_idle()
     _erase(erased_db, keyring)
     [rebuild] = erased.rebuild_due()
 
-    clean_db = Database.open(f"sqlite:///{tmp_path / 'b.db'}")
+    clean_db = open_database(f"sqlite:///{tmp_path / 'b.db'}")
     _decisions(clean_db, keyring, subjects, now)
     with clean_db.transaction() as session:
         session.execute(Decision.__table__.delete().where(Decision.subject == keyring.pseudonymize(LEAVING)))
@@ -199,7 +207,7 @@ def test_rebuilt_model_matches_a_model_that_never_saw_the_subject(tmp_path: Path
 def test_decisions_erased_before_their_checkpoint_are_caught_by_the_learners_count(
     database_url: str, tmp_path: Path, keyring: KeyRing
 ) -> None:
-    db = Database.open(database_url)
+    db = open_database(database_url)
     subjects = _subjects(40, leaving_every=5)  # 8 of the leaving subject
     _decisions(db, keyring, subjects, datetime.now(UTC) - timedelta(seconds=5))
     learner = Learner(db, {"home": SlotLearning(ARGS, 0.0)}, tmp_path / "models", batch_size=100)
@@ -217,7 +225,7 @@ def test_decisions_erased_before_their_checkpoint_are_caught_by_the_learners_cou
 def test_nightly_mode_keeps_the_old_model_marked_until_the_nightly_hour(
     database_url: str, tmp_path: Path, keyring: KeyRing
 ) -> None:
-    db = Database.open(database_url)
+    db = open_database(database_url)
     subjects = _subjects(30, leaving_every=3)  # 10 of the leaving subject
     _decisions(db, keyring, subjects, datetime.now(UTC) - timedelta(seconds=5))
     learner = Learner(
@@ -250,7 +258,7 @@ def test_nightly_mode_keeps_the_old_model_marked_until_the_nightly_hour(
 def test_classifier_versions_trained_on_the_subjects_window_are_marked_for_retraining(
     database_url: str, tmp_path: Path, keyring: KeyRing
 ) -> None:
-    db = Database.open(database_url)
+    db = open_database(database_url)
     day = datetime(2026, 11, 1, tzinfo=UTC)
     pseudonym = keyring.pseudonymize(LEAVING)
     with db.transaction() as session:
@@ -313,7 +321,7 @@ def test_classifier_versions_trained_on_the_subjects_window_are_marked_for_retra
 
 
 def test_erasure_reclaims_the_freed_space(database_url: str, tmp_path: Path, keyring: KeyRing) -> None:
-    db = Database.open(database_url)
+    db = open_database(database_url)
     _decisions(db, keyring, _subjects(10, leaving_every=2), datetime.now(UTC))
     result = _erase(db, keyring)
     assert result.reclaimed is not None
@@ -341,7 +349,7 @@ def test_erasures_racing_the_running_learner_leave_a_model_of_exactly_the_remain
     database_url: str, tmp_path: Path, keyring: KeyRing
 ) -> None:
     """The learner thread learns and checkpoints while decisions arrive and two erasures land."""
-    db = Database.open(database_url)
+    db = open_database(database_url)
     learner = Learner(
         db,
         {"home": SlotLearning(ARGS, 0.0)},
