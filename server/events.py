@@ -1,4 +1,8 @@
-"""TrackEvents: behavioural events pass the boundary and are committed together."""
+"""TrackEvents: behavioural events pass the boundary and are committed together.
+
+Event ids are the client's: stored (and audited) only as keyed digests, and a
+retry is recognized by the digest under any key still held.
+"""
 
 from __future__ import annotations
 
@@ -50,18 +54,19 @@ class EventRecorder:
         ids = [event.event_id for event in events]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("events", "two events in the batch share an event_id")
+        keyring = self.boundary.keyring
+        event_keys = [keyring.digests(event_id) for event_id in ids]
         rows = []
         audits = []
         for index, event in enumerate(events):
             if event.event_type not in EVENT_TYPES:
                 raise InvalidArgument(f"events[{index}].event_type", f"must be one of {sorted(EVENT_TYPES)}")
             subject = self.boundary.pseudonymize_subject(event.subject_id)
-            result = self.boundary.anonymize(
-                _payload_kind(event.event_type), event.properties, event.event_id
-            )
+            stored_id = event_keys[index][0]
+            result = self.boundary.anonymize(_payload_kind(event.event_type), event.properties, stored_id)
             rows.append(
                 TrackedEvent(
-                    event_id=event.event_id,
+                    event_id=stored_id,
                     subject=subject,
                     event_type=event.event_type,
                     occurred_at=event.occurred_at,
@@ -70,13 +75,15 @@ class EventRecorder:
                 )
             )
             audits.append(result.audit)
+        every_key = [key for keys in event_keys for key in keys]
         with self.db.transaction() as session:
-            existing = set(
-                session.execute(select(TrackedEvent.event_id).where(TrackedEvent.event_id.in_(ids))).scalars()
+            stored = set(
+                session.execute(
+                    select(TrackedEvent.event_id).where(TrackedEvent.event_id.in_(every_key))
+                ).scalars()
             )
-            fresh = [row for row in rows if row.event_id not in existing]
-            session.add_all(fresh)
-            append_entries(
-                session, [a for row, a in zip(rows, audits, strict=True) if row.event_id not in existing]
-            )
-        return TrackResult(accepted=len(fresh), duplicates=len(existing))
+            fresh = [not stored.intersection(keys) for keys in event_keys]
+            session.add_all([row for row, new in zip(rows, fresh, strict=True) if new])
+            append_entries(session, [a for a, new in zip(audits, fresh, strict=True) if new])
+        accepted = sum(fresh)
+        return TrackResult(accepted=accepted, duplicates=len(fresh) - accepted)
