@@ -244,7 +244,7 @@ def create_server(
     predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)
     experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens)), server
+        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens), runtime.keyring.digest), server
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
     health_servicer = health.HealthServicer()

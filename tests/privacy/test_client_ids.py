@@ -22,7 +22,7 @@ from tacit.cli import main
 from tacit.server.auth import Role
 from tacit.sim.client import rank_request
 from tacit.store.db import Database
-from tacit.store.schema import AuditRecord, Base, Decision, Reward, TrackedEvent
+from tacit.store.schema import AuditRecord, Base, Decision, IdempotencyKey, Reward, TrackedEvent
 from tacit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -31,6 +31,8 @@ from tacit.v1 import (
     decision_pb2_grpc,
     event_pb2,
     event_pb2_grpc,
+    experiment_pb2,
+    experiment_pb2_grpc,
 )
 
 # The personal value, and the disguised client id that carries it (accepted as an id).
@@ -218,3 +220,37 @@ def test_a_candidate_id_holding_personal_data_is_refused_naming_the_field(
     handle.running.runtime.decision_log.flush()  # type: ignore[attr-defined]
     with handle.running.runtime.db.transaction() as session:  # type: ignore[attr-defined]
         assert session.execute(select(Decision.event_id)).first() is None  # nothing half-written
+
+
+def test_experiment_request_ids_are_kept_only_as_digests(start_server: Callable[..., object]) -> None:
+    handle = start_server(learner={"enabled": False})  # type: ignore[operator]
+    stub = experiment_pb2_grpc.ExperimentServiceStub(handle.channel)  # type: ignore[attr-defined]
+    metadata = handle.metadata(Role.EXPERIMENTER)  # type: ignore[attr-defined]
+    experiment = experiment_pb2.Experiment(
+        slot="home",
+        arms=[
+            experiment_pb2.Arm(name="control", policy="static:first", weight=0.5),
+            experiment_pb2.Arm(name="treatment", policy="uniform", weight=0.5),
+        ],
+        primary_metric="click_through",
+        stages=[experiment_pb2.Stage(percent=p, min_sample=10) for p in (5, 100)],
+    )
+    create_id, start_id = f"cr-{PLANTED['iban'][1]}", f"st-{PLANTED['phone'][1]}"
+    stub.CreateExperiment(
+        experiment_pb2.CreateExperimentRequest(
+            experiment_id="exp-ids", experiment=experiment, request_id=create_id
+        ),
+        metadata=metadata,
+    )
+    action = experiment_pb2.ExperimentActionRequest(name="experiments/exp-ids", request_id=start_id)
+    stub.StartExperiment(action, metadata=metadata)
+    pause = experiment_pb2.ExperimentActionRequest(name="experiments/exp-ids")
+    stub.PauseExperiment(pause, metadata=metadata)
+    # The retried start is still recognized (it stays paused) although only its digest is kept.
+    assert stub.StartExperiment(action, metadata=metadata).state == experiment_pb2.EXPERIMENT_STATE_PAUSED
+    runtime = handle.running.runtime  # type: ignore[attr-defined]
+    with runtime.db.transaction() as session:
+        keys = set(session.execute(select(IdempotencyKey.request_id)).scalars())
+    assert keys == {runtime.keyring.digest(create_id), runtime.keyring.digest(start_id)}
+    text = _rows_text(runtime.db)
+    assert [needle for needle in NEEDLES if needle in text] == []
