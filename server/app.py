@@ -24,6 +24,7 @@ from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
+from tacit.privacy.client_ids import digest_legacy_ids
 from tacit.privacy.erasure import RetentionPurger, retention_purger
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
@@ -98,6 +99,7 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database.open(settings.database_url)
         keyring = KeyRing.load_or_create(settings.keys_path)
+        digest_legacy_ids(db, keyring)  # ids an older version stored raw
         analyzer = build_analyzer(
             AnalyzerSettings(
                 ner_model=settings.privacy.ner_model, max_text_chars=settings.privacy.max_text_chars

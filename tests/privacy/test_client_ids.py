@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from tacit.cli import main
+from tacit.privacy.client_ids import MARKER_SCOPE, digest_legacy_ids
 from tacit.server.auth import Role
 from tacit.sim.client import rank_request
 from tacit.store.db import Database
@@ -250,7 +251,60 @@ def test_experiment_request_ids_are_kept_only_as_digests(start_server: Callable[
     assert stub.StartExperiment(action, metadata=metadata).state == experiment_pb2.EXPERIMENT_STATE_PAUSED
     runtime = handle.running.runtime  # type: ignore[attr-defined]
     with runtime.db.transaction() as session:
-        keys = set(session.execute(select(IdempotencyKey.request_id)).scalars())
+        keys = set(
+            session.execute(
+                select(IdempotencyKey.request_id).where(IdempotencyKey.scope != MARKER_SCOPE)
+            ).scalars()
+        )
     assert keys == {runtime.keyring.digest(create_id), runtime.keyring.digest(start_id)}
     text = _rows_text(runtime.db)
     assert [needle for needle in NEEDLES if needle in text] == []
+
+
+def test_ids_an_older_version_stored_raw_are_digested_once_and_still_join(
+    start_server: Callable[..., object], database_url: str, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tacit.privacy.pseudonym import KeyRing
+
+    data_dir = tmp_path / "legacy"
+    keyring = KeyRing.load_or_create(data_dir / "keys.json")
+    db = Database.open(database_url)
+    now = datetime.now(UTC)
+    legacy = PLANTED["card"][1]
+    with db.transaction() as session:
+        # What a database written before digests holds: raw ids everywhere, no marker.
+        session.query(IdempotencyKey).delete()
+        session.add(
+            Decision(
+                event_id=legacy, slot="home", subject=keyring.pseudonymize("old-user"), arm="",
+                policy="bandit", model_version="v0", context={}, candidate_ids=["a1", "b2"],
+                candidate_features=[{"id": "a1"}, {"id": "b2"}], probabilities=[0.5, 0.5], chosen_index=0,
+                created_at=now, reward_deadline=now + timedelta(hours=1), deferred=False, reward_count=1,
+                reward=1.0, learn_after=now + timedelta(hours=1), learn_state=0,
+            )
+        )
+        session.add(Reward(event_id=legacy, request_id=f"rw-{legacy}", value=1.0, occurred_at=now,
+                           received_at=now, late=False))
+        session.add(TrackedEvent(event_id=f"ev-{legacy}", subject="ps1:k:x", event_type="click",
+                                 occurred_at=now, received_at=now, properties={}))
+        session.add(IdempotencyKey(scope="experiment.create", request_id=f"cr-{legacy}", created_at=now,
+                                   response={}))
+    db.dispose()
+    handle = start_server(database_url, data_dir=data_dir)  # type: ignore[operator]
+    runtime = handle.running.runtime  # type: ignore[attr-defined]
+    text = _rows_text(runtime.db)
+    assert [needle for needle in NEEDLES if needle in text] == []
+    with runtime.db.transaction() as session:
+        assert session.get(Decision, keyring.digest(legacy)) is not None
+        assert session.get(TrackedEvent, keyring.digest(f"ev-{legacy}")) is not None
+    assert digest_legacy_ids(runtime.db, keyring) == 0  # once only
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)  # type: ignore[attr-defined]
+    service = handle.metadata(Role.SERVICE)  # type: ignore[attr-defined]
+    retried = stub.Reward(decision_pb2.RewardRequest(event_id=legacy, value=1.0, request_id=f"rw-{legacy}"),
+                          metadata=service)
+    assert retried.outcome == decision_pb2.REWARD_OUTCOME_DUPLICATE  # the old reward is still recognized
+    joined = stub.Reward(decision_pb2.RewardRequest(event_id=legacy, value=1.0, request_id="rw-new-0001"),
+                         metadata=service)
+    assert joined.outcome == decision_pb2.REWARD_OUTCOME_JOINED
