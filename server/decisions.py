@@ -203,14 +203,14 @@ def _locked_decision(session: Session, event_keys: Sequence[str]) -> Decision:
     return decision
 
 
+# Namespace of the MAC that makes Tacit's event id for a Rank that carries a request id.
 RANK_EVENT_ID_NAMESPACE = "rank_event_id"
+# How long a Rank waits for an identical in-flight Rank (same request_id) to answer.
+FLIGHT_TIMEOUT_SECONDS = 30.0
 
 
 def _duplicate_event_id() -> InvalidArgument:
     return InvalidArgument("event_id", "an event with this id was already ranked", "DUPLICATE_EVENT_ID")
-
-# How long a Rank waits for an identical in-flight Rank (same request_id) to answer.
-FLIGHT_TIMEOUT_SECONDS = 30.0
 
 
 class _Flight:
