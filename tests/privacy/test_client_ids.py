@@ -190,11 +190,13 @@ def test_the_auditor_shows_a_record_by_the_clients_event_id(
     base = ["audit", "--target", handle.target, "--data-dir", str(handle.data_dir)]  # type: ignore[attr-defined]
     client_id = f"ev-{PLANTED['ssn'][1]}"
     assert main([*base, "show", "--event-id", client_id, "--json"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["body"]["payload_kind"] for line in shown] == ["event.click"]
+    # The very record whose correlation column holds the id's digest.
     digest = handle.running.runtime.keyring.digest(client_id)  # type: ignore[attr-defined]
-    assert [(line["body"]["payload_kind"], line["body"]["correlation_id"]) for line in lines] == [
-        ("event.click", digest)
-    ]
+    with handle.running.runtime.db.transaction() as session:  # type: ignore[attr-defined]
+        query = select(AuditRecord.seq).where(AuditRecord.correlation_id == digest)
+        assert [line["seq"] for line in shown] == list(session.execute(query).scalars())
     assert main([*base, "show", "--request-id", PLANTED["card"][1]]) == 0
     shown = capsys.readouterr().out
     assert "erasure" in shown and PLANTED["card"][1] not in shown
