@@ -310,3 +310,54 @@ def test_ids_an_older_version_stored_raw_are_digested_once_and_still_join(
     joined = stub.Reward(decision_pb2.RewardRequest(event_id=legacy, value=1.0, request_id="rw-new-0001"),
                          metadata=service)
     assert joined.outcome == decision_pb2.REWARD_OUTCOME_JOINED
+
+
+def test_during_a_rotation_window_ids_stored_under_the_old_key_still_match(
+    start_server: Callable[..., object], database_url: str, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from tacit.privacy.pseudonym import KeyRing
+
+    data_dir = tmp_path / "rotating"
+    first = start_server(database_url, data_dir=data_dir)  # type: ignore[operator]
+    decisions = decision_pb2_grpc.DecisionServiceStub(first.channel)  # type: ignore[attr-defined]
+    events = event_pb2_grpc.EventServiceStub(first.channel)  # type: ignore[attr-defined]
+    request = rank_request("home", "subject-ids", {}, CANDIDATES)
+    request.event_id, request.request_id = "rotate-evt-0001", "rotate-req-0001"
+    original = decisions.Rank(request, metadata=first.metadata())  # type: ignore[attr-defined]
+    tracked = event_pb2.TrackEventsRequest(
+        events=[event_pb2.Event(event_id="rotate-ev-0001", subject_id="subject-ids", event_type="click",
+                                properties=_features(position=1))]
+    )
+    events.TrackEvents(tracked, metadata=first.metadata())  # type: ignore[attr-defined]
+    first.running.stop(grace=1)  # type: ignore[attr-defined]
+    old = KeyRing.load_or_create(data_dir / "keys.json")
+    new = old.rotate(data_dir / "keys.json", timedelta(days=7))
+    second = start_server(database_url, data_dir=data_dir)  # type: ignore[operator]
+    assert second.running.runtime.keyring.active_key_id == new.active_key_id  # type: ignore[attr-defined]
+    decisions = decision_pb2_grpc.DecisionServiceStub(second.channel)  # type: ignore[attr-defined]
+    events = event_pb2_grpc.EventServiceStub(second.channel)  # type: ignore[attr-defined]
+    service = second.metadata()  # type: ignore[attr-defined]
+    # Each look-up tries the old key's digest too.
+    assert _answer_of(decisions.Rank(request, metadata=service)) == _answer_of(original)
+    assert events.TrackEvents(tracked, metadata=service).duplicates == 1
+    reward = decision_pb2.RewardRequest(event_id="rotate-evt-0001", value=1.0)
+    assert decisions.Reward(reward, metadata=service).outcome == decision_pb2.REWARD_OUTCOME_JOINED
+    again = decisions.Reward(reward, metadata=service)
+    assert again.outcome == decision_pb2.REWARD_OUTCOME_DUPLICATE
+    with pytest.raises(grpc.RpcError) as error:
+        decisions.Rank(_with_event_id("rotate-evt-0001"), metadata=service)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # already ranked under the old key
+    with second.running.runtime.db.transaction() as session:  # type: ignore[attr-defined]
+        assert session.execute(select(Reward.event_id)).scalars().all() == [old.digest("rotate-evt-0001")]
+
+
+def _answer_of(response: decision_pb2.RankResponse) -> tuple[object, ...]:
+    return (response.event_id, tuple((c.id, c.probability) for c in response.ranking), response.model_version)
+
+
+def _with_event_id(event_id: str) -> decision_pb2.RankRequest:
+    request = rank_request("home", "subject-ids", {}, CANDIDATES)
+    request.event_id = event_id
+    return request
