@@ -161,3 +161,19 @@ def test_a_request_id_reused_for_another_rank_is_refused(
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "request_id" in error.value.details() and "reused-req-0001" not in error.value.details()
     assert len(_stored(handle)[0]) == 1
+
+
+def test_a_retry_on_another_replica_gets_the_flushed_decision(
+    start_server: Callable[..., object], database_url: str, tmp_path: Path
+) -> None:
+    keys = {"keys_file": str(tmp_path / "shared-keys.json")}  # replicas share the pseudonym keys
+    one = start_server(database_url, privacy=keys)  # type: ignore[operator]
+    two = start_server(database_url, privacy=keys, seed=7)  # type: ignore[operator]
+    request = _request(request_id="replica-req-0001")
+    original = decision_pb2_grpc.DecisionServiceStub(one.channel).Rank(  # type: ignore[attr-defined]
+        request, metadata=one.metadata()  # type: ignore[attr-defined]
+    )
+    one.running.runtime.decision_log.flush()  # type: ignore[attr-defined]
+    results = _race(two, request)
+    assert {_answer(r) for r in results} == {_answer(original)}  # type: ignore[arg-type]
+    assert len(_stored(two)[0]) == 1
