@@ -1,6 +1,7 @@
 """`tacit audit`: the compliance team's client of AuditService.
 
     tacit audit list [--kind event.click] [--since 7d] [--until 2024-06-01] [--all]
+    tacit audit show --event-id ID          # the records of one client event (or --request-id)
     tacit audit verify                      # exit 1 when the chain is broken
     tacit audit verify --anchor head.json   # ... or contradicts an anchor kept elsewhere
     tacit audit --data-dir D verify --database-url URL   # offline, with D/audit-keys.json
@@ -10,7 +11,9 @@
     tacit audit erase SUBJECT_ID
 
 Calls use the auditor token from `--token-file` (default `<data-dir>/tokens.json`).
-Nothing printed holds a raw value: records carry counts and names only.
+Nothing printed holds a raw value: records carry counts and names only, and
+their correlation ids are keyed digests. `show` sends the client's id to the
+server, which matches it by digest; the CLI never reads or prints a raw id.
 """
 
 from __future__ import annotations
@@ -107,7 +110,11 @@ def cmd_list(args: argparse.Namespace, client: _Client, out: TextIO) -> int:
     records: list[Any] = []
     while True:
         request = audit_pb2.ListAuditRecordsRequest(
-            page_size=args.page_size, page_token=token, payload_kind=args.kind or "", **_period(args)
+            page_size=args.page_size,
+            page_token=token,
+            payload_kind=args.kind or "",
+            client_id=getattr(args, "client_id", "") or "",
+            **_period(args),
         )
         response = client.stub.ListAuditRecords(request, metadata=client.metadata, timeout=client.timeout)
         records.extend(response.records)
@@ -137,6 +144,13 @@ def cmd_list(args: argparse.Namespace, client: _Client, out: TextIO) -> int:
     elif token:
         sys.stderr.write(f"next page token: {token}\n")
     return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, client: _Client, out: TextIO) -> int:
+    """Every record of one client id (event or request id), looked up by its digest on the server."""
+    args.client_id = args.event_id or args.request_id
+    args.kind, args.page_token, args.all = "", "", True
+    return cmd_list(args, client, out)
 
 
 def _report_verification(ok: bool, checked: int, broken: int | None, reason: str | None, out: TextIO) -> int:
@@ -333,7 +347,13 @@ def run_audit(args: argparse.Namespace, out: TextIO | None = None) -> int:
             return cmd_anchor(args, out)
         client = _Client(args)
         try:
-            handler = {"list": cmd_list, "export": cmd_export, "summary": cmd_summary, "erase": cmd_erase}
+            handler = {
+                "list": cmd_list,
+                "show": cmd_show,
+                "export": cmd_export,
+                "summary": cmd_summary,
+                "erase": cmd_erase,
+            }
             return handler[args.audit_command](args, client, out)
         finally:
             client.close()
@@ -368,6 +388,12 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     listing.add_argument("--page-token", default="")
     listing.add_argument("--all", action="store_true", help="follow every page")
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    show = sub.add_parser("show", help="the records of one client event or request id")
+    which = show.add_mutually_exclusive_group(required=True)
+    which.add_argument("--event-id", help="an event_id as the client sent it (matched by its digest)")
+    which.add_argument("--request-id", help="a request_id as the client sent it (e.g. of an erasure)")
+    show.add_argument("--page-size", type=int, default=200)
+    show.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     def offline(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--database-url", help="work offline from the database, not via the server")
         parser.add_argument(

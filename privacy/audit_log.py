@@ -343,6 +343,8 @@ class AuditFilter:
     payload_kind: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # Digests of one client id under every held key (`KeyRing.digests`); empty = all records.
+    correlation_ids: tuple[str, ...] = ()
 
 
 def _filtered(query, audit_filter: AuditFilter):  # type: ignore[no-untyped-def]
@@ -352,6 +354,8 @@ def _filtered(query, audit_filter: AuditFilter):  # type: ignore[no-untyped-def]
         query = query.where(AuditRecord.occurred_at >= audit_filter.start_time)
     if audit_filter.end_time:
         query = query.where(AuditRecord.occurred_at < audit_filter.end_time)
+    if audit_filter.correlation_ids:
+        query = query.where(AuditRecord.correlation_id.in_(audit_filter.correlation_ids))
     return query
 
 

@@ -3,7 +3,9 @@
 A pseudonym looks like ``ps1:<key_id>:<base32 digest>``. The key id lets a
 verifier pick the right key after rotation; the namespace is mixed into the
 MAC so the same raw value in two roles (subject id, email field) never yields
-the same pseudonym. Keys and raw values are never logged.
+the same pseudonym. Client-chosen ids (event and request ids) are kept only as
+a shorter keyed digest, ``<key_id>:<base64url>``, looked up under every held
+key. Keys and raw values are never logged.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ KEY_BYTES = 32
 _KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 PSEUDONYM_RE = re.compile(r"^ps1:[A-Za-z0-9_-]{1,32}:[a-z2-7]{52}$")
+# Client-chosen ids (event ids, request ids) are stored as ``<key_id>:<22 base64url chars>``:
+# HMAC-SHA256 truncated to 128 bits (RFC 4868's HMAC-SHA-256-128). 128 bits keep a
+# collision between two ids under one key below 1e-15 for a trillion ids, and without
+# the key nothing can be tested against a digest at all; the form fits the String(64)
+# id columns even with the longest key id allowed (32 + 1 + 22 = 55 characters).
+CLIENT_ID_NAMESPACE = "client_id"
+DIGEST_BYTES = 16
+CLIENT_DIGEST_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{22}$")
 _KEYFILE_VERSION = 1
 _FINGERPRINT_LABEL = b"tacit/pseudonym-key-fingerprint/v1"
 
@@ -107,7 +117,25 @@ class KeyRing:
         expected = self._pseudonym(key_id, value, namespace)
         return hmac.compare_digest(expected.encode(), pseudonym.encode())
 
-    def _pseudonym(self, key_id: str, value: str, namespace: str) -> str:
+    # -- client-chosen ids ----------------------------------------------------
+
+    def digest(self, value: str, namespace: str = CLIENT_ID_NAMESPACE) -> str:
+        """The stored form of a client-chosen id under the active key (``<key_id>:<mac>``)."""
+        return self.digest_with(self.active_key_id, value, namespace)
+
+    def digests(
+        self, value: str, namespace: str = CLIENT_ID_NAMESPACE, now: datetime | None = None
+    ) -> list[str]:
+        """Digests of ``value`` under every key still held, active first (for look-ups)."""
+        return [self.digest_with(k, value, namespace) for k in self.held_key_ids(now)]
+
+    def digest_with(self, key_id: str, value: str, namespace: str = CLIENT_ID_NAMESPACE) -> str:
+        """The digest of ``value`` under one held key."""
+        mac = self.mac(key_id, value, namespace)[:DIGEST_BYTES]
+        return f"{key_id}:{base64.urlsafe_b64encode(mac).decode('ascii').rstrip('=')}"
+
+    def mac(self, key_id: str, value: str, namespace: str) -> bytes:
+        """HMAC-SHA256 of ``value`` in ``namespace`` under key ``key_id`` (32 bytes)."""
         if not isinstance(value, str):
             raise TypeError("pseudonymize expects a str value")
         if not _NAMESPACE_RE.match(namespace):
@@ -116,7 +144,10 @@ class KeyRing:
         message = f"{len(namespace)}:{namespace}:".encode() + value.encode(
             "utf-8", "surrogatepass"
         )
-        digest = hmac.new(bytes(self.keys[key_id]), message, hashlib.sha256).digest()
+        return hmac.new(bytes(self.keys[key_id]), message, hashlib.sha256).digest()
+
+    def _pseudonym(self, key_id: str, value: str, namespace: str) -> str:
+        digest = self.mac(key_id, value, namespace)
         encoded = base64.b32encode(digest).decode("ascii").rstrip("=").lower()
         return f"{PSEUDONYM_PREFIX}:{key_id}:{encoded}"
 
@@ -228,3 +259,8 @@ def _new_key_id(existing: set[str]) -> str:
 def is_pseudonym(text: str) -> bool:
     """True when ``text`` is shaped like one of our pseudonyms."""
     return bool(PSEUDONYM_RE.match(text))
+
+
+def is_client_digest(text: str) -> bool:
+    """True when ``text`` is shaped like a stored client-id digest."""
+    return bool(CLIENT_DIGEST_RE.match(text))

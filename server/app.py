@@ -30,6 +30,7 @@ from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.audit_log import append_entries, chain_length
 from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
+from tacit.privacy.client_ids import digest_legacy_ids
 from tacit.privacy.erasure import RetentionPurger, model_rebuild_entry, retention_purger
 from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
@@ -151,6 +152,7 @@ class Runtime:
         require_shared_keys(db, keyring, settings)
         audit_keys = audit_log.load_or_create_keys(db, settings.audit_keys_path)
         audit_log.bind_audit_keys(db, audit_keys, settings.audit_keys_path)
+        digest_legacy_ids(db, keyring)  # ids an older version stored raw
         analyzer = build_analyzer(
             AnalyzerSettings(
                 ner_model=settings.privacy.ner_model, max_text_chars=settings.privacy.max_text_chars
@@ -327,7 +329,7 @@ def create_server(
     predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)
     experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens)), server
+        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens), runtime.keyring.digest), server
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
     health_servicer = health.HealthServicer()

@@ -5,7 +5,9 @@ returns; a writer thread commits batches every few milliseconds and at
 shutdown. A crash can lose at most the unflushed batch (bounded by
 `max_batch` and the flush interval); losses are counted in
 `tacit_decisions_lost_total`. `Reward` calls `ensure_flushed` first, so a
-reward that races its own decision in this process still finds it.
+reward that races its own decision in this process still finds it; a retried
+`Rank` does the same with its request id. Decisions carry digests of their
+event and request ids (`KeyRing.digest`), never the ids a client sent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +54,8 @@ class DecisionLog:
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._queue: list[PendingDecision] = []
-        self._pending_ids: set[str] = set()
+        self._pending_ids: set[str] = set()  # event-id digests
+        self._pending_requests: set[str] = set()  # request-id digests
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -68,17 +71,23 @@ class DecisionLog:
                 return
             self._queue.append(PendingDecision(decision, audit))
             self._pending_ids.add(decision["event_id"])
+            if decision.get("request_id"):
+                self._pending_requests.add(decision["request_id"])
             DECISIONS_PENDING.set(len(self._queue))
             if len(self._queue) >= self._max_batch:
                 self._wake.set()
 
-    def is_pending(self, event_id: str) -> bool:
+    def is_pending(self, keys: Iterable[str]) -> bool:
+        """True when a decision with one of these event-id digests waits in memory."""
         with self._lock:
-            return event_id in self._pending_ids
+            return any(key in self._pending_ids for key in keys)
 
-    def ensure_flushed(self, event_id: str) -> None:
-        """Flushes now if `event_id` is still waiting in memory."""
-        if self.is_pending(event_id):
+    def ensure_flushed(self, keys: Iterable[str]) -> None:
+        """Flushes now if a decision with one of these event- or request-id digests waits in memory."""
+        keys = list(keys)
+        with self._lock:
+            waiting = any(key in self._pending_ids or key in self._pending_requests for key in keys)
+        if waiting:
             self.flush()
 
     def flush(self) -> int:
@@ -95,6 +104,7 @@ class DecisionLog:
                     del self._queue[: len(batch)]
                     for item in batch:
                         self._pending_ids.discard(item.decision["event_id"])
+                        self._pending_requests.discard(item.decision.get("request_id") or "")
                     DECISIONS_PENDING.set(len(self._queue))
                 written += len(batch)
                 DECISIONS_LOGGED.inc(len(batch))
@@ -110,7 +120,7 @@ class DecisionLog:
                     self._write_together([item])
                 except IntegrityError:
                     DECISIONS_LOST.inc()
-                    logger.error("decision with a duplicate event id dropped")
+                    logger.error("decision with a duplicate event or request id dropped")
 
     def _write_together(self, batch: Sequence[PendingDecision]) -> None:
         # Not synced on commit: the documented bounded loss of Rank's log. A Reward's
@@ -147,3 +157,4 @@ class DecisionLog:
                 logger.error("decisions lost at shutdown", extra={"count": len(self._queue)})
                 self._queue.clear()
                 self._pending_ids.clear()
+                self._pending_requests.clear()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
 from itertools import accumulate
-from threading import Lock
+from threading import Event, Lock
 
 import numpy as np
 from sqlalchemy import DateTime, Float, case, func, literal, select, update
@@ -33,7 +33,7 @@ from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
-from tacit.server.errors import AlreadyExists, InvalidArgument, NotFound
+from tacit.server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from tacit.server.metrics import DECISIONS_RANKED, REWARDS
 from tacit.store.db import Database
 from tacit.store.schema import LEARN_WAITING, Decision, Reward
@@ -52,6 +52,7 @@ class RankInput:
     excluded_ids: frozenset[str] = frozenset()
     event_id: str = ""
     defer_activation: bool = False
+    request_id: str = ""
 
 
 Assigner = Callable[[str, str], ArmAssignment | None]
@@ -123,15 +124,15 @@ def _join_statement(event_id: str, rule: str, value: float, now: datetime) -> Up
     )
 
 
-def _stored_reward(session: Session, event_id: str, request_id: str, value: float) -> bool:
+def _stored_reward(session: Session, event_id: str, request_keys: Sequence[str], value: float) -> bool:
     """True when this request id was already recorded with this value.
 
     The same request id with another value is not a retry: ALREADY_EXISTS naming
     the field (never the values).
     """
     stored = session.execute(
-        select(Reward.value).where(Reward.event_id == event_id, Reward.request_id == request_id)
-    ).scalar_one_or_none()
+        select(Reward.value).where(Reward.event_id == event_id, Reward.request_id.in_(request_keys))
+    ).scalars().first()
     if stored is None:
         return False
     if stored != value:
@@ -240,6 +241,59 @@ def _merged_audit(
     )
 
 
+# Namespace of the MAC that makes Tacit's event id for a Rank that carries a request id.
+RANK_EVENT_ID_NAMESPACE = "rank_event_id"
+# How long a Rank waits for an identical in-flight Rank (same request_id) to answer.
+FLIGHT_TIMEOUT_SECONDS = 30.0
+
+
+def _duplicate_event_id() -> InvalidArgument:
+    return InvalidArgument("event_id", "an event with this id was already ranked", "DUPLICATE_EVENT_ID")
+
+
+class _Flight:
+    """One Rank in progress for a request id; identical concurrent calls wait for its answer."""
+
+    def __init__(self, signature: tuple[str, str, str]):
+        self.signature = signature  # (slot, subject_id, event_id): in memory only
+        self._done = Event()
+        self._result: RankResult | None = None
+        self._error: BaseException | None = None
+
+    def resolve(self, result: RankResult) -> None:
+        self._result = result
+        self._done.set()
+
+    def reject(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> RankResult:
+        if not self._done.wait(FLIGHT_TIMEOUT_SECONDS):
+            raise Unavailable("an identical Rank is still in progress; retry", "RANK_IN_PROGRESS")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+def _signature(request: RankInput) -> tuple[str, str, str]:
+    return (request.slot, request.subject_id, request.event_id)
+
+
+def _request_id_reused() -> InvalidArgument:
+    return InvalidArgument(
+        "request_id",
+        "was already used for a Rank with another slot, subject or event_id",
+        "REQUEST_ID_REUSED",
+    )
+
+
+def _ranking_order(probabilities: Sequence[float], chosen: int) -> list[int]:
+    """The chosen candidate first, then by probability (ties by position)."""
+    return sorted(range(len(probabilities)), key=lambda i: (i != chosen, -probabilities[i], i))
+
+
 class DecisionEngine:
     """Ranks through the slot's policy, logs decisions, joins rewards."""
 
@@ -261,6 +315,12 @@ class DecisionEngine:
         self.decision_log = decision_log
         self._candidates = _CandidateCache(boundary)
         self._event_ids = EventIds()
+        self.keyring = boundary.keyring
+        # Rank idempotency in this process: request-id digest -> the Rank in progress.
+        self._flights: dict[str, _Flight] = {}
+        # Caller event ids being ranked right now (digests), so concurrent duplicates are refused.
+        self._reserved_events: set[str] = set()
+        self._ids_lock = Lock()
         self.assigner = assigner
         self.profiles = profiles
         self._rng = random.Random(seed)
@@ -273,18 +333,118 @@ class DecisionEngine:
             raise NotFound(f"slot is not configured: {name}", "SLOT_NOT_FOUND") from None
 
     def rank(self, request: RankInput, now: datetime | None = None) -> RankResult:
+        """Ranks once per request id: a retry or a concurrent twin gets the original decision."""
+        if not request.request_id:
+            return self._rank_reserving(request, now, None)
+        request_keys = self.keyring.digests(request.request_id)
+        with self._ids_lock:
+            flight = self._flights.get(request_keys[0])
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[request_keys[0]] = _Flight(_signature(request))
+        if not leader:
+            if flight.signature != _signature(request):
+                raise _request_id_reused()
+            return flight.wait()
+        try:
+            result = self._stored_rank(request, request_keys)
+            if result is None:
+                result = self._rank_reserving(request, now, request_keys[0])
+        except BaseException as error:
+            flight.reject(error)
+            raise
+        else:
+            flight.resolve(result)
+            return result
+        finally:
+            # The decision is in the log's queue (or on disk) by now, so `_stored_rank` finds it.
+            with self._ids_lock:
+                del self._flights[request_keys[0]]
+
+    def _stored_rank(self, request: RankInput, request_keys: Sequence[str]) -> RankResult | None:
+        """The decision an earlier Rank with this request id made, or None."""
+        self.decision_log.ensure_flushed(request_keys)
+        with self.db.transaction() as session:
+            row = session.execute(
+                select(
+                    Decision.slot,
+                    Decision.subject,
+                    Decision.event_id,
+                    Decision.candidate_ids,
+                    Decision.probabilities,
+                    Decision.chosen_index,
+                    Decision.model_version,
+                    Decision.arm,
+                ).where(Decision.request_id.in_(request_keys))
+            ).first()
+        if row is None:
+            return None
+        if row.slot != request.slot or row.subject not in self.keyring.candidates(request.subject_id):
+            raise _request_id_reused()
+        key_id = row.event_id.split(":", 1)[0]
+        if key_id not in self.keyring.held_key_ids():
+            raise _request_id_reused()
+        event_id = request.event_id or self._derived_event_id(key_id, request.request_id)
+        if self.keyring.digest_with(key_id, event_id) != row.event_id:
+            raise _request_id_reused()
+        candidate_ids: list[str] = list(row.candidate_ids)
+        probabilities: list[float] = list(row.probabilities)
+        return RankResult(
+            event_id=event_id,
+            chosen_id=candidate_ids[row.chosen_index],
+            ranking=tuple(
+                (candidate_ids[i], probabilities[i]) for i in _ranking_order(probabilities, row.chosen_index)
+            ),
+            model_version=row.model_version,
+            arm=row.arm,
+        )
+
+    def _derived_event_id(self, key_id: str, request_id: str) -> str:
+        """Tacit's event id for a Rank with a request id: a keyed function of it, so a retry
+        gets the same id back although only digests are stored."""
+        return "evt_" + self.keyring.mac(key_id, request_id, RANK_EVENT_ID_NAMESPACE)[:16].hex()
+
+    def _rank_reserving(
+        self, request: RankInput, now: datetime | None, request_key: str | None
+    ) -> RankResult:
+        """Ranks; a caller event id is reserved until its decision is queued, so two
+        concurrent Ranks with one event id never both answer OK."""
+        if request.event_id:
+            event_id = request.event_id
+        elif request.request_id:
+            event_id = self._derived_event_id(self.keyring.active_key_id, request.request_id)
+        else:
+            return self._rank(request, now, self._event_ids.new(), None, request_key)
+        event_keys = self.keyring.digests(event_id)
+        with self._ids_lock:
+            if event_keys[0] in self._reserved_events:
+                raise _duplicate_event_id()
+            self._reserved_events.add(event_keys[0])
+        try:
+            if self._event_exists(event_keys):
+                raise _duplicate_event_id()
+            return self._rank(request, now, event_id, event_keys, request_key)
+        finally:
+            with self._ids_lock:
+                self._reserved_events.discard(event_keys[0])
+
+    def _rank(
+        self,
+        request: RankInput,
+        now: datetime | None,
+        event_id: str,
+        event_keys: Sequence[str] | None,
+        request_key: str | None,
+    ) -> RankResult:
         slot = self.slot(request.slot)
         now = now or datetime.now(UTC)
         eligible = [(cid, feats) for cid, feats in request.candidates if cid not in request.excluded_ids]
         if not eligible:
             raise InvalidArgument("excluded_ids", "every candidate is excluded")
-        event_id = request.event_id or self._event_ids.new()
-        if request.event_id and self._event_exists(event_id):
-            raise InvalidArgument(
-                "event_id", "an event with this id was already ranked", "DUPLICATE_EVENT_ID"
-            )
+        # Stored and audited under the digest only; the raw id goes back in the response.
+        stored_event_id = event_keys[0] if event_keys else self.keyring.digest(event_id)
         subject = self.boundary.pseudonymize_subject(request.subject_id)
-        context = self.boundary.anonymize("rank_context", request.context, event_id)
+        context = self.boundary.anonymize("rank_context", request.context, stored_event_id)
         shared_context: dict[str, Value] = dict(context.fields)
         if slot.profile_features and self.profiles is not None:
             shared_context.update(self._profile_context(subject, slot.profile_features, now))
@@ -292,7 +452,7 @@ class DecisionEngine:
         candidate_audits: list[_CandidateAudit] = []
         candidate_dropped = 0
         for cid, feats in eligible:
-            fields, audits, dropped = self._candidates.anonymize(feats, event_id)
+            fields, audits, dropped = self._candidates.anonymize(feats, stored_event_id)
             candidate_features.append({**fields, "id": cid})
             candidate_audits.append(audits)
             candidate_dropped += dropped
@@ -311,10 +471,11 @@ class DecisionEngine:
             probabilities = (1.0 / len(eligible),) * len(eligible)
             model_version = "uniform"
         chosen = self._sample(probabilities)
-        order = sorted(range(len(eligible)), key=lambda i: (i != chosen, -probabilities[i], i))
+        order = _ranking_order(probabilities, chosen)
         deadline = now + timedelta(seconds=slot.reward_window_seconds)
         decision = dict(
-            event_id=event_id,
+            event_id=stored_event_id,
+            request_id=request_key,
             slot=request.slot,
             subject=subject,
             arm=assignment.arm if assignment is not None else "",
@@ -366,11 +527,13 @@ class DecisionEngine:
             point = self._rng.random() * cumulative[-1]
         return min(bisect_right(cumulative, point), len(cumulative) - 1)
 
-    def _event_exists(self, event_id: str) -> bool:
-        if self.decision_log.is_pending(event_id):
+    def _event_exists(self, event_keys: Sequence[str]) -> bool:
+        """True when a decision with this event id (any held key's digest) is queued or stored."""
+        if self.decision_log.is_pending(event_keys):
             return True
         with self.db.transaction() as session:
-            return session.get(Decision, event_id) is not None
+            found = session.execute(select(Decision.event_id).where(Decision.event_id.in_(event_keys)))
+            return found.first() is not None
 
     def reward(
         self,
@@ -393,26 +556,37 @@ class DecisionEngine:
         """
         now = now or datetime.now(UTC)
         occurred_at = occurred_at or now
-        request_id = request_id or event_id
-        self._await_commit(event_id)
-        outcome, slot_name = self._join_reward(event_id, value, request_id, occurred_at, now)
+        event_keys = self.keyring.digests(event_id)
+        request_keys = self.keyring.digests(request_id or event_id)
+        self._await_commit(event_keys)
+        outcome, slot_name = self._join_reward(event_keys, value, request_keys, occurred_at, now)
         REWARDS.labels(slot_name, outcome.value).inc()
         return outcome
 
     def _join_reward(
-        self, event_id: str, value: float, request_id: str, occurred_at: datetime, now: datetime
+        self,
+        event_keys: Sequence[str],
+        value: float,
+        request_keys: Sequence[str],
+        occurred_at: datetime,
+        now: datetime,
     ) -> tuple[RewardOutcome, str]:
-        """Stores the reward and joins it (see `reward`); returns the outcome and the slot."""
+        """Stores the reward and joins it (see `reward`); returns the outcome and the slot.
+
+        Ids arrive as their digests under every held key; the decision's stored digest is
+        what the reward row and the join use, so it stays stable across a key rotation.
+        """
         with self.db.transaction() as session:
             # Immutable columns only: slot, deadline and deferral never change after Rank.
             row = session.execute(
-                select(Decision.slot, Decision.reward_deadline, Decision.deferred).where(
-                    Decision.event_id == event_id
+                select(Decision.event_id, Decision.slot, Decision.reward_deadline, Decision.deferred).where(
+                    Decision.event_id.in_(event_keys)
                 )
             ).first()
             if row is None:
                 raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
-            if _stored_reward(session, event_id, request_id, value):
+            stored_id = row.event_id
+            if _stored_reward(session, stored_id, request_keys, value):
                 return RewardOutcome.DUPLICATE, row.slot
         slot = self.slot(row.slot)
         late = _as_utc(occurred_at) > _as_utc(row.reward_deadline)
@@ -420,16 +594,16 @@ class DecisionEngine:
             with self.db.transaction() as session:
                 if not late:
                     joined = session.execute(
-                        _join_statement(event_id, slot.reward_aggregation, value, now)
+                        _join_statement(stored_id, slot.reward_aggregation, value, now)
                     ).rowcount
                     late = joined == 0  # the learner consumed it first (or an erasure deleted it)
-                if late and session.get(Decision, event_id) is None:
+                if late and session.get(Decision, stored_id) is None:
                     # Erased since the first look: no orphan reward row for it.
                     raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
                 session.add(
                     Reward(
-                        event_id=event_id,
-                        request_id=request_id,
+                        event_id=stored_id,
+                        request_id=request_keys[0],
                         value=value,
                         occurred_at=occurred_at,
                         received_at=now,
@@ -439,26 +613,26 @@ class DecisionEngine:
         except IntegrityError:
             # A concurrent call with the same request id committed first.
             with self.db.transaction() as session:
-                if _stored_reward(session, event_id, request_id, value):
+                if _stored_reward(session, stored_id, request_keys, value):
                     return RewardOutcome.DUPLICATE, row.slot
             raise  # not the unique key on (event_id, request_id): a real fault
         return (RewardOutcome.LATE if late else RewardOutcome.JOINED), row.slot
 
-    def _await_commit(self, event_id: str) -> None:
+    def _await_commit(self, event_keys: Sequence[str]) -> None:
         """Makes sure the decision is committed before it is joined.
 
         Flushes it if this process still holds it in memory; otherwise waits a few
         flush intervals for another process or replica to commit its batch. Only
         after that wait is the answer NOT_FOUND.
         """
-        self.decision_log.ensure_flushed(event_id)
-        if self._event_exists(event_id):
+        self.decision_log.ensure_flushed(event_keys)
+        if self._event_exists(event_keys):
             return
         interval = self.settings.decision_log.flush_interval_ms / 1000.0
         deadline = time.monotonic() + 4 * interval + 0.05
         while time.monotonic() < deadline:
             time.sleep(interval)
-            if self._event_exists(event_id):
+            if self._event_exists(event_keys):
                 return
 
     def activate(self, event_id: str, now: datetime | None = None) -> bool:
@@ -468,10 +642,13 @@ class DecisionEngine:
         cannot interleave between reading and writing the row.
         """
         now = now or datetime.now(UTC)
-        self._await_commit(event_id)
+        event_keys = self.keyring.digests(event_id)
+        self._await_commit(event_keys)
         with self.db.transaction() as session:
             row = session.execute(
-                select(Decision.slot, Decision.deferred).where(Decision.event_id == event_id)
+                select(Decision.event_id, Decision.slot, Decision.deferred).where(
+                    Decision.event_id.in_(event_keys)
+                )
             ).first()
             if row is None:
                 raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
@@ -486,7 +663,7 @@ class DecisionEngine:
                 )
             activated = session.execute(
                 update(Decision)
-                .where(Decision.event_id == event_id, Decision.activated_at.is_(None))
+                .where(Decision.event_id == row.event_id, Decision.activated_at.is_(None))
                 .values(activated_at=now, learn_after=learn_after)
                 .execution_options(synchronize_session=False)
             ).rowcount

@@ -1,4 +1,8 @@
-"""TrackEvents: behavioural events pass the boundary and are committed together."""
+"""TrackEvents: behavioural events pass the boundary and are committed together.
+
+Event ids are the client's: stored (and audited) only as keyed digests, and a
+retry is recognized by the digest under any key still held.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -53,38 +58,56 @@ class EventRecorder:
         ids = [event.event_id for event in events]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("events", "two events in the batch share an event_id")
+        keyring = self.boundary.keyring
+        # Active-key digest first; the others are the same id under keys still held.
+        event_keys = [keyring.digests(event_id) for event_id in ids]
         rows: dict[str, dict[str, object]] = {}
         audits = {}
         for index, event in enumerate(events):
             if event.event_type not in EVENT_TYPES:
                 raise InvalidArgument(f"events[{index}].event_type", f"must be one of {sorted(EVENT_TYPES)}")
             subject = self.boundary.pseudonymize_subject(event.subject_id)
-            result = self.boundary.anonymize(
-                _payload_kind(event.event_type), event.properties, event.event_id
-            )
-            rows[event.event_id] = {
-                "event_id": event.event_id,
+            stored_id = event_keys[index][0]
+            result = self.boundary.anonymize(_payload_kind(event.event_type), event.properties, stored_id)
+            rows[stored_id] = {
+                "event_id": stored_id,
                 "subject": subject,
                 "event_type": event.event_type,
                 "occurred_at": event.occurred_at,
                 "received_at": now,
                 "properties": result.fields,
             }
-            audits[event.event_id] = result.audit
+            audits[stored_id] = result.audit
+        older_keys = [key for keys in event_keys for key in keys[1:]]
         with self.db.transaction() as session:
+            # An id stored under an older key (inside a rotation window) is a duplicate too.
+            held = (
+                set(
+                    session.execute(
+                        select(TrackedEvent.event_id).where(TrackedEvent.event_id.in_(older_keys))
+                    ).scalars()
+                )
+                if older_keys
+                else set()
+            )
+            fresh = sorted(keys[0] for keys in event_keys if not held.intersection(keys[1:]))
             # INSERT … ON CONFLICT DO NOTHING: a concurrent twin that committed (or is
             # committing) the same event id makes this row a duplicate instead of an
             # IntegrityError. Rows go in id order so two overlapping batches take their
             # PostgreSQL row locks in the same order and never deadlock.
-            stored = set(
-                session.execute(
-                    _insert_new(session)
-                    .values([rows[event_id] for event_id in sorted(rows)])
-                    .on_conflict_do_nothing(index_elements=[TrackedEvent.event_id])
-                    .returning(TrackedEvent.event_id)
-                ).scalars()
+            stored = (
+                set(
+                    session.execute(
+                        _insert_new(session)
+                        .values([rows[stored_id] for stored_id in fresh])
+                        .on_conflict_do_nothing(index_elements=[TrackedEvent.event_id])
+                        .returning(TrackedEvent.event_id)
+                    ).scalars()
+                )
+                if fresh
+                else set()
             )
-            append_entries(session, [audits[event_id] for event_id in ids if event_id in stored])
+            append_entries(session, [audits[keys[0]] for keys in event_keys if keys[0] in stored])
         return TrackResult(
             accepted=len(stored),
             duplicates=len(ids) - len(stored),

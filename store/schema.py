@@ -1,7 +1,9 @@
 """SQLAlchemy 2 schema: the one description of what Tacit stores.
 
 Every value in these tables has passed the privacy boundary: subjects are keyed
-pseudonyms, feature maps are the anonymized ones. Migrations live in
+pseudonyms, feature maps are the anonymized ones, and every event id, request id
+and audit correlation id is a keyed digest (`KeyRing.digest`, `<key_id>:<base64url>`),
+never the id a client sent. Migrations live in
 `tacit/store/migrations` and are checked against this module by a test.
 """
 
@@ -65,8 +67,13 @@ class Decision(Base):
     learn_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # LEARN_WAITING, LEARN_IN_MODEL (learned, checkpoint pending) or LEARN_CHECKPOINTED.
     learn_state: Mapped[int] = mapped_column(Integer, default=0)
+    # Digest of Rank's optional request_id: a retry finds its original decision by it.
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (Index("ix_decisions_learnable", "learn_state", "learn_after"),)
+    __table_args__ = (
+        Index("ix_decisions_learnable", "learn_state", "learn_after"),
+        Index("ux_decisions_request_id", "request_id", unique=True),
+    )
 
 
 LEARN_WAITING = 0

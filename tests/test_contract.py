@@ -132,7 +132,10 @@ def test_serve_finishes_in_flight_work_on_sigterm(tmp_path: Path) -> None:
     with db.transaction() as session:
         stored = set(session.execute(select(Decision.event_id)).scalars())
     db.dispose()
-    assert set(event_ids) <= stored
+    from tacit.privacy.pseudonym import KeyRing
+
+    keyring = KeyRing.load_or_create(tmp_path / "data" / "keys.json")
+    assert {keyring.digest(event_id) for event_id in event_ids} <= stored  # stored as digests
 
 
 def test_key_rotation_keeps_old_pseudonyms_findable_for_erasure(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
+from tacit.privacy.identifiers import personal_data_in_content_id
 from tacit.server.config import LimitSettings
 from tacit.server.converters import CONTENT_ID, SLOT_NAME, event_id_or_empty, features_to_dict, require_text
 from tacit.server.decisions import RankInput, RankResult
@@ -31,6 +32,12 @@ def rank_input(
             raise InvalidArgument(f"{field}.id", f"must match {CONTENT_ID.pattern}")
         if candidate.id in seen:
             raise InvalidArgument(f"{field}.id", "duplicates an earlier candidate id")
+        if personal_data_in_content_id(candidate.id):
+            raise InvalidArgument(
+                f"{field}.id",
+                "looks like personal data (a phone, SSN, card number, IBAN, IP or e-mail address);"
+                " use an opaque content id",
+            )
         seen.add(candidate.id)
         candidates.append(
             (candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names))
@@ -45,6 +52,7 @@ def rank_input(
         candidates=candidates,
         excluded_ids=frozenset(request.excluded_ids),
         event_id=event_id_or_empty("event_id", request.event_id),
+        request_id=event_id_or_empty("request_id", request.request_id),
         defer_activation=request.defer_activation,
     )
 

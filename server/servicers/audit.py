@@ -21,8 +21,16 @@ MAX_PAGE = 1_000
 
 def _filter(
     request: audit_pb2.ListAuditRecordsRequest | audit_pb2.ExportAuditRecordsRequest,
+    keyring: KeyRing | None = None,
 ) -> audit_log.AuditFilter:
+    client_id = getattr(request, "client_id", "")
+    correlation_ids: tuple[str, ...] = ()
+    if client_id and keyring is not None:
+        # The client's id is matched by its digest under every held key; nothing of it is kept.
+        converters.event_id_or_empty("client_id", client_id)
+        correlation_ids = tuple(keyring.digests(client_id))
     return audit_log.AuditFilter(
+        correlation_ids=correlation_ids,
         payload_kind=getattr(request, "payload_kind", "") or None,
         start_time=converters.timestamp_or_none(
             "start_time", request.start_time, request.HasField("start_time")
@@ -60,7 +68,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             after = audit_log.decode_page_token(request.page_token)
         except ValueError as error:
             raise InvalidArgument("page_token", str(error)) from None
-        rows, cursor = audit_log.list_records(self._db, _filter(request), page_size, after)
+        rows, cursor = audit_log.list_records(self._db, _filter(request, self._keyring), page_size, after)
         return audit_pb2.ListAuditRecordsResponse(
             records=[
                 audit_pb2.AuditRecord(
@@ -124,7 +132,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self._keyring,
             self._policy_version,
             request.subject_id,
-            correlation_id=request_id or "erasure",
+            # A client's request id is audited only as its keyed digest.
+            correlation_id=self._keyring.digest(request_id) if request_id else "erasure",
             hooks=self._erasure_hooks,
         )
         if self._on_erased is not None:

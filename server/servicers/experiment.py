@@ -51,9 +51,22 @@ def _domain_errors() -> Iterator[None]:
 
 
 class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
-    def __init__(self, service: ExperimentService, role_of: Callable[[grpc.ServicerContext], str]):
+    def __init__(
+        self,
+        service: ExperimentService,
+        role_of: Callable[[grpc.ServicerContext], str],
+        request_digest: Callable[[str], str] | None = None,
+    ):
         self._service = service
         self._role_of = role_of
+        # Client request ids are kept (idempotency keys) only as keyed digests.
+        self._request_digest = request_digest
+
+    def _request_key(self, request_id: str) -> str:
+        request_id = converters.event_id_or_empty("request_id", request_id)
+        if request_id and self._request_digest is not None:
+            return self._request_digest(request_id)
+        return request_id
 
     def CreateExperiment(  # noqa: N802
         self, request: experiment_pb2.CreateExperimentRequest, context: grpc.ServicerContext
@@ -68,7 +81,7 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
         if not experiment_id:
             raise InvalidArgument("experiment_id", "is required")
         definition = convert.definition_from_proto(experiment_id, request.experiment)
-        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        request_id = self._request_key(request.request_id)
         with _domain_errors():
             created = self._service.create(definition, self._role_of(context), request_id)
         return convert.experiment_to_proto(created)
@@ -96,7 +109,7 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
         verb: Callable[..., Experiment],
     ) -> experiment_pb2.Experiment:
         experiment_id = convert.experiment_id_from_name("name", request.name)
-        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        request_id = self._request_key(request.request_id)
         if len(request.reason) > 1000:
             raise InvalidArgument("reason", "is longer than 1000 characters")
         with _domain_errors():

@@ -304,6 +304,8 @@ def test_rank_logs_the_experiment_whose_range_holds_the_subject(
         arms[response.event_id] = response.arm
     runtime = handle.running.runtime
     runtime.decision_log.flush()
+    # Event ids are stored as keyed digests of the ids Rank returned.
+    arms = {runtime.keyring.digest(event_id): arm for event_id, arm in arms.items()}
     with runtime.db.transaction() as session:
         logged = [
             (row.event_id, row.subject, row.experiment_id, row.arm)

@@ -58,8 +58,11 @@ def test_hostile_strings_are_dropped_and_audited(handle: object) -> None:
     auditor = handle.metadata(Role.AUDITOR)  # type: ignore[attr-defined]
     lines = [json.loads(line.json) for line in
              audit.ExportAuditRecords(audit_pb2.ExportAuditRecordsRequest(), metadata=auditor)]
+    # Correlation ids are digests of the client's event ids: map them back with the key ring.
+    digest = handle.running.runtime.keyring.digest  # type: ignore[attr-defined]
+    by_digest = {digest(_event(k, "").event_id): _event(k, "").event_id for k in BAIT}
     outcomes = {
-        rec["correlation_id"]: {f["field"]: f["outcome"] for f in rec["body"]["fields"]}
+        by_digest[rec["correlation_id"]]: {f["field"]: f["outcome"] for f in rec["body"]["fields"]}
         for rec in lines
     }
     assert outcomes["bad-oversize-01"]["text"] == "dropped_oversize"

@@ -25,6 +25,11 @@ def rank(stub, handle, **kwargs):  # type: ignore[no-untyped-def]
     return stub.Rank(request, metadata=handle.metadata())
 
 
+def stored_id(handle, client_id: str) -> str:  # type: ignore[no-untyped-def]
+    """The digest a client's event id is stored under (ids never reach disk raw)."""
+    return handle.running.runtime.keyring.digest(client_id)
+
+
 def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,7 +62,7 @@ def test_decision_is_logged_replayably_and_reward_joins(server) -> None:  # type
     assert again.outcome == decision_pb2.REWARD_OUTCOME_DUPLICATE
     db = server.running.runtime.db
     with db.transaction() as session:
-        decision = session.get(Decision, response.event_id)
+        decision = session.get(Decision, stored_id(server, response.event_id))
         assert decision is not None
         assert decision.subject.startswith("ps1:") and "alice" not in decision.subject
         assert decision.candidate_ids == ["a1", "b2", "c3"]
@@ -67,7 +72,8 @@ def test_decision_is_logged_replayably_and_reward_joins(server) -> None:  # type
         assert decision.candidate_features[0]["topic"] == "news"
         assert decision.reward == 1.0 and decision.reward_count == 1
         assert decision.model_version == response.model_version
-        rewards = session.execute(select(Reward).where(Reward.event_id == response.event_id)).scalars().all()
+        stored = stored_id(server, response.event_id)
+        rewards = session.execute(select(Reward).where(Reward.event_id == stored)).scalars().all()
         assert len(rewards) == 1
 
 
@@ -106,7 +112,7 @@ def test_late_reward_is_recorded_but_not_learned(start_server) -> None:  # type:
     )
     assert late.outcome == decision_pb2.REWARD_OUTCOME_LATE
     with handle.running.runtime.db.transaction() as session:
-        decision = session.get(Decision, response.event_id)
+        decision = session.get(Decision, stored_id(handle, response.event_id))
         assert decision is not None and decision.reward is None
         assert session.execute(select(Reward.late)).scalar_one() is True
 
@@ -132,7 +138,7 @@ def test_repeated_rewards_follow_the_slot_aggregation_rule(start_server, rule, v
             metadata=handle.metadata(),
         )
     with handle.running.runtime.db.transaction() as session:
-        decision = session.get(Decision, response.event_id)
+        decision = session.get(Decision, stored_id(handle, response.event_id))
         assert decision is not None and decision.reward == expected and decision.reward_count == 2
 
 
@@ -142,14 +148,14 @@ def test_deferred_decision_is_learnable_only_after_activation(server) -> None:  
     stub.Reward(decision_pb2.RewardRequest(event_id=response.event_id, value=1.0), metadata=server.metadata())
     db = server.running.runtime.db
     with db.transaction() as session:
-        decision = session.get(Decision, response.event_id)
+        decision = session.get(Decision, stored_id(server, response.event_id))
         assert decision is not None and decision.learn_after is None
     activated = stub.Activate(
         decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata()
     )
     assert activated.already_active is False
     with db.transaction() as session:
-        decision = session.get(Decision, response.event_id)
+        decision = session.get(Decision, stored_id(server, response.event_id))
         assert decision is not None and decision.learn_after is not None
     again = stub.Activate(
         decision_pb2.ActivateRequest(event_id=response.event_id), metadata=server.metadata()
@@ -190,6 +196,7 @@ def test_shutdown_flushes_pending_decisions(start_server) -> None:  # type: igno
     handle = start_server(decision_log={"flush_interval_ms": 60_000, "max_batch": 10_000})
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     event_ids = [rank(stub, handle, subject=f"u{i}").event_id for i in range(25)]
+    digest = handle.running.runtime.keyring.digest
     db_url = handle.settings.database_url
     handle.running.stop(grace=1)
     from tacit.store.db import Database
@@ -198,7 +205,7 @@ def test_shutdown_flushes_pending_decisions(start_server) -> None:  # type: igno
     with db.transaction() as session:
         stored = set(session.execute(select(Decision.event_id)).scalars())
     db.dispose()
-    assert set(event_ids) <= stored
+    assert {digest(event_id) for event_id in event_ids} <= stored
 
 
 def test_events_are_stored_once_per_event_id(server) -> None:  # type: ignore[no-untyped-def]
@@ -304,8 +311,8 @@ def test_profile_features_reach_the_model_without_rank_waiting_for_them(start_se
     second = rank(stub, handle, subject="returning-user")
     handle.running.runtime.decision_log.flush()
     with handle.running.runtime.db.transaction() as session:
-        cold = session.get(Decision, first.event_id)
-        warm = session.get(Decision, second.event_id)
+        cold = session.get(Decision, stored_id(handle, first.event_id))
+        warm = session.get(Decision, stored_id(handle, second.event_id))
         assert cold is not None and cold.context["profile.known"] is False
         assert warm is not None and warm.context["profile.known"] is True
         assert warm.context["profile.device"] == "tablet"
@@ -344,7 +351,7 @@ def test_the_subject_pseudonym_is_never_a_model_feature(server) -> None:  # type
     pseudonym = server.running.runtime.boundary.pseudonymize_subject("feature-leak-check")
     server.running.runtime.decision_log.flush()
     with server.running.runtime.db.transaction() as session:
-        decision = session.get(Decision, response.event_id)
+        decision = session.get(Decision, stored_id(server, response.event_id))
         assert decision is not None and decision.subject == pseudonym
         # What the learner feeds VW for this decision: no trace of the subject.
         lines = build_example(decision.context, decision.candidate_features)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tacit/v1/audit.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_kind\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tbody_json\x18\x07 \x01(\t\x12\x13\n\x0brecord_hash\x18\x08 \x01(\t\x12\x11\n\tprev_hash\x18\t \x01(\t\"\xb4\x01\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cpayload_kind\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x18ListAuditRecordsResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.tacit.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15VerifyAuditLogRequest\x12\x13\n\x0b\x61nchor_json\x18\x01 \x01(\t\"d\n\x16VerifyAuditLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x03\x12\x1d\n\x15\x66irst_broken_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x17\n\x15GetAuditAnchorRequest\"?\n\x16GetAuditAnchorResponse\x12\x13\n\x0b\x61nchor_json\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"y\n\x19\x45xportAuditRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x0f\x41uditRecordLine\x12\x0c\n\x04json\x18\x01 \x01(\t\"=\n\x13\x45raseSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"_\n\x14\x45raseSubjectResponse\x12\x18\n\x10\x64\x65\x63isions_erased\x18\x01 \x01(\x03\x12\x15\n\revents_erased\x18\x02 \x01(\x03\x12\x16\n\x0erewards_erased\x18\x03 \x01(\x03\x32\xba\x03\n\x0c\x41uditService\x12Y\n\x10ListAuditRecords\x12!.tacit.v1.ListAuditRecordsRequest\x1a\".tacit.v1.ListAuditRecordsResponse\x12S\n\x0eVerifyAuditLog\x12\x1f.tacit.v1.VerifyAuditLogRequest\x1a .tacit.v1.VerifyAuditLogResponse\x12S\n\x0eGetAuditAnchor\x12\x1f.tacit.v1.GetAuditAnchorRequest\x1a .tacit.v1.GetAuditAnchorResponse\x12V\n\x12\x45xportAuditRecords\x12#.tacit.v1.ExportAuditRecordsRequest\x1a\x19.tacit.v1.AuditRecordLine0\x01\x12M\n\x0c\x45raseSubject\x12\x1d.tacit.v1.EraseSubjectRequest\x1a\x1e.tacit.v1.EraseSubjectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tacit/v1/audit.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_kind\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tbody_json\x18\x07 \x01(\t\x12\x13\n\x0brecord_hash\x18\x08 \x01(\t\x12\x11\n\tprev_hash\x18\t \x01(\t\"\xc7\x01\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cpayload_kind\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_id\x18\x06 \x01(\t\"[\n\x18ListAuditRecordsResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.tacit.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15VerifyAuditLogRequest\x12\x13\n\x0b\x61nchor_json\x18\x01 \x01(\t\"d\n\x16VerifyAuditLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x03\x12\x1d\n\x15\x66irst_broken_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x17\n\x15GetAuditAnchorRequest\"?\n\x16GetAuditAnchorResponse\x12\x13\n\x0b\x61nchor_json\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"y\n\x19\x45xportAuditRecordsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x0f\x41uditRecordLine\x12\x0c\n\x04json\x18\x01 \x01(\t\"=\n\x13\x45raseSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"_\n\x14\x45raseSubjectResponse\x12\x18\n\x10\x64\x65\x63isions_erased\x18\x01 \x01(\x03\x12\x15\n\revents_erased\x18\x02 \x01(\x03\x12\x16\n\x0erewards_erased\x18\x03 \x01(\x03\x32\xba\x03\n\x0c\x41uditService\x12Y\n\x10ListAuditRecords\x12!.tacit.v1.ListAuditRecordsRequest\x1a\".tacit.v1.ListAuditRecordsResponse\x12S\n\x0eVerifyAuditLog\x12\x1f.tacit.v1.VerifyAuditLogRequest\x1a .tacit.v1.VerifyAuditLogResponse\x12S\n\x0eGetAuditAnchor\x12\x1f.tacit.v1.GetAuditAnchorRequest\x1a .tacit.v1.GetAuditAnchorResponse\x12V\n\x12\x45xportAuditRecords\x12#.tacit.v1.ExportAuditRecordsRequest\x1a\x19.tacit.v1.AuditRecordLine0\x01\x12M\n\x0c\x45raseSubject\x12\x1d.tacit.v1.EraseSubjectRequest\x1a\x1e.tacit.v1.EraseSubjectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITRECORD']._serialized_start=68
   _globals['_AUDITRECORD']._serialized_end=293
   _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=296
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=476
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=478
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=569
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=571
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=615
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=617
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=717
-  _globals['_GETAUDITANCHORREQUEST']._serialized_start=719
-  _globals['_GETAUDITANCHORREQUEST']._serialized_end=742
-  _globals['_GETAUDITANCHORRESPONSE']._serialized_start=744
-  _globals['_GETAUDITANCHORRESPONSE']._serialized_end=807
-  _globals['_EXPORTAUDITRECORDSREQUEST']._serialized_start=809
-  _globals['_EXPORTAUDITRECORDSREQUEST']._serialized_end=930
-  _globals['_AUDITRECORDLINE']._serialized_start=932
-  _globals['_AUDITRECORDLINE']._serialized_end=963
-  _globals['_ERASESUBJECTREQUEST']._serialized_start=965
-  _globals['_ERASESUBJECTREQUEST']._serialized_end=1026
-  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1028
-  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1123
-  _globals['_AUDITSERVICE']._serialized_start=1126
-  _globals['_AUDITSERVICE']._serialized_end=1568
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=495
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=497
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=588
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=590
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=634
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=636
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=736
+  _globals['_GETAUDITANCHORREQUEST']._serialized_start=738
+  _globals['_GETAUDITANCHORREQUEST']._serialized_end=761
+  _globals['_GETAUDITANCHORRESPONSE']._serialized_start=763
+  _globals['_GETAUDITANCHORRESPONSE']._serialized_end=826
+  _globals['_EXPORTAUDITRECORDSREQUEST']._serialized_start=828
+  _globals['_EXPORTAUDITRECORDSREQUEST']._serialized_end=949
+  _globals['_AUDITRECORDLINE']._serialized_start=951
+  _globals['_AUDITRECORDLINE']._serialized_end=982
+  _globals['_ERASESUBJECTREQUEST']._serialized_start=984
+  _globals['_ERASESUBJECTREQUEST']._serialized_end=1045
+  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1047
+  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1142
+  _globals['_AUDITSERVICE']._serialized_start=1145
+  _globals['_AUDITSERVICE']._serialized_end=1587
 # @@protoc_insertion_point(module_scope)

@@ -31,7 +31,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation")
+    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class RankRequest(_message.Message):
     EXCLUDED_IDS_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEFER_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     slot: str
     subject_id: str
     context: _common_pb2.Features
@@ -46,7 +47,8 @@ class RankRequest(_message.Message):
     excluded_ids: _containers.RepeatedScalarFieldContainer[str]
     event_id: str
     defer_activation: bool
-    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("id", "probability")
