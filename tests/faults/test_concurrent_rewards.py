@@ -79,15 +79,16 @@ def test_concurrent_rewards_aggregate_exactly_for_every_rule(reward_server) -> N
             ]
             assert [a.outcome for a in answers] == [decision_pb2.REWARD_OUTCOME_JOINED] * CALLERS
 
+    digest = handle.running.runtime.keyring.digest  # ids are stored as keyed digests
     with handle.running.runtime.db.transaction() as session:
         for rule in RULES:
             for event_id in events[rule]:
-                decision = session.get(Decision, event_id)
+                decision = session.get(Decision, digest(event_id))
                 assert decision is not None
                 stored = [
                     r.value
                     for r in session.execute(
-                        select(Reward).where(Reward.event_id == event_id).order_by(Reward.id)
+                        select(Reward).where(Reward.event_id == digest(event_id)).order_by(Reward.id)
                     ).scalars()
                 ]
                 assert sorted(stored) == VALUES
@@ -109,11 +110,13 @@ def test_concurrent_identical_rewards_store_one(reward_server) -> None:  # type:
         assert outcomes == [decision_pb2.REWARD_OUTCOME_JOINED] + [decision_pb2.REWARD_OUTCOME_DUPLICATE] * (
             CALLERS - 1
         )
+    digest = handle.running.runtime.keyring.digest  # ids are stored as keyed digests
     with handle.running.runtime.db.transaction() as session:
         for event_id in event_ids:
-            decision = session.get(Decision, event_id)
+            decision = session.get(Decision, digest(event_id))
             assert decision is not None and (decision.reward, decision.reward_count) == (2.5, 1)
-            rows = session.execute(select(Reward.value).where(Reward.event_id == event_id)).scalars().all()
+            stored_id = digest(event_id)
+            rows = session.execute(select(Reward.value).where(Reward.event_id == stored_id)).scalars().all()
             assert rows == [2.5]
 
 
@@ -164,9 +167,11 @@ def test_request_id_reused_with_another_value_is_refused(reward_server) -> None:
     refused = [a for a in answers if isinstance(a, grpc.RpcError)]
     assert [a.outcome for a in ok] == [decision_pb2.REWARD_OUTCOME_JOINED]
     assert len(refused) == CALLERS - 1 and all(_already_exists_names_request_id(e) for e in refused)
+    digest = handle.running.runtime.keyring.digest  # ids are stored as keyed digests
     with handle.running.runtime.db.transaction() as session:
-        decision = session.get(Decision, event_id)
-        stored = session.execute(select(Reward.value).where(Reward.event_id == event_id)).scalars().all()
+        decision = session.get(Decision, digest(event_id))
+        stored_id = digest(event_id)
+        stored = session.execute(select(Reward.value).where(Reward.event_id == stored_id)).scalars().all()
         assert decision is not None and len(stored) == 1
         assert (decision.reward, decision.reward_count) == (stored[0], 1)
 
@@ -194,9 +199,10 @@ def test_concurrent_activates_and_first_rewards_leave_a_final_decision_learnable
         assert sorted(a.outcome for a in answers[CALLERS // 2 :]) == [decision_pb2.REWARD_OUTCOME_JOINED] + [
             decision_pb2.REWARD_OUTCOME_DUPLICATE
         ] * (CALLERS // 2 - 1)
+    digest = handle.running.runtime.keyring.digest  # ids are stored as keyed digests
     with handle.running.runtime.db.transaction() as session:
         for event_id in event_ids:
-            decision = session.get(Decision, event_id)
+            decision = session.get(Decision, digest(event_id))
             assert decision is not None and decision.activated_at is not None
             # A `first` reward on an activated decision is final: learnable at once, whichever
             # of Activate and Reward committed first — not only at the end of the window.

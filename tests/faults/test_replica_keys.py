@@ -86,9 +86,10 @@ def test_replicas_sharing_the_key_file_pseudonymize_alike_and_erase_everywhere( 
     db = first.running.runtime.db
     first.running.runtime.decision_log.flush()
     second.running.runtime.decision_log.flush()
+    digest = first.running.runtime.keyring.digest  # event ids are stored as keyed digests
     with db.transaction() as session:
         subjects = {
-            event_id: session.get(Decision, event_id).subject  # type: ignore[union-attr]
+            event_id: session.get(Decision, digest(event_id)).subject  # type: ignore[union-attr]
             for event_id in (on_first, on_second)
         }
     assert subjects[on_first] == subjects[on_second]
@@ -99,7 +100,8 @@ def test_replicas_sharing_the_key_file_pseudonymize_alike_and_erase_everywhere( 
     )
     assert erased.decisions_erased == 2
     with db.transaction() as session:
-        assert session.get(Decision, on_first) is None and session.get(Decision, on_second) is None
+        assert session.get(Decision, digest(on_first)) is None
+        assert session.get(Decision, digest(on_second)) is None
 
 
 def test_key_registry_accepts_rotation_and_refuses_stale_or_forged_rings(database_url, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -50,12 +50,20 @@ def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyp
     raise AssertionError("condition not reached in time")
 
 
-def subject_needles(runtime, subject_id: str) -> list[bytes]:  # type: ignore[no-untyped-def]
-    """Everything that links a stored byte to the subject without the client's records and the keys."""
-    needles = [subject_id, *runtime.keyring.candidates(subject_id, "subject")]
-    # Issue 9 item 1 (client ids stored as keyed digests): add the digests of the subject's
-    # event and request ids here, e.g. needles += [digest(i) for i in client_ids].
-    return [needle.encode() for needle in needles]
+def subject_needles(runtime, subject_id: str, client_ids=()) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """Everything that links a stored byte to the subject without the client's records and the keys:
+    its raw id, its pseudonyms, and its client ids raw and as their digests under every held key."""
+    needles = [subject_id.encode(), *(p.encode() for p in runtime.keyring.candidates(subject_id, "subject"))]
+    return needles + client_id_needles(runtime, client_ids)
+
+
+def client_id_needles(runtime, client_ids) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """The client's ids, raw and as their digests under every held key."""
+    return [n.encode() for i in client_ids for n in (i, *runtime.keyring.digests(i))]
+
+
+def client_ids_of(ids) -> list[str]:  # type: ignore[no-untyped-def]
+    return [i for key in ("decisions", "requests", "events") for i in ids[key]]
 
 
 def byte_hits(paths: list[Path], needles: list[bytes]) -> dict[str, int]:
@@ -155,7 +163,8 @@ def populate(handle):  # type: ignore[no-untyped-def]
     with runtime.db.transaction() as session:
         in_experiment = session.execute(
             select(Decision.event_id).where(
-                Decision.experiment_id == "erasure-exp", Decision.event_id.in_(ids["decisions"])
+                Decision.experiment_id == "erasure-exp",
+                Decision.event_id.in_([runtime.keyring.digest(i) for i in ids["decisions"]]),
             )
         ).all()
         assert in_experiment
@@ -168,7 +177,7 @@ def test_erasure_leaves_no_byte_linking_to_the_subject_and_rebuilds_the_model(po
     handle, ids = populated
     runtime = handle.running.runtime
     data_dir = handle.data_dir
-    needles = subject_needles(runtime, LEAVING)
+    needles = subject_needles(runtime, LEAVING, client_ids_of(ids))
     old = _rows(runtime, bandit_task("home"))
     old_newest = old[-1]
     old_files = {Path(row.path) for row in old if row.active}
@@ -241,7 +250,7 @@ def test_erasure_leaves_no_byte_linking_to_the_subject_and_rebuilds_the_model(po
 
 def test_no_byte_holds_the_subjects_event_or_request_ids(populated) -> None:  # type: ignore[no-untyped-def]
     handle, ids = populated
-    client_ids = [i.encode() for key in ("decisions", "requests", "events") for i in ids[key]]
+    client_ids = client_id_needles(handle.running.runtime, client_ids_of(ids))
     assert sum(byte_hits(database_files(handle.data_dir), client_ids).values()) > 0
     audit_pb2_grpc.AuditServiceStub(handle.channel).EraseSubject(
         audit_pb2.EraseSubjectRequest(subject_id=LEAVING), metadata=handle.metadata(Role.AUDITOR)
@@ -253,7 +262,7 @@ def test_after_erasure_no_row_holds_the_subjects_ids(populated) -> None:  # type
     """Row by row (the byte search above covers the files): no table, audit records included."""
     handle, ids = populated
     runtime = handle.running.runtime
-    client_ids = [i for key in ("decisions", "requests", "events") for i in ids[key]]
+    client_ids = [n.decode() for n in client_id_needles(runtime, client_ids_of(ids))]
     audit_pb2_grpc.AuditServiceStub(handle.channel).EraseSubject(
         audit_pb2.EraseSubjectRequest(subject_id=LEAVING), metadata=handle.metadata(Role.AUDITOR)
     )
