@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from tacit.experiments.service import ExperimentService
 from tacit.learning.learner import Learner, SlotLearning
@@ -32,7 +31,8 @@ from tacit.server.config import Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
-from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor
+from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, StreamBudget
+from tacit.server.reflection import enable_reflection
 from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
@@ -208,13 +208,18 @@ class Runtime:
 
 
 def create_server(
-    runtime: Runtime, address: str | None = None
+    runtime: Runtime, address: str | None = None, streams: StreamBudget | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Composes interceptors and servicers; binds `address` and returns the bound port."""
+    """Composes interceptors and servicers; binds `address` and returns the bound port.
+
+    Unary calls share `server.max_workers` threads; streaming calls run on the stream
+    budget's own threads, so open streams never take a thread a unary call needs.
+    """
     settings = runtime.settings
+    streams = streams or StreamBudget(settings.server.max_streams, settings.server.stream_idle_seconds)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="tacit-rpc"),
-        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor()],
+        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor(streams)],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.so_reuseport", 1 if settings.server.reuse_port else 0),
@@ -252,9 +257,7 @@ def create_server(
     for name in SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
     port = server.add_insecure_port(address or settings.server.address)
     if port == 0:
         raise RuntimeError("could not bind the server address")
@@ -266,7 +269,8 @@ class RunningServer:
 
     def __init__(self, settings: Settings, address: str | None = None, seed: int | None = None):
         self.runtime = Runtime.build(settings, seed=seed)
-        self.server, self.port, self.health = create_server(self.runtime, address)
+        self.streams = StreamBudget(settings.server.max_streams, settings.server.stream_idle_seconds)
+        self.server, self.port, self.health = create_server(self.runtime, address, self.streams)
         self._stopped = False
         self.runtime.start_background()
         self.server.start()
@@ -283,6 +287,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.grace_seconds if grace is None else grace
         self.server.stop(grace).wait()
+        self.streams.close()
         self.runtime.close()
         logger.info("stopped")
 

@@ -36,6 +36,12 @@ class ServerSettings(_Section):
     grace_seconds: float = Field(10.0, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535, description="0 disables the Prometheus endpoint")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_streams: int = Field(
+        4, ge=1, le=1024, description="streams served at once (own threads); more get RESOURCE_EXHAUSTED"
+    )
+    stream_idle_seconds: float = Field(
+        30.0, gt=0, description="a stream whose client neither reads nor sends this long is cancelled"
+    )
 
 
 class StorageSettings(_Section):
