@@ -311,6 +311,7 @@ class ExperimentService:
         default_rewards: Mapping[str, float] | None = None,
         conversion_window: timedelta = timedelta(days=7),
         refresh_seconds: float = 1.0,
+        refresh_on_read: bool = True,
         sequential_tuning_n: float = 5000,
         registry: Mapping[str, MetricDefinition] = BUILTIN_METRICS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -320,6 +321,8 @@ class ExperimentService:
         self.default_rewards = dict(default_rewards or {})
         self.conversion_window = conversion_window
         self.refresh_seconds = refresh_seconds
+        # False when a background thread calls refresh_routes: Rank then never waits for the database.
+        self.refresh_on_read = refresh_on_read
         self.sequential_tuning_n = sequential_tuning_n
         self.registry = {name: d for name, d in registry.items() if name in repository.METRIC_COMPUTERS}
         self.clock = clock
@@ -739,6 +742,8 @@ class ExperimentService:
         self._routes_loaded = time.monotonic()
 
     def _current_routes(self) -> Mapping[str, tuple[_Route, ...]]:
+        if not self.refresh_on_read:
+            return self._routes
         if time.monotonic() - self._routes_loaded > self.refresh_seconds and self._refresh_lock.acquire(
             blocking=self._routes_loaded == -float("inf")
         ):

@@ -8,6 +8,7 @@ in grpc's own interceptor examples.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from tacit.privacy.boundary import BoundaryLimits, PrivacyBoundary
 from tacit.privacy.erasure import RetentionPurger, retention_purger
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
-from tacit.server.auth import TokenStore
+from tacit.server.auth import TokenStore, require_private
 from tacit.server.config import Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
@@ -38,7 +39,7 @@ from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
 from tacit.server.servicers.prediction import prediction_and_model_servicers
-from tacit.store.db import Database
+from tacit.store.db import Database, StorageUnavailable, Timeouts, make_private_dir
 from tacit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -91,12 +92,26 @@ class Runtime:
     retention: RetentionPurger | None = None
     _evaluator: threading.Thread | None = None
     profiles: ProfileStore | None = None
+    _routes_refresher: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
+        # Everything a server writes (database, WAL, checkpoints, secrets) is for its user only.
+        os.umask(0o077)
         data_dir = settings.storage.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database.open(settings.database_url)
+        make_private_dir(data_dir)
+        require_private(settings.keys_path)
+        require_private(settings.tokens_path)
+        storage = settings.storage
+        db = Database.open(
+            settings.database_url,
+            Timeouts(
+                connect_seconds=storage.connect_timeout_seconds,
+                statement_seconds=storage.statement_timeout_seconds,
+                pool_seconds=storage.pool_timeout_seconds,
+            ),
+            probe_seconds=storage.probe_timeout_seconds,
+        )
         keyring = KeyRing.load_or_create(settings.keys_path)
         analyzer = build_analyzer(
             AnalyzerSettings(
@@ -136,8 +151,10 @@ class Runtime:
             default_rewards={slot: cfg.default_reward for slot, cfg in settings.slots.items()},
             conversion_window=timedelta(seconds=settings.experiments.conversion_window_seconds),
             refresh_seconds=settings.experiments.refresh_seconds,
+            refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
             sequential_tuning_n=settings.experiments.sequential_tuning_n,
         )
+        experiments.refresh_routes()
         engine.assigner = experiments.assigner
         return cls(
             settings,
@@ -169,6 +186,10 @@ class Runtime:
             self.retention.start()
         self._reloader = threading.Thread(target=self._reload_loop, name="tacit-model-reload", daemon=True)
         self._reloader.start()
+        self._routes_refresher = threading.Thread(
+            target=self._routes_loop, name="tacit-experiment-routes", daemon=True
+        )
+        self._routes_refresher.start()
         if self.settings.experiments.evaluate:
             self._evaluator = threading.Thread(
                 target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
@@ -179,8 +200,20 @@ class Runtime:
         while not self._stop.wait(self.settings.experiments.evaluation_interval_seconds):
             try:
                 self.experiments.evaluate_running()
+            except StorageUnavailable:
+                pass  # the outage is logged once by Database; the next interval retries
             except Exception:
                 logger.exception("experiment evaluation failed")
+
+    def _routes_loop(self) -> None:
+        """Keeps Rank's snapshot of experiment routes fresh, so Rank never reads the database."""
+        while not self._stop.wait(self.settings.experiments.refresh_seconds):
+            try:
+                self.experiments.refresh_routes()
+            except StorageUnavailable:
+                pass  # Rank keeps the last snapshot
+            except Exception:
+                logger.exception("experiment routes refresh failed")
 
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.settings.learner.reload_interval_seconds):
@@ -188,6 +221,8 @@ class Runtime:
                 changed = self.models.refresh()
                 if changed:
                     logger.debug("models reloaded", extra={"slots": changed})
+            except StorageUnavailable:
+                pass  # serving keeps the loaded models
             except Exception:
                 logger.exception("model reload failed")
 
@@ -196,6 +231,8 @@ class Runtime:
         self._stop.set()
         if self._reloader is not None:
             self._reloader.join()
+        if self._routes_refresher is not None:
+            self._routes_refresher.join()
         if self._evaluator is not None:
             self._evaluator.join()
         self.decision_log.close()
@@ -272,18 +309,43 @@ class RunningServer:
         self.streams = StreamBudget(settings.server.max_streams, settings.server.stream_idle_seconds)
         self.server, self.port, self.health = create_server(self.runtime, address, self.streams)
         self._stopped = False
+        self._ready_stop = threading.Event()
+        self._readiness = threading.Thread(target=self._readiness_loop, name="tacit-readiness", daemon=True)
         self.runtime.start_background()
         self.server.start()
+        self._readiness.start()
         logger.info("serving", extra={"port": self.port})
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _readiness_loop(self) -> None:
+        """Health says NOT_SERVING while storage does not answer, SERVING again once it does.
+
+        Rank keeps answering from memory meanwhile (its decisions wait in the log); the
+        status tells load balancers that writes would get UNAVAILABLE here.
+        """
+        serving = True
+        interval = self.runtime.settings.storage.probe_interval_seconds
+        while not self._ready_stop.wait(interval):
+            ok = self.runtime.db.ping()
+            if ok != serving:
+                serving = ok
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ok
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                for name in ("", *SERVICE_NAMES):
+                    self.health.set(name, status)
+
     def stop(self, grace: float | None = None) -> None:
         if self._stopped:
             return
         self._stopped = True
+        self._ready_stop.set()
+        self._readiness.join()
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.grace_seconds if grace is None else grace
         self.server.stop(grace).wait()

@@ -47,6 +47,13 @@ class ServerSettings(_Section):
 class StorageSettings(_Section):
     data_dir: Path = Path("tacit-data")
     url: str = Field("", description="SQLAlchemy URL; empty means SQLite in data_dir")
+    connect_timeout_seconds: float = Field(5.0, gt=0, description="PostgreSQL connect timeout")
+    statement_timeout_seconds: float = Field(
+        15.0, gt=0, description="one statement (PostgreSQL) or lock wait (SQLite busy timeout) at most"
+    )
+    pool_timeout_seconds: float = Field(5.0, gt=0, description="wait for a pooled connection at most")
+    probe_interval_seconds: float = Field(1.0, gt=0, description="how often health checks storage")
+    probe_timeout_seconds: float = Field(2.0, gt=0, description="storage probe's connect/query bound")
 
 
 class AuthSettings(_Section):

@@ -132,7 +132,7 @@ class DecisionLog:
             try:
                 self.flush()
             except StorageUnavailable:
-                logger.warning("decision log waiting for storage")
+                # Decisions stay queued; Database logs the outage once, not every retry.
                 time.sleep(min(1.0, self._interval * 20))
             except Exception:
                 logger.exception("decision log flush failed")
