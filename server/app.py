@@ -126,7 +126,10 @@ class Runtime:
         )
         models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()})
         decision_log = DecisionLog(
-            db, settings.decision_log.flush_interval_ms, settings.decision_log.max_batch
+            db,
+            settings.decision_log.flush_interval_ms,
+            settings.decision_log.max_batch,
+            journal_dir=data_dir,  # counts a crash's lost decisions at the next start
         )
         tokens = None
         if settings.auth.enabled:
