@@ -67,6 +67,9 @@ class LimitSettings(_Section):
     max_map_entries: int = Field(64, ge=1)
     max_events_per_request: int = Field(500, ge=1)
     max_id_chars: int = Field(128, ge=8)
+    max_scrub_chars_per_request: int = Field(
+        100_000, ge=1, description="characters one request may send to Presidio's full analysis"
+    )
 
 
 class DecisionLogSettings(_Section):
