@@ -46,11 +46,11 @@ def _serve(config: Path) -> tuple[subprocess.Popen[str], str]:
     return process, line.split("serving on ")[1].split()[0]
 
 
-def _config(tmp_path: Path, data_dir: Path, metrics_port: int) -> Path:
+def _config(tmp_path: Path, data_dir: Path, metrics_port: int, url: str = "") -> Path:
     config = tmp_path / f"tacit-{metrics_port}.toml"
     config.write_text(
         f"[server]\naddress = '127.0.0.1:0'\nlog_level = 'WARNING'\nmetrics_port = {metrics_port}\n"
-        f"[storage]\ndata_dir = '{data_dir}'\n"
+        f"[storage]\ndata_dir = '{data_dir}'\nurl = '{url}'\n"
         # A slow flush keeps decisions waiting in memory, so the kill finds some to lose.
         "[decision_log]\nflush_interval_ms = 300\n"
     )
@@ -111,9 +111,12 @@ def _lost_metric(port: int) -> float:
     return float(match.group(1))
 
 
-def test_kill9_under_load_loses_no_acknowledged_write_and_counts_lost_decisions(tmp_path: Path) -> None:
+def test_kill9_under_load_loses_no_acknowledged_write_and_counts_lost_decisions(
+    database_url: str, tmp_path: Path
+) -> None:
     data_dir = tmp_path / "data"
-    process, target = _serve(_config(tmp_path, data_dir, _free_port()))
+    url = "" if database_url.startswith("sqlite") else database_url  # SQLite: the default in data_dir
+    process, target = _serve(_config(tmp_path, data_dir, _free_port(), url))
     try:
         load = Load(target, read_token(data_dir / "tokens.json", Role.SERVICE))
         stop = threading.Event()
@@ -133,7 +136,7 @@ def test_kill9_under_load_loses_no_acknowledged_write_and_counts_lost_decisions(
     assert len(load.rewards) > 20 and len(load.tracked) > 20, "the load never got going"
 
     metrics_port = _free_port()
-    process, target = _serve(_config(tmp_path, data_dir, metrics_port))
+    process, target = _serve(_config(tmp_path, data_dir, metrics_port, url))
     try:
         channel = grpc.insecure_channel(target)
         service = (("authorization", f"Bearer {read_token(data_dir / 'tokens.json', Role.SERVICE)}"),)
@@ -152,7 +155,7 @@ def test_kill9_under_load_loses_no_acknowledged_write_and_counts_lost_decisions(
             audit_pb2.VerifyAuditLogRequest(), metadata=auditor, timeout=60
         )
         assert verified.ok, verified.reason
-        db = Database.open(f"sqlite:///{data_dir / 'tacit.db'}")
+        db = Database.open(url or f"sqlite:///{data_dir / 'tacit.db'}")
         with db.transaction() as session:
             stored = set(session.execute(select(Decision.event_id)).scalars())
             # A decision's aggregate matches its joined reward rows (no half-applied reward).

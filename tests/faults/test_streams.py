@@ -65,8 +65,10 @@ def _probe_all(server: Any, channel: grpc.Channel, rounds: int) -> list[str]:
     return codes
 
 
-def test_two_hundred_idle_streams_do_not_starve_rank_or_health(start_server: ServerFactory) -> None:
-    server = start_server(server={"max_workers": 16, "max_streams": 4, "stream_idle_seconds": 120})
+def test_two_hundred_idle_streams_do_not_starve_rank_or_health(
+    database_url: str, start_server: ServerFactory
+) -> None:
+    server = start_server(database_url)  # the defaults: 16 unary threads, 4 streams
     _fill_audit_log(server, 3000)
     stop = threading.Event()
     channels = [grpc.insecure_channel(server.target, options=[("grpc.http2.bdp_probe", 0)]) for _ in range(4)]
