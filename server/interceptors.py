@@ -51,9 +51,6 @@ STREAMS_CANCELLED_IDLE = Counter(
     "tacit_streams_idle_cancelled_total", "Streams cancelled because their client stopped reading or sending"
 )
 
-# grpc's health service: Watch must keep its non-blocking flag (it then holds no thread).
-_UNWRAPPED_PREFIXES = ("/grpc.health.v1.Health/",)
-
 
 def _deny(code: grpc.StatusCode, message: str, reason: str) -> grpc.RpcMethodHandler:
     def behaviour(_request: Any, context: grpc.ServicerContext) -> None:
@@ -128,6 +125,22 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return MALFORMED
 
     return deserialize
+
+
+def _non_blocking(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Wraps a non-blocking server stream (callback style), keeping the flag grpc looks for."""
+    inner = handler.unary_stream
+
+    def watch(request: Any, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
+        if request is MALFORMED:
+            _reject_malformed(context)
+        return inner(request, context, send_response_callback)
+
+    watch.experimental_non_blocking = True  # type: ignore[attr-defined]
+    watch.experimental_thread_pool = getattr(inner, "experimental_thread_pool", None)  # type: ignore[attr-defined]
+    return grpc.unary_stream_rpc_method_handler(
+        watch, _tolerant(handler.request_deserializer), handler.response_serializer
+    )
 
 
 def _reject_malformed(context: grpc.ServicerContext) -> None:
@@ -226,8 +239,10 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        if method.startswith(_UNWRAPPED_PREFIXES):
-            return handler
+        if handler.unary_stream is not None and getattr(
+            handler.unary_stream, "experimental_non_blocking", False
+        ):
+            return _non_blocking(handler)  # health's Watch: it must keep holding no thread
 
         def observe(started: float, context: grpc.ServicerContext) -> None:
             code = context.code() if hasattr(context, "code") else None

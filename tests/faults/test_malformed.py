@@ -17,6 +17,8 @@ METHODS = [
     ("/tacit.v1.DecisionService/Reward", "unary"),
     ("/tacit.v1.EventService/TrackEvents", "unary"),
     ("/tacit.v1.AuditService/ExportAuditRecords", "stream"),
+    ("/grpc.health.v1.Health/Check", "unary"),
+    ("/grpc.health.v1.Health/Watch", "stream"),
 ]
 
 
