@@ -135,6 +135,7 @@ class DecisionLog:
         self._interval = flush_interval_ms / 1000.0
         self._max_batch = max_batch
         self._max_pending = max_pending
+        self._dropping = False  # logged once per overflow, not once per dropped decision
         self._queue: list[PendingDecision] = []
         self._pending_ids: set[str] = set()
         self._lock = threading.Lock()
@@ -166,7 +167,12 @@ class DecisionLog:
         with self._lock:
             if len(self._queue) >= self._max_pending:
                 DECISIONS_LOST.inc()
-                logger.error("decision log full; decision dropped")
+                if not self._dropping:
+                    self._dropping = True
+                    logger.error(
+                        "decision log full; decisions are dropped (and counted) until storage catches up",
+                        extra={"max_pending": self._max_pending},
+                    )
                 return
             if self._journal is not None:
                 self._journal.handed()
@@ -201,6 +207,7 @@ class DecisionLog:
                     if self._journal is not None:
                         self._journal.resolved(len(batch))
                     del self._queue[: len(batch)]
+                    self._dropping = False
                     for item in batch:
                         self._pending_ids.discard(item.decision["event_id"])
                     DECISIONS_PENDING.set(len(self._queue))

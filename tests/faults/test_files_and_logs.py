@@ -90,3 +90,28 @@ def test_an_outage_logs_one_warning_without_traceback_and_recovery_once(
     finally:
         db.dispose()
         proxy.close()
+
+
+def test_a_full_decision_log_counts_every_drop_and_logs_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import UTC, datetime
+
+    from prometheus_client import REGISTRY
+
+    from tacit.privacy.audit import AuditEntry
+    from tacit.server.decision_log import DecisionLog
+
+    def lost() -> float:
+        return REGISTRY.get_sample_value("tacit_decisions_lost_total") or 0.0
+
+    db = Database.open(f"sqlite:///{tmp_path / 'tacit.db'}")
+    log = DecisionLog(db, flush_interval_ms=600_000, max_pending=2)  # never flushes during the test
+    before = lost()
+    caplog.set_level(logging.DEBUG, logger="tacit")
+    audit = AuditEntry(datetime.now(UTC), "rank", "c", "v1", "k1")
+    for index in range(10):
+        log.submit({"event_id": f"evt-{index}"}, audit)
+    assert lost() - before == 8
+    assert [r.levelname for r in caplog.records if r.name.startswith("tacit")] == ["ERROR"]
+    db.dispose()  # the writer (a daemon) would flush only after ten minutes: the stand-ins are never written
