@@ -32,7 +32,7 @@ from tacit.server.config import Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
-from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, StreamBudget
+from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.reflection import enable_reflection
 from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
@@ -65,6 +65,18 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
+
+
+# Calls that never wait for storage (Rank logs through the in-memory decision log): they get
+# threads of their own, so calls stuck on a stalled database cannot starve them.
+STORAGE_FREE_METHODS = frozenset({"/tacit.v1.DecisionService/Rank", "/grpc.health.v1.Health/Check"})
+
+
+def thread_budgets(settings: Settings) -> ThreadBudgets:
+    server = settings.server
+    return ThreadBudgets(
+        server.max_streams, server.stream_idle_seconds, server.max_workers, STORAGE_FREE_METHODS
+    )
 
 
 def policy_set(settings: Settings) -> PolicySet:
@@ -248,18 +260,19 @@ class Runtime:
 
 
 def create_server(
-    runtime: Runtime, address: str | None = None, streams: StreamBudget | None = None
+    runtime: Runtime, address: str | None = None, budgets: ThreadBudgets | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Composes interceptors and servicers; binds `address` and returns the bound port.
 
-    Unary calls share `server.max_workers` threads; streaming calls run on the stream
-    budget's own threads, so open streams never take a thread a unary call needs.
+    Unary calls share `server.max_workers` threads; streams, and the calls that never wait
+    for storage, have their own (`ThreadBudgets`), so neither open streams nor calls stuck
+    on a stalled database take a thread Rank or a health check needs.
     """
     settings = runtime.settings
-    streams = streams or StreamBudget(settings.server.max_streams, settings.server.stream_idle_seconds)
+    budgets = budgets or thread_budgets(settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="tacit-rpc"),
-        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor(streams)],
+        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor(budgets)],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.so_reuseport", 1 if settings.server.reuse_port else 0),
@@ -309,8 +322,8 @@ class RunningServer:
 
     def __init__(self, settings: Settings, address: str | None = None, seed: int | None = None):
         self.runtime = Runtime.build(settings, seed=seed)
-        self.streams = StreamBudget(settings.server.max_streams, settings.server.stream_idle_seconds)
-        self.server, self.port, self.health = create_server(self.runtime, address, self.streams)
+        self.budgets = thread_budgets(settings)
+        self.server, self.port, self.health = create_server(self.runtime, address, self.budgets)
         self._stopped = False
         self._ready_stop = threading.Event()
         self._readiness = threading.Thread(target=self._readiness_loop, name="tacit-readiness", daemon=True)
@@ -352,7 +365,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.grace_seconds if grace is None else grace
         self.server.stop(grace).wait()
-        self.streams.close()
+        self.budgets.close()
         self.runtime.close()
         logger.info("stopped")
 

@@ -254,6 +254,8 @@ class DecisionLog:
         self._thread.join()
         try:
             self.flush()
+        except StorageUnavailable:
+            pass  # the outage is logged by Database; what is left is counted as lost below
         except Exception:
             logger.exception("final decision log flush failed")
         with self._lock:

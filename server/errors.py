@@ -84,7 +84,7 @@ def expected_error(error: BaseException) -> TacitError | None:
         error.connection_invalidated or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
     ):
         return Unavailable(STORAGE_UNAVAILABLE_MESSAGE)
-    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection came free in time
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.PendingRollbackError):  # no connection in time, or cut
         return Unavailable(STORAGE_UNAVAILABLE_MESSAGE)
     return None
 

@@ -3,12 +3,15 @@
 The access log records the method, the status code and the duration: never a
 request field.
 
-Streaming calls run on their own small thread pool with a budget (`server.max_streams`):
-a stream beyond it is answered RESOURCE_EXHAUSTED at once, and a stream that waits on
-its client (a reader that does not read, a bidi caller that does not send) longer than
-`server.stream_idle_seconds` is cancelled. Unary calls keep the main pool to themselves,
-so no number of open streams can starve Rank or health checks. Health's `Watch` keeps
-grpc's non-blocking form and holds no thread at all.
+Threads are budgeted per kind of call (`ThreadBudgets`):
+- streaming calls run on their own small pool (`server.max_streams`); a stream beyond it
+  is answered RESOURCE_EXHAUSTED at once, and a stream that waits on its client (a reader
+  that does not read, a bidi caller that does not send) longer than
+  `server.stream_idle_seconds` is cancelled;
+- calls that never wait for storage (Rank, health Check) run on a pool of their own, so
+  unary calls stuck on a stalled database cannot starve them;
+- every other unary call shares the main pool (`server.max_workers`).
+Health's `Watch` keeps grpc's non-blocking form and holds no thread at all.
 """
 
 from __future__ import annotations
@@ -228,11 +231,33 @@ def _waiting(stream: _Stream, requests: Iterator[Any], context: grpc.ServicerCon
         yield request
 
 
-class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
-    """Maps domain errors to statuses in one place, times every call, enforces the stream budget."""
+class ThreadBudgets:
+    """The thread pools besides grpc's main one: streams, and calls that never wait for storage."""
 
-    def __init__(self, streams: StreamBudget | None = None):
-        self._streams = streams
+    def __init__(
+        self,
+        max_streams: int,
+        stream_idle_seconds: float,
+        storage_free_threads: int,
+        storage_free_methods: frozenset[str],
+    ):
+        self.streams = StreamBudget(max_streams, stream_idle_seconds)
+        self.storage_free = futures.ThreadPoolExecutor(
+            max_workers=storage_free_threads, thread_name_prefix="tacit-memory"
+        )
+        self.storage_free_methods = storage_free_methods
+
+    def close(self) -> None:
+        self.streams.close()
+        self.storage_free.shutdown(wait=False, cancel_futures=True)
+
+
+class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
+    """Maps domain errors to statuses in one place, times every call, applies the thread budgets."""
+
+    def __init__(self, budgets: ThreadBudgets | None = None):
+        self._budgets = budgets
+        self._streams = budgets.streams if budgets is not None else None
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -273,6 +298,8 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
                 finally:
                     observe(started, context)
 
+            if self._budgets is not None and method in self._budgets.storage_free_methods:
+                unary.experimental_thread_pool = self._budgets.storage_free  # type: ignore[attr-defined]
             return grpc.unary_unary_rpc_method_handler(unary, deserializer, handler.response_serializer)
 
         if handler.stream_unary:

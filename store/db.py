@@ -26,7 +26,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -236,7 +236,8 @@ def migrate(engine: Engine) -> None:
 
 
 _DEADLINES: weakref.WeakKeyDictionary[Engine, StatementDeadlines] = weakref.WeakKeyDictionary()
-_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
+# PendingRollbackError: the rollback after a connection was cut finds it invalidated.
+_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, PendingRollbackError)
 
 
 class Database:
@@ -304,10 +305,13 @@ class Database:
         """
         session = (self.sessions if durable else self._relaxed_sessions)()
         try:
-            with session.begin():
-                if not durable and self.relaxed_engine is None:
-                    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                yield session
+            try:
+                with session.begin():
+                    if not durable and self.relaxed_engine is None:
+                        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                    yield session
+            finally:
+                session.close()  # returning a dead connection can raise too: mapped below
         except _UNAVAILABLE_ERRORS as error:
             self._storage_failed(error)
             raise StorageUnavailable("storage unavailable") from None
@@ -316,8 +320,6 @@ class Database:
                 raise
             self._storage_failed(error)
             raise StorageUnavailable("storage unavailable") from None
-        finally:
-            session.close()
         self._storage_answered()
 
     def ping(self) -> bool:

@@ -140,5 +140,74 @@ def test_cut_and_stalled_link_give_only_ok_or_unavailable_and_recover(
         assert set(caller.ranked) <= ids
         assert set(caller.rewarded) <= rewarded
         print("statuses by method:", dict(codes))
+        server.running.stop(grace=1)  # flush through the proxy before it goes away
     finally:
         proxy.close()
+
+
+def test_calls_stuck_on_a_stalled_database_do_not_starve_rank_or_health(
+    postgres_url: str, start_server: Callable[..., Any]
+) -> None:
+    """More storage-bound callers than unary threads, all stuck on the stall: Rank and health still answer."""
+    import threading
+
+    proxy = PgProxy(("127.0.0.1", 5432))
+    stop = threading.Event()
+    writers: list[threading.Thread] = []
+    try:
+        server = start_server(
+            postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
+            server={"max_workers": 4},
+            storage={"connect_timeout_seconds": 2, "statement_timeout_seconds": 2, "pool_timeout_seconds": 2},
+        )
+        events = event_pb2_grpc.EventServiceStub(server.channel)
+        writer_codes: Counter[str] = Counter()
+
+        def write(worker: int) -> None:
+            for index in range(1_000_000):
+                if stop.is_set():
+                    return
+                event = event_pb2.Event(
+                    event_id=f"stuck-{worker}-{index:06d}", subject_id="s", event_type="click"
+                )
+                try:
+                    events.TrackEvents(
+                        event_pb2.TrackEventsRequest(events=[event]), metadata=server.metadata(), timeout=30
+                    )
+                    writer_codes["OK"] += 1
+                except grpc.RpcError as error:
+                    writer_codes[error.code().name] += 1
+
+        proxy.stall()
+        writers = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for thread in writers:
+            thread.start()
+        time.sleep(1.0)  # every unary thread is now waiting on the stalled link
+        probe = Caller(server)
+        ranks = decision_pb2_grpc.DecisionServiceStub(server.channel)
+        request = rank_request("home", "user-1", {"device": "mobile"}, [("a", {}), ("b", {})])
+        probes: Counter[str] = Counter()
+        for _ in range(10):
+            for call in (
+                lambda: ranks.Rank(request, metadata=server.metadata(), timeout=1.0),
+                lambda: probe.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0),
+            ):
+                try:
+                    call()
+                    probes["OK"] += 1
+                except grpc.RpcError as error:
+                    probes[error.code().name] += 1
+            time.sleep(0.3)
+        assert probes == Counter({"OK": 20}), probes
+        stop.set()
+        proxy.restore()
+        for thread in writers:
+            thread.join(timeout=60)
+        assert set(writer_codes) <= ACCEPTABLE, writer_codes
+        assert writer_codes["UNAVAILABLE"] > 0, writer_codes
+        server.running.stop(grace=1)  # flush through the proxy before it goes away
+    finally:
+        stop.set()
+        proxy.close()
+        for thread in writers:
+            thread.join(timeout=60)
