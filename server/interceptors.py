@@ -280,8 +280,8 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
             try:
                 return call()
             except Exception as error:  # noqa: BLE001 - mapped, never leaked
-                if _is_abort(error):
-                    raise
+                if _is_abort(error) or isinstance(error, grpc.RpcError):
+                    raise  # aborted, or the client's stream ended under us (cancelled): grpc's own
                 _map_error(method, error, context)
 
         deserializer = _tolerant(handler.request_deserializer)

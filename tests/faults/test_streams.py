@@ -7,6 +7,7 @@ Meanwhile Rank and health Check keep answering (1 s is a liveness bound, not a b
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -176,3 +178,28 @@ def test_reflection_is_served_under_v1_too(start_server: ServerFactory) -> None:
         )
     )
     assert symbol[0].HasField("file_descriptor_response")
+
+
+def test_an_idle_reflection_stream_is_cancelled_quietly(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(server={"max_streams": 1, "stream_idle_seconds": 1.0})
+    caplog.set_level(logging.INFO, logger="tacit")
+    stop = threading.Event()
+    reflection = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    idle = reflection.ServerReflectionInfo(_idle_requests(stop))
+    try:
+        with pytest.raises(grpc.RpcError) as ended:
+            next(idle)
+        assert ended.value.code() is grpc.StatusCode.CANCELLED
+        # Its slot is free again: the next reflection call is served.
+        answer = list(
+            reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+            )
+        )
+        assert answer[0].HasField("list_services_response")
+    finally:
+        stop.set()
+        idle.cancel()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
