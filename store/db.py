@@ -1,9 +1,9 @@
 """Engine and session factory: SQLite (WAL) by default, PostgreSQL by URL.
 
-Every PostgreSQL connection is bounded in time: a connect timeout, TCP keepalives and a
-TCP user timeout (a dead peer), a server-side `statement_timeout`, a pool checkout
-timeout, and a client-side statement deadline (`StatementDeadlines`) for the case none of
-those catch — a link that accepts bytes and forwards nothing. A failure on any of them is
+Every PostgreSQL connection has a connect timeout, TCP keepalives and a TCP user timeout
+(a dead peer) and a pool checkout timeout; the server's also a `statement_timeout` and a
+client-side statement deadline (`StatementDeadlines`) for the case none of those catch —
+a link that accepts bytes and forwards nothing. A failure on any of them is
 `StorageUnavailable` (UNAVAILABLE to callers), and the pool recovers by itself once the
 database answers again.
 """
@@ -48,7 +48,9 @@ class Timeouts:
     """How long any one step with the database may take before it is UNAVAILABLE."""
 
     connect_seconds: float = 5.0
-    statement_seconds: float | None = 15.0  # None: no limit (schema migrations)
+    # None: no statement limit (schema migrations, batch jobs of the CLI); the server sets
+    # storage.statement_timeout_seconds.
+    statement_seconds: float | None = None
     pool_seconds: float = 5.0
 
 
@@ -205,7 +207,7 @@ def make_engine(url: str, durable: bool = True, timeouts: Timeouts | None = None
     bounded and documented; its commits reach disk with the next durable commit.
     """
     timeouts = timeouts or Timeouts()
-    busy_seconds = timeouts.statement_seconds or 60.0
+    busy_seconds = timeouts.statement_seconds or 10.0
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
         event.listen(
