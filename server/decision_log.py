@@ -53,7 +53,9 @@ DECISIONS_LOST = Counter(
 DECISIONS_PENDING = Gauge("tacit_decisions_pending", "Decisions waiting for the next flush")
 
 
-_JOURNAL = struct.Struct("<8sQQQ64s")  # magic, handed, resolved, in-flight count, in-flight first id
+_ID_BYTES = 200
+# magic, handed, resolved, in-flight batch size, the batch's first event id (the stored form)
+_JOURNAL = struct.Struct(f"<8sQQQ{_ID_BYTES}s")
 _MAGIC = b"TACITDL1"
 
 
@@ -88,7 +90,7 @@ class CrashJournal:
         magic, handed, resolved, inflight, first = _JOURNAL.unpack_from(self._map, 0)
         if magic != _MAGIC:
             return 0, 0, ""
-        return max(0, handed - resolved), inflight, first.rstrip(b"\0").decode("ascii", "replace")
+        return max(0, handed - resolved), inflight, first.rstrip(b"\0").decode("utf-8", "replace")
 
     def reset(self) -> None:
         self._handed = 0
@@ -100,7 +102,11 @@ class CrashJournal:
         struct.pack_into("<Q", self._map, 8, self._handed)
 
     def committing(self, count: int, first_event_id: str) -> None:
-        struct.pack_into("<Q64s", self._map, 24, count, first_event_id.encode("ascii", "replace")[:64])
+        encoded = first_event_id.encode("utf-8")
+        # An id that does not fit is not stored: the batch then counts as lost after a crash.
+        struct.pack_into(
+            f"<Q{_ID_BYTES}s", self._map, 24, count, encoded if len(encoded) <= _ID_BYTES else b""
+        )
 
     def resolved(self, count: int) -> None:
         self._resolved += count
