@@ -7,6 +7,7 @@ decision log) and every decision it acknowledged is committed once the link is b
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -90,6 +91,13 @@ class Caller:
         raise AssertionError("Reward never succeeded again after the link came back")
 
 
+def _until_cancelled(stream: Any) -> Any:
+    try:
+        yield from stream
+    except grpc.RpcError as error:
+        assert error.code() is grpc.StatusCode.CANCELLED, error.code()
+
+
 def test_cut_and_stalled_link_give_only_ok_or_unavailable_and_recover(
     postgres_url: str, start_server: Callable[..., Any]
 ) -> None:
@@ -108,6 +116,10 @@ def test_cut_and_stalled_link_give_only_ok_or_unavailable_and_recover(
             },
         )
         caller = Caller(server)
+        watch = caller.health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)
+        watched: list[int] = []
+        watcher = threading.Thread(target=lambda: watched.extend(r.status for r in _until_cancelled(watch)))
+        watcher.start()
         for _ in range(3):
             assert caller.round() == SERVING
         assert set(code for _, code in caller.codes) == {"OK"}
@@ -139,6 +151,10 @@ def test_cut_and_stalled_link_give_only_ok_or_unavailable_and_recover(
         direct.dispose()
         assert set(caller.ranked) <= ids
         assert set(caller.rewarded) <= rewarded
+        watch.cancel()
+        watcher.join(timeout=10)
+        # A watcher saw the outages and the recoveries, with no polling.
+        assert watched == [SERVING, NOT_SERVING, SERVING, NOT_SERVING, SERVING], watched
         print("statuses by method:", dict(codes))
         server.running.stop(grace=1)  # flush through the proxy before it goes away
     finally:
@@ -149,7 +165,6 @@ def test_calls_stuck_on_a_stalled_database_do_not_starve_rank_or_health(
     postgres_url: str, start_server: Callable[..., Any]
 ) -> None:
     """More storage-bound callers than unary threads, all stuck on the stall: Rank and health still answer."""
-    import threading
 
     proxy = PgProxy(("127.0.0.1", 5432))
     stop = threading.Event()
