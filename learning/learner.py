@@ -398,8 +398,7 @@ class Learner:
                     self.rebuild_due()
                     last_checkpoint = time.monotonic()
             except StorageUnavailable:
-                learned = 0
-                logger.warning("learner waiting for storage")
+                learned = 0  # the outage is logged once by Database; retried after the poll interval
             except Exception:
                 learned = 0
                 logger.exception("learner step failed")

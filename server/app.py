@@ -8,6 +8,7 @@ in grpc's own interceptor examples.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Container
 from concurrent import futures
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.orm import Session
 
 from tacit.experiments.service import ExperimentService
@@ -35,21 +35,22 @@ from tacit.privacy.erasure import RetentionPurger, model_rebuild_entry, retentio
 from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
-from tacit.server.auth import TokenStore
+from tacit.server.auth import TokenStore, require_private
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
-from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor
+from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.metrics import MetricsSampler
 from tacit.server.predictions import Predictions
+from tacit.server.reflection import enable_reflection
 from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
 from tacit.server.servicers.model import ModelServicer
 from tacit.server.servicers.prediction import PredictionServicer
-from tacit.store.db import Database
+from tacit.store.db import Database, StorageUnavailable, Timeouts, make_private_dir
 from tacit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -114,6 +115,18 @@ def audit_rebuilds(policy_version: str, key_id: str) -> Callable[[Session, Rebui
     return record
 
 
+# Calls that never wait for storage (Rank logs through the in-memory decision log): they get
+# threads of their own, so calls stuck on a stalled database cannot starve them.
+STORAGE_FREE_METHODS = frozenset({"/tacit.v1.DecisionService/Rank", "/grpc.health.v1.Health/Check"})
+
+
+def thread_budgets(settings: Settings) -> ThreadBudgets:
+    server = settings.server
+    return ThreadBudgets(
+        server.max_streams, server.stream_idle_seconds, server.max_workers, STORAGE_FREE_METHODS
+    )
+
+
 def policy_set(settings: Settings) -> PolicySet:
     """The built-in policies with the configured kinds replacing theirs."""
     return PolicySet.from_mapping({**DEFAULT_POLICIES, **settings.privacy.policies})
@@ -140,14 +153,28 @@ class Runtime:
     _evaluator: threading.Thread | None = None
     profiles: ProfileStore | None = None
     _metrics: MetricsSampler | None = None
+    _routes_refresher: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
         """Builds every collaborator; `seed` (else `server.seed`) makes sampling reproducible."""
         seed = seed if seed is not None else settings.server.seed
+        # Everything a server writes (database, WAL, checkpoints, secrets) is for its user only.
+        os.umask(0o077)
         data_dir = settings.storage.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database.open(settings.database_url)
+        make_private_dir(data_dir)
+        require_private(settings.keys_path)
+        require_private(settings.tokens_path)
+        storage = settings.storage
+        db = Database.open(
+            settings.database_url,
+            Timeouts(
+                connect_seconds=storage.connect_timeout_seconds,
+                statement_seconds=storage.statement_timeout_seconds,
+                pool_seconds=storage.pool_timeout_seconds,
+            ),
+            probe_seconds=storage.probe_timeout_seconds,
+        )
         keyring = KeyRing.load_or_create(settings.keys_path)
         require_shared_keys(db, keyring, settings)
         audit_keys = audit_log.load_or_create_keys(db, settings.audit_keys_path)
@@ -166,7 +193,10 @@ class Runtime:
         )
         models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()}, seed)
         decision_log = DecisionLog(
-            db, settings.decision_log.flush_interval_ms, settings.decision_log.max_batch
+            db,
+            settings.decision_log.flush_interval_ms,
+            settings.decision_log.max_batch,
+            journal_dir=data_dir,  # counts a crash's lost decisions at the next start
         )
         tokens = None
         if settings.auth.enabled:
@@ -196,8 +226,10 @@ class Runtime:
             default_rewards={slot: cfg.default_reward for slot, cfg in settings.slots.items()},
             conversion_window=timedelta(seconds=settings.experiments.conversion_window_seconds),
             refresh_seconds=settings.experiments.refresh_seconds,
+            refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
             sequential_tuning_n=settings.experiments.sequential_tuning_n,
         )
+        experiments.refresh_routes()
         engine.assigner = experiments.assigner
         return cls(
             settings,
@@ -237,6 +269,10 @@ class Runtime:
                 learner_progress=self.learner.progress if self.learner is not None else None,
             )
             self._metrics.start()
+        self._routes_refresher = threading.Thread(
+            target=self._routes_loop, name="tacit-experiment-routes", daemon=True
+        )
+        self._routes_refresher.start()
         if self.settings.experiments.evaluate:
             self._evaluator = threading.Thread(
                 target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
@@ -247,8 +283,20 @@ class Runtime:
         while not self._stop.wait(self.settings.experiments.evaluation_interval_seconds):
             try:
                 self.experiments.evaluate_running()
+            except StorageUnavailable:
+                pass  # the outage is logged once by Database; the next interval retries
             except Exception:
                 logger.exception("experiment evaluation failed")
+
+    def _routes_loop(self) -> None:
+        """Keeps Rank's snapshot of experiment routes fresh, so Rank never reads the database."""
+        while not self._stop.wait(self.settings.experiments.refresh_seconds):
+            try:
+                self.experiments.refresh_routes()
+            except StorageUnavailable:
+                pass  # Rank keeps the last snapshot
+            except Exception:
+                logger.exception("experiment routes refresh failed")
 
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.settings.learner.reload_interval_seconds):
@@ -256,6 +304,8 @@ class Runtime:
                 changed = self.models.refresh()
                 if changed:
                     logger.debug("models reloaded", extra={"slots": changed})
+            except StorageUnavailable:
+                pass  # serving keeps the loaded models
             except Exception:
                 logger.exception("model reload failed")
 
@@ -266,6 +316,8 @@ class Runtime:
             self._metrics.stop()
         if self._reloader is not None:
             self._reloader.join()
+        if self._routes_refresher is not None:
+            self._routes_refresher.join()
         if self._evaluator is not None:
             self._evaluator.join()
         self.decision_log.close()
@@ -292,13 +344,19 @@ def prediction_and_model_servicers(
 
 
 def create_server(
-    runtime: Runtime, address: str | None = None
+    runtime: Runtime, address: str | None = None, budgets: ThreadBudgets | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Composes interceptors and servicers; binds `address` and returns the bound port."""
+    """Composes interceptors and servicers; binds `address` and returns the bound port.
+
+    Unary calls share `server.max_workers` threads; streams, and the calls that never wait
+    for storage, have their own (`ThreadBudgets`), so neither open streams nor calls stuck
+    on a stalled database take a thread Rank or a health check needs.
+    """
     settings = runtime.settings
+    budgets = budgets or thread_budgets(settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="tacit-rpc"),
-        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor()],
+        interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor(budgets)],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.so_reuseport", 1 if settings.server.reuse_port else 0),
@@ -337,9 +395,7 @@ def create_server(
     for name in SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
     port = server.add_insecure_port(address or settings.server.address)
     if port == 0:
         raise RuntimeError("could not bind the server address")
@@ -351,23 +407,50 @@ class RunningServer:
 
     def __init__(self, settings: Settings, address: str | None = None, seed: int | None = None):
         self.runtime = Runtime.build(settings, seed=seed)
-        self.server, self.port, self.health = create_server(self.runtime, address)
+        self.budgets = thread_budgets(settings)
+        self.server, self.port, self.health = create_server(self.runtime, address, self.budgets)
         self._stopped = False
+        self._ready_stop = threading.Event()
+        self._readiness = threading.Thread(target=self._readiness_loop, name="tacit-readiness", daemon=True)
         self.runtime.start_background()
         self.server.start()
+        self._readiness.start()
         logger.info("serving", extra={"port": self.port})
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _readiness_loop(self) -> None:
+        """Health says NOT_SERVING while storage does not answer, SERVING again once it does.
+
+        Rank keeps answering from memory meanwhile (its decisions wait in the log); the
+        status tells load balancers that writes would get UNAVAILABLE here.
+        """
+        serving = True
+        interval = self.runtime.settings.storage.probe_interval_seconds
+        while not self._ready_stop.wait(interval):
+            ok = self.runtime.db.ping()
+            if ok != serving:
+                serving = ok
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ok
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                for name in ("", *SERVICE_NAMES):
+                    self.health.set(name, status)
+
     def stop(self, grace: float | None = None) -> None:
         if self._stopped:
             return
         self._stopped = True
+        self._ready_stop.set()
+        self._readiness.join()
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.grace_seconds if grace is None else grace
         self.server.stop(grace).wait()
+        self.budgets.close()
         self.runtime.close()
         logger.info("stopped")
 

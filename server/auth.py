@@ -1,7 +1,8 @@
 """Bearer-token roles: who may call which service.
 
 Tokens live in a JSON file created at first start (mode 0600); the server keeps
-only their SHA-256. Health checks and reflection need no token.
+only their SHA-256. A secrets file that other users can read is refused, not loaded.
+Health checks and reflection need no token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from tacit.server.config import ConfigError
 
 
 class Role(StrEnum):
@@ -49,6 +52,22 @@ def required_roles(method: str) -> frozenset[Role] | None:
     return frozenset({Role.ADMIN})
 
 
+class InsecureFileError(ConfigError):
+    """A secrets file is readable or writable by other users; the start stops."""
+
+
+def require_private(path: Path) -> None:
+    """Refuses a secrets file that group or others may read or write (names the file and the fix)."""
+    if not path.exists():
+        return
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise InsecureFileError(
+            f"{path} has mode {mode:04o}: other users can read this secrets file; "
+            f"run `chmod 600 {path}` (and consider rotating what it holds), then start again"
+        )
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -78,6 +97,7 @@ class TokenStore:
             with os.fdopen(fd, "w") as handle:
                 json.dump({"tokens": [{"role": r, "token": t} for r, t in tokens.items()]}, handle, indent=2)
             created = True
+        require_private(path)
         data = json.loads(path.read_text())
         digests = tuple((_digest(item["token"]), Role(item["role"])) for item in data["tokens"])
         return cls(digests), created

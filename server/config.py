@@ -46,11 +46,24 @@ class ServerSettings(_Section):
         description="seeds Rank's sampling and VW's --random_seed so a replay of the same requests "
         "makes the same choices; None = from the OS",
     )
+    max_streams: int = Field(
+        4, ge=1, le=1024, description="streams served at once (own threads); more get RESOURCE_EXHAUSTED"
+    )
+    stream_idle_seconds: float = Field(
+        30.0, gt=0, description="a stream whose client neither reads nor sends this long is cancelled"
+    )
 
 
 class StorageSettings(_Section):
     data_dir: Path = Path("tacit-data")
     url: str = Field("", description="SQLAlchemy URL; empty means SQLite in data_dir")
+    connect_timeout_seconds: float = Field(5.0, gt=0, description="PostgreSQL connect timeout")
+    statement_timeout_seconds: float = Field(
+        15.0, gt=0, description="one statement (PostgreSQL) or lock wait (SQLite busy timeout) at most"
+    )
+    pool_timeout_seconds: float = Field(5.0, gt=0, description="wait for a pooled connection at most")
+    probe_interval_seconds: float = Field(1.0, gt=0, description="how often health checks storage")
+    probe_timeout_seconds: float = Field(2.0, gt=0, description="storage probe's connect/query bound")
 
 
 class AuthSettings(_Section):
@@ -64,6 +77,9 @@ class LimitSettings(_Section):
     max_map_entries: int = Field(64, ge=1)
     max_events_per_request: int = Field(500, ge=1)
     max_id_chars: int = Field(128, ge=8)
+    max_scrub_chars_per_request: int = Field(
+        100_000, ge=1, description="characters one request may send to Presidio's full analysis"
+    )
 
 
 class DecisionLogSettings(_Section):

@@ -11,6 +11,9 @@ import logging
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from sqlalchemy import exc as sa_exc
+
+from tacit.store.db import StorageUnavailable
 
 logger = logging.getLogger("tacit.server")
 
@@ -60,6 +63,32 @@ class Unavailable(TacitError):
     reason = "STORAGE_UNAVAILABLE"
 
 
+class ResourceExhausted(TacitError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+
+STORAGE_UNAVAILABLE_MESSAGE = "storage is unavailable; retry with the same request id"
+
+
+def expected_error(error: BaseException) -> TacitError | None:
+    """The status for failures that are not bugs: storage down, stalled or timed out.
+
+    Whatever path a database failure takes (our transaction helper, a session used
+    directly, the pool's checkout timeout, a statement cut off by its deadline), the
+    caller gets UNAVAILABLE with reason STORAGE_UNAVAILABLE and can retry.
+    """
+    if isinstance(error, StorageUnavailable):
+        return Unavailable(STORAGE_UNAVAILABLE_MESSAGE)
+    if isinstance(error, sa_exc.DBAPIError) and (
+        error.connection_invalidated or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+    ):
+        return Unavailable(STORAGE_UNAVAILABLE_MESSAGE)
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.PendingRollbackError):  # no connection in time, or cut
+        return Unavailable(STORAGE_UNAVAILABLE_MESSAGE)
+    return None
+
+
 _GRPC_TO_RPC = {
     grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
     grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
@@ -70,6 +99,7 @@ _GRPC_TO_RPC = {
     grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
     grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
     grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
 }
 
 

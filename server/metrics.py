@@ -47,6 +47,12 @@ RPC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
 )
 RPC_ERRORS = Counter("tacit_rpc_internal_errors_total", "RPCs that failed with INTERNAL", ["method"])
+STREAMS_REFUSED = Counter(
+    "tacit_streams_refused_total", "Streaming calls refused because the stream budget was spent"
+)
+STREAMS_CANCELLED_IDLE = Counter(
+    "tacit_streams_idle_cancelled_total", "Streams cancelled because their client stopped reading or sending"
+)
 
 # --- The decision loop (observed by DecisionEngine) ----------------------------------------------
 DECISIONS_RANKED = Counter("tacit_decisions_total", "Decisions ranked, by slot", ["slot"])

@@ -46,6 +46,7 @@ class ExperimentService:
         default_rewards: Mapping[str, float] | None = None,
         conversion_window: timedelta = timedelta(days=7),
         refresh_seconds: float = 1.0,
+        refresh_on_read: bool = True,
         sequential_tuning_n: float = 5000,
         registry: Mapping[str, MetricDefinition] = BUILTIN_METRICS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -64,7 +65,7 @@ class ExperimentService:
             sequential_tuning_n=sequential_tuning_n,
             registry=self.registry,
         )
-        self._snapshot = AssignmentSnapshot(db, refresh_seconds)
+        self._snapshot = AssignmentSnapshot(db, refresh_seconds, refresh_on_read)
 
     # ------------------------------------------------------------------ resources
 

@@ -38,9 +38,11 @@ class AssignmentSnapshot:
     """The experiments that route each slot's traffic, held in memory so Rank never waits for the
     database; reloaded at most every `refresh_seconds`, and at once after a change."""
 
-    def __init__(self, db: Database, refresh_seconds: float) -> None:
+    def __init__(self, db: Database, refresh_seconds: float, refresh_on_read: bool = True) -> None:
         self.db = db
         self.refresh_seconds = refresh_seconds
+        # False when a background thread calls refresh_routes: Rank then never waits for the database.
+        self.refresh_on_read = refresh_on_read
         self._routes: dict[str, tuple[Route, ...]] = {}
         self._routes_loaded = -float("inf")
         self._refresh_lock = threading.Lock()
@@ -114,6 +116,8 @@ class AssignmentSnapshot:
 
 
     def _current(self) -> Mapping[str, tuple[Route, ...]]:
+        if not self.refresh_on_read:
+            return self._routes
         if time.monotonic() - self._routes_loaded > self.refresh_seconds and self._refresh_lock.acquire(
             blocking=self._routes_loaded == -float("inf")
         ):

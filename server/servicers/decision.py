@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from tacit.server import converters
+from tacit.server.budget import require_within_budget, scrub_chars
 from tacit.server.config import Settings
 from tacit.server.converters import decision as decision_converters
 from tacit.server.decisions import DecisionEngine, RewardOutcome
@@ -32,6 +33,16 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
         rank_input = decision_converters.rank_input(
             request, self._settings.limits, self._settings.slot_limit(request.slot), self._known_names
+        )
+        # Before any work: the text this request would send to Presidio, within its budget.
+        boundary, budget = self._engine.boundary, self._settings.limits.max_scrub_chars_per_request
+        context_chars = scrub_chars(boundary, "rank_context", rank_input.context)
+        require_within_budget("context", [context_chars], budget)
+        distinct = {tuple(sorted(feats.items())): feats for _cid, feats in rank_input.candidates}
+        require_within_budget(
+            "candidates",
+            [context_chars, *(scrub_chars(boundary, "candidate_features", f) for f in distinct.values())],
+            budget,
         )
         return decision_converters.rank_response(self._engine.rank(rank_input))
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import grpc
 
 from tacit.server import converters
+from tacit.server.budget import require_within_budget, scrub_chars
 from tacit.server.config import Settings
 from tacit.server.errors import InvalidArgument
-from tacit.server.events import EventInput, EventRecorder
+from tacit.server.events import EventInput, EventRecorder, _payload_kind
 from tacit.v1 import event_pb2, event_pb2_grpc
 
 
@@ -44,6 +45,12 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
                     ),
                 )
             )
+        boundary = self._recorder.boundary
+        require_within_budget(
+            "events",
+            (scrub_chars(boundary, _payload_kind(e.event_type), e.properties) for e in events),
+            limits.max_scrub_chars_per_request,
+        )
         result = self._recorder.track(events)
         return event_pb2.TrackEventsResponse(
             accepted=result.accepted,
