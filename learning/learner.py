@@ -406,6 +406,10 @@ class Learner:
                 self._stop.wait(self.poll_interval_seconds)
         try:
             self.checkpoint()
+        except StorageUnavailable:
+            # An expected outage (logged once by Database): the decisions stay unlearned in the
+            # log and the next learner replays them; no traceback for it.
+            logger.warning("final checkpoint skipped: storage unavailable")
         except Exception:
             logger.exception("final checkpoint failed")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy import func, select
 
+from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import Role, read_token
 from tacit.sim.client import rank_request
 from tacit.store.db import Database
@@ -171,7 +172,8 @@ def test_kill9_under_load_loses_no_acknowledged_write_and_counts_lost_decisions(
             ).scalar_one()
         db.dispose()
         assert mismatched == 0
-        missing = len(set(load.ranked) - stored)
+        digest = KeyRing.load_or_create(data_dir / "keys.json").digest  # ids are stored as digests
+        missing = len({digest(event_id) for event_id in load.ranked} - stored)
         lost = _lost_metric(metrics_port)
         # Counted: every acknowledged decision that is missing; at most the Ranks in flight beyond that.
         assert missing <= lost <= missing + CALLERS, (missing, lost)
@@ -212,7 +214,8 @@ def test_a_crash_loss_is_counted_at_the_next_start(tmp_path: Path) -> None:
         with db.transaction() as session:
             stored = set(session.execute(select(Decision.event_id)).scalars())
         db.dispose()
-        assert not ranked & stored
+        digest = KeyRing.load_or_create(data_dir / "keys.json").digest  # ids are stored as digests
+        assert not {digest(event_id) for event_id in ranked} & stored
         assert _lost_metric(metrics_port) == 7
     finally:
         process.send_signal(signal.SIGTERM)
