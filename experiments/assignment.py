@@ -92,12 +92,12 @@ def validate_arms(arms: Sequence[tuple[str, float]], field: str = "arms") -> Non
         if not name:
             raise SpecError(f"{field}[{index}].name", "arm name must be non-empty")
         if names.count(name) > 1:
-            raise SpecError(f"{field}[{index}].name", f"duplicate arm name {name!r}")
+            raise SpecError(f"{field}[{index}].name", "duplicates an earlier arm name")
         if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
-            raise SpecError(f"{field}[{index}].weight", f"weight must be positive, got {weight!r}")
+            raise SpecError(f"{field}[{index}].weight", "weight must be a positive finite number")
     total = math.fsum(weight for _, weight in arms)
     if abs(total - 1.0) > WEIGHT_TOLERANCE:
-        raise SpecError(field, f"arm weights must sum to 1 (fractions, not percentages), got {total!r}")
+        raise SpecError(field, "arm weights must sum to 1 (fractions, not percentages)")
 
 
 def _exposure_threshold(exposure_percent: float) -> int:
@@ -106,7 +106,7 @@ def _exposure_threshold(exposure_percent: float) -> int:
         and math.isfinite(exposure_percent)
         and 0 <= exposure_percent <= 100
     ):
-        raise SpecError("exposure_percent", f"must be in [0, 100], got {exposure_percent!r}")
+        raise SpecError("exposure_percent", "must be in [0, 100]")
     # 1 bucket = 0.01 %; round so that 12.34 % is exactly 1234 buckets.
     return round(exposure_percent * BUCKETS / 100)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 class SpecError(ValueError):
     """An experiment specification (or its inputs) is invalid; `field` names the culprit.
 
-    The server maps it to ``INVALID_ARGUMENT`` with a ``BadRequest`` field violation,
-    so the message must never contain subject data.
+    The server maps it to ``INVALID_ARGUMENT`` with a ``BadRequest`` field violation:
+    the message names the rule, never the value the caller sent.
     """
 
     def __init__(self, field: str, message: str) -> None:
@@ -17,7 +17,15 @@ class SpecError(ValueError):
 
 
 class ExperimentNotFound(LookupError):
-    """No experiment with the given id; the server maps it to ``NOT_FOUND``."""
+    """No experiment with the given id; the server maps it to ``NOT_FOUND``.
+
+    The message never holds the id (errors name fields and rules, never request values);
+    `experiment_id` carries it for the status's ResourceInfo.
+    """
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__("no experiment with this id")
+        self.experiment_id = experiment_id
 
 
 class ExperimentExists(ValueError):

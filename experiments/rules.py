@@ -178,7 +178,7 @@ class Evaluation:
 
 def _check_unit_interval(value: float, field: str) -> None:
     if not (isinstance(value, int | float) and 0 < value < 1):
-        raise SpecError(field, f"must be in (0, 1), got {value!r}")
+        raise SpecError(field, "must be in (0, 1)")
 
 
 def validate_traffic_range(traffic_start: float, traffic_end: float) -> None:
@@ -189,40 +189,32 @@ def validate_traffic_range(traffic_start: float, traffic_end: float) -> None:
         return isinstance(value, int | float) and math.isfinite(value)
 
     if not (number(traffic_start) and 0 <= traffic_start < 100):
-        raise SpecError("traffic_start", f"must be in [0, 100), got {traffic_start!r}")
+        raise SpecError("traffic_start", "must be in [0, 100)")
     if not (number(traffic_end) and 0 < traffic_end <= 100):
-        raise SpecError("traffic_end", f"must be in (0, 100], got {traffic_end!r}")
+        raise SpecError("traffic_end", "must be in (0, 100]")
     if traffic_end <= traffic_start:
-        raise SpecError(
-            "traffic_end", f"must be greater than traffic_start ({traffic_start!r}), got {traffic_end!r}"
-        )
+        raise SpecError("traffic_end", "must be greater than traffic_start")
     low, high = traffic_buckets(traffic_start, traffic_end)
     if high <= low:
-        raise SpecError(
-            "traffic_end",
-            f"the range [{traffic_start!r}, {traffic_end!r}) must cover at least 0.01% of the slot",
-        )
+        raise SpecError("traffic_end", "[traffic_start, traffic_end) must cover at least 0.01% of the slot")
 
 
 def validate_spec(spec: ExperimentSpec, registry: Mapping[str, MetricDefinition] = BUILTIN_METRICS) -> None:
     """Raise `SpecError(field, message)` for the first problem found in `spec`."""
     validate_arms([(arm.name, arm.weight) for arm in spec.arms], field="arms")
     if len(spec.arms) != 2:
-        raise SpecError("arms", f"a rollout compares exactly 2 arms, got {len(spec.arms)}")
+        raise SpecError("arms", "a rollout compares exactly 2 arms")
     if spec.control_arm not in {arm.name for arm in spec.arms}:
-        raise SpecError("control_arm", f"{spec.control_arm!r} is not one of the arms")
+        raise SpecError("control_arm", "is not one of the arms")
     if not spec.stages:
         raise SpecError("stages", "at least one stage is required")
     previous = 0.0
     for index, stage in enumerate(spec.stages):
         percent = stage.percent
         if not (isinstance(percent, int | float) and 0 < percent <= 100):
-            raise SpecError(f"stages[{index}].percent", f"must be in (0, 100], got {percent!r}")
+            raise SpecError(f"stages[{index}].percent", "must be in (0, 100]")
         if percent <= previous:
-            raise SpecError(
-                f"stages[{index}].percent",
-                f"stages must strictly increase, {percent!r} follows {previous!r}",
-            )
+            raise SpecError(f"stages[{index}].percent", "stages must strictly increase")
         previous = percent
         if isinstance(stage.min_sample, bool) or not (
             isinstance(stage.min_sample, int) and stage.min_sample >= 0
@@ -231,17 +223,17 @@ def validate_spec(spec: ExperimentSpec, registry: Mapping[str, MetricDefinition]
         if stage.min_duration < timedelta(0):
             raise SpecError(f"stages[{index}].min_duration", "must not be negative")
     if spec.stages[-1].percent != 100:
-        raise SpecError("stages", f"the last stage must be 100, got {spec.stages[-1].percent!r}")
+        raise SpecError("stages", "the last stage must be 100")
     if spec.primary_metric not in registry:
-        raise SpecError("primary_metric", f"unknown metric {spec.primary_metric!r}")
+        raise SpecError("primary_metric", "names an unknown metric")
     for index, name in enumerate(spec.secondary_metrics):
         if name not in registry:
-            raise SpecError(f"secondary_metrics[{index}]", f"unknown metric {name!r}")
+            raise SpecError(f"secondary_metrics[{index}]", "names an unknown metric")
         if name == spec.primary_metric or spec.secondary_metrics.count(name) > 1:
-            raise SpecError(f"secondary_metrics[{index}]", f"metric {name!r} listed twice")
+            raise SpecError(f"secondary_metrics[{index}]", "repeats the primary or an earlier metric")
     for index, guardrail in enumerate(spec.guardrails):
         if guardrail.metric not in registry:
-            raise SpecError(f"guardrails[{index}].metric", f"unknown metric {guardrail.metric!r}")
+            raise SpecError(f"guardrails[{index}].metric", "names an unknown metric")
         if not (math.isfinite(guardrail.tolerance) and guardrail.tolerance >= 0):
             raise SpecError(f"guardrails[{index}].tolerance", "must be finite and non-negative")
     _check_unit_interval(spec.alpha, "alpha")
@@ -282,7 +274,7 @@ def evaluate(
     """
     validate_spec(spec, registry)
     if not 0 <= stage_index < len(spec.stages):
-        raise SpecError("stage_index", f"must be in [0, {len(spec.stages)}), got {stage_index}")
+        raise SpecError("stage_index", "must index one of the stages")
     control, treatment = spec.control_arm, spec.treatment_arm
     for arm in (control, treatment):
         if arm not in arm_counts:

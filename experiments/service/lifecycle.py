@@ -79,7 +79,7 @@ class ExperimentService:
             if request_id and records.seen(session, "experiment.create", request_id):
                 return self._get(session, definition.experiment_id)
             if session.get(ExperimentRecord, definition.experiment_id) is not None:
-                raise ExperimentExists(f"experiment {definition.experiment_id} already exists")
+                raise ExperimentExists("an experiment with this id already exists")
             records.check_slot_free(session, definition.slot, definition.experiment_id, definition.traffic)
             row = ExperimentRecord(
                 experiment_id=definition.experiment_id,

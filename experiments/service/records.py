@@ -71,7 +71,7 @@ def row(session: Session, experiment_id: str, lock: bool = False) -> ExperimentR
     query = select(ExperimentRecord).where(ExperimentRecord.experiment_id == experiment_id)
     row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if row is None:
-        raise ExperimentNotFound(f"no experiment {experiment_id}")
+        raise ExperimentNotFound(experiment_id)
     return row
 
 
@@ -150,10 +150,11 @@ def check_slot_free(
         if overlap is not None:
             raise ExperimentConflict(
                 "SLOT_OCCUPIED",
-                f"slot {slot}: experiment {holder.experiment_id} already runs on traffic "
-                f"{_fmt_range(theirs)}, which overlaps {_fmt_range(traffic)} on {_fmt_range(overlap)} "
-                "(experiments on one slot need disjoint traffic ranges; choose another range "
-                "or conclude it first)",
+                # Names the holder and its range (a stored experiment the caller may list),
+                # never a value of this request (slot, range): errors do not echo input.
+                f"experiment {holder.experiment_id} already runs on traffic {_fmt_range(theirs)} of "
+                "this slot, which overlaps experiment.traffic_start..traffic_end (experiments on "
+                "one slot need disjoint traffic ranges; choose another range or conclude it first)",
             )
 
 

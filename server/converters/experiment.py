@@ -62,9 +62,7 @@ def _finite(field: str, value: float) -> float:
 def _tolerance_kind(field: str, value: int) -> ToleranceKind:
     kind = TOLERANCE_KIND_FROM_PROTO.get(value)
     if kind is None:
-        raise InvalidArgument(
-            field, f"must be TOLERANCE_KIND_RELATIVE or TOLERANCE_KIND_ABSOLUTE, got {value}"
-        )
+        raise InvalidArgument(field, "must be TOLERANCE_KIND_RELATIVE or TOLERANCE_KIND_ABSOLUTE")
     return kind
 
 

@@ -111,10 +111,11 @@ def test_overlapping_range_is_refused_naming_the_other_experiment(service: Exper
         with pytest.raises(ExperimentConflict) as caught:
             attempt()
         assert caught.value.reason == "SLOT_OCCUPIED"
-        assert "slot home" in caught.value.message and "experiment left" in caught.value.message
+        # The holder and its range are named; the slot and range of this request never are.
+        assert "experiment left" in caught.value.message and "home" not in caught.value.message
     with pytest.raises(ExperimentConflict) as caught:
         service.start("middle", "experimenter")
-    assert "[0%, 50%)" in caught.value.message and "[40%, 50%)" in caught.value.message
+    assert "[0%, 50%)" in caught.value.message and "40%" not in caught.value.message
     # Half-open ranges: [50, 100) only touches [0, 50) and may run beside it; another slot is free.
     service.create(_definition("right", (50, 100)), "experimenter")
     assert service.start("right", "experimenter").state.value == "running"
@@ -130,7 +131,7 @@ def test_overlapping_range_is_refused_naming_the_other_experiment(service: Exper
     service.conclude("left", "experimenter")
     with pytest.raises(ExperimentConflict) as caught:
         service.start("middle", "experimenter")  # [50, 60) is still "right"'s
-    assert "experiment right" in caught.value.message and "[50%, 60%)" in caught.value.message
+    assert "experiment right" in caught.value.message and "[50%, 100%)" in caught.value.message
     service.create(_definition("low", (0, 50)), "experimenter")
     assert service.start("low", "experimenter").state.value == "running"
 
@@ -202,7 +203,8 @@ def test_old_specs_without_a_range_assign_as_before(service: ExperimentService) 
     # It holds the whole slot, so any range overlaps it.
     with pytest.raises(ExperimentConflict) as caught:
         service.create(_definition("ranged", (90, 100)), "experimenter")
-    assert "experiment old" in caught.value.message and "[90%, 100%)" in caught.value.message
+    assert "experiment old" in caught.value.message and "[0%, 100%)" in caught.value.message
+    assert "90%" not in caught.value.message
 
 
 def test_range_round_trips_through_proto_and_the_cli_parser() -> None:
@@ -281,7 +283,8 @@ def test_rank_logs_the_experiment_whose_range_holds_the_subject(
         stub.CreateExperiment(_create("overlap", (30, 50)), metadata=md)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert _details(caught.value)[0] == "SLOT_OCCUPIED"
-    assert "experiment left" in caught.value.details() and "[30%, 40%)" in caught.value.details()
+    assert "experiment left" in caught.value.details() and "[0%, 40%)" in caught.value.details()
+    assert "30%" not in caught.value.details()
     with pytest.raises(grpc.RpcError) as caught:
         stub.CreateExperiment(_create("reversed", (60, 20)), metadata=md)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
