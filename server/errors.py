@@ -43,9 +43,32 @@ class InvalidArgument(TacitError):
         self.description = description
 
 
+# The resource type each NOT_FOUND reason names in its google.rpc.ResourceInfo.
+RESOURCE_TYPES: dict[str, str] = {
+    "DECISION_NOT_FOUND": "tacit.v1.Decision",
+    "SLOT_NOT_FOUND": "tacit.v1.Slot",
+    "EXPERIMENT_NOT_FOUND": "tacit.v1.Experiment",
+    "MODEL_NOT_FOUND": "tacit.v1.Model",
+}
+
+
 class NotFound(TacitError):
+    """A missing resource; its status carries a ResourceInfo with the type (from the reason).
+
+    `resource_name` only for names that are not client-chosen free text (an experiment's
+    `experiments/{id}`, a model's `models/...`); a decision's event id or a slot string
+    a caller sent is client input and stays out (resource_name empty).
+    """
+
     code = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"
+
+    def __init__(self, message: str, reason: str, resource_name: str = ""):
+        if reason not in RESOURCE_TYPES:
+            raise ValueError(f"NOT_FOUND reason {reason} has no resource type")  # a bug of ours
+        super().__init__(message, reason)
+        self.resource_type = RESOURCE_TYPES[reason]
+        self.resource_name = resource_name
 
 
 class AlreadyExists(TacitError):
@@ -104,13 +127,21 @@ _GRPC_TO_RPC = {
 
 
 def rich_status(
-    code: grpc.StatusCode, message: str, reason: str, field: str | None = None
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    field: str | None = None,
+    resource: error_details_pb2.ResourceInfo | None = None,
 ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    """Builds the trailing metadata with ErrorInfo and BadRequest details."""
+    """Builds the trailing metadata with ErrorInfo and BadRequest or ResourceInfo details."""
     details = []
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
     details.append(info)
+    if resource is not None:
+        packed = any_pb2.Any()
+        packed.Pack(resource)
+        details.append(packed)
     if field is not None:
         bad = any_pb2.Any()
         bad.Pack(
@@ -128,6 +159,11 @@ def rich_status(
 def abort_with(context: grpc.ServicerContext, error: TacitError) -> None:
     """Ends the call with the status for `error` (never returns)."""
     field = error.field if isinstance(error, InvalidArgument) else None
-    code, message, trailers = rich_status(error.code, error.message, error.reason, field)
+    resource = (
+        error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.resource_name)
+        if isinstance(error, NotFound)
+        else None
+    )
+    code, message, trailers = rich_status(error.code, error.message, error.reason, field, resource)
     context.set_trailing_metadata(trailers)
     context.abort(code, message)

@@ -43,7 +43,9 @@ def _domain_errors() -> Iterator[None]:
     except SpecError as error:
         raise InvalidArgument(error.field, error.message, "INVALID_EXPERIMENT") from None
     except ExperimentNotFound as error:
-        raise NotFound(str(error), "EXPERIMENT_NOT_FOUND") from None
+        raise NotFound(
+            "name: no experiment with this id", "EXPERIMENT_NOT_FOUND", f"experiments/{error.experiment_id}"
+        ) from None
     except ExperimentExists as error:
         raise AlreadyExists(str(error), "EXPERIMENT_EXISTS") from None
     except ExperimentConflict as error:

@@ -76,7 +76,9 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         try:
             record = get_record(self._db, match["task"], match["version"])
         except ModelNotFoundError:
-            raise NotFound("name: no such model version", "MODEL_NOT_FOUND") from None
+            # The name goes into ResourceInfo only when its task is one Tacit knows the shape of.
+            name = request.name if TASK.match(match["task"]) else ""
+            raise NotFound("name: no such model version", "MODEL_NOT_FOUND", name) from None
         message = model_message(record)
         message.new_examples = new_examples(self._db, record.task, record.version)
         slot = record.task.removeprefix("bandit:")
@@ -92,7 +94,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
         slot = self._settings.slots.get(request.slot)
         if slot is None:
-            raise NotFound(f"slot is not configured: {request.slot}", "SLOT_NOT_FOUND")
+            raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
         if len(request.policies) > MAX_POLICIES:
             raise InvalidArgument("policies", f"at most {MAX_POLICIES} policies per request")
         for index, policy in enumerate(request.policies):
@@ -143,7 +145,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         name = task.removeprefix("bandit:")
         slot = self._settings.slots.get(name)
         if slot is None:
-            raise NotFound(f"slot is not configured: {name}", "SLOT_NOT_FOUND")
+            raise NotFound("task: no slot with this name is configured", "SLOT_NOT_FOUND")
         try:
             return bandit_drift_report(
                 self._db, name, slot.default_reward, DRIFT_RECENT, DRIFT_THRESHOLD, DRIFT_REWARD_ALPHA
