@@ -41,7 +41,11 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
 
 
 def required_roles(method: str) -> frozenset[Role] | None:
-    """Roles allowed for a full method name; None means public; unknown methods need admin."""
+    """Roles allowed for a full method name; None means public.
+
+    A name outside the table needs admin here, but the auth interceptor answers a method
+    the server does not serve UNIMPLEMENTED to every authenticated caller before roles apply.
+    """
     if method.startswith(PUBLIC_PREFIXES):
         return None
     if method in METHOD_ROLES:

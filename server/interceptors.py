@@ -66,16 +66,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 token = value[len("Bearer ") :]
         role = self._tokens.role_of(token) if token else None
         if role is None:
+            # Known method or not: an unauthenticated caller learns nothing about which exist.
             return _deny(
                 grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token", "UNAUTHENTICATED"
             )
+        handler = continuation(handler_call_details)
+        if handler is None:  # no such method: UNIMPLEMENTED for every authenticated role
+            return _deny(grpc.StatusCode.UNIMPLEMENTED, "no such method", "METHOD_NOT_FOUND")
         if role not in roles:
             return _deny(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {role.value} may not call this method",
                 "PERMISSION_DENIED",
             )
-        return continuation(handler_call_details)
+        return handler
 
 
 def _map_error(method: str, error: BaseException, context: grpc.ServicerContext) -> None:
