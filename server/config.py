@@ -80,6 +80,9 @@ class LimitSettings(_Section):
     max_scrub_chars_per_request: int = Field(
         100_000, ge=1, description="characters one request may send to Presidio's full analysis"
     )
+    max_clock_skew_seconds: float = Field(
+        300.0, ge=0, description="how far a Reward's occurred_at may lie in the future or before its Rank"
+    )
 
 
 class DecisionLogSettings(_Section):

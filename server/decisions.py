@@ -330,7 +330,7 @@ class DecisionEngine:
         try:
             return self.settings.slots[name]
         except KeyError:
-            raise NotFound(f"slot is not configured: {name}", "SLOT_NOT_FOUND") from None
+            raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND") from None
 
     def rank(self, request: RankInput, now: datetime | None = None) -> RankResult:
         """Ranks once per request id: a retry or a concurrent twin gets the original decision."""
@@ -579,12 +579,19 @@ class DecisionEngine:
         with self.db.transaction() as session:
             # Immutable columns only: slot, deadline and deferral never change after Rank.
             row = session.execute(
-                select(Decision.event_id, Decision.slot, Decision.reward_deadline, Decision.deferred).where(
-                    Decision.event_id.in_(event_keys)
-                )
+                select(
+                    Decision.event_id,
+                    Decision.slot,
+                    Decision.reward_deadline,
+                    Decision.deferred,
+                    Decision.created_at,
+                ).where(Decision.event_id.in_(event_keys))
             ).first()
             if row is None:
                 raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
+            skew = timedelta(seconds=self.settings.limits.max_clock_skew_seconds)
+            if _as_utc(occurred_at) + skew < _as_utc(row.created_at):
+                raise InvalidArgument("occurred_at", "is before the decision was ranked")
             stored_id = row.event_id
             if _stored_reward(session, stored_id, request_keys, value):
                 return RewardOutcome.DUPLICATE, row.slot

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Container
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tacit.privacy.identifiers import personal_data_in_content_id
 from tacit.server.config import LimitSettings
-from tacit.server.converters import CONTENT_ID, SLOT_NAME, event_id_or_empty, features_to_dict, require_text
+from tacit.server.converters import (
+    CONTENT_ID,
+    SLOT_NAME,
+    event_id_or_empty,
+    features_to_dict,
+    require_text,
+    timestamp_or_none,
+)
 from tacit.server.decisions import RankInput, RankResult
 from tacit.server.errors import InvalidArgument
 from tacit.v1 import decision_pb2
@@ -67,3 +77,25 @@ def rank_response(result: RankResult) -> decision_pb2.RankResponse:
         dropped_context_fields=result.dropped_context_fields,
         dropped_candidate_fields=result.dropped_candidate_fields,
     )
+
+
+# No reward happened before this: a stamp earlier is a zero or garbage timestamp.
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def reward_occurred_at(
+    stamp: Timestamp, present: bool, limits: LimitSettings, now: datetime | None = None
+) -> datetime | None:
+    """A Reward's occurred_at, refused when it is before 2000 or later than now plus
+    limits.max_clock_skew_seconds (the decision's own time is checked by the engine)."""
+    occurred_at = timestamp_or_none("occurred_at", stamp, present)
+    if occurred_at is None:
+        return None
+    if occurred_at < EARLIEST_OCCURRED_AT:
+        raise InvalidArgument("occurred_at", "must not be before 2000-01-01T00:00:00Z")
+    now = now or datetime.now(UTC)
+    if occurred_at > now + timedelta(seconds=limits.max_clock_skew_seconds):
+        raise InvalidArgument(
+            "occurred_at", "lies in the future beyond limits.max_clock_skew_seconds of the server's clock"
+        )
+    return occurred_at

@@ -52,8 +52,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         event_id = converters.required_event_id("event_id", request.event_id)
         value = converters.finite("value", request.value)
         request_id = converters.event_id_or_empty("request_id", request.request_id)
-        occurred_at = converters.timestamp_or_none(
-            "occurred_at", request.occurred_at, request.HasField("occurred_at")
+        occurred_at = decision_converters.reward_occurred_at(
+            request.occurred_at, request.HasField("occurred_at"), self._settings.limits
         )
         outcome = self._engine.reward(event_id, value, request_id, occurred_at)
         return decision_pb2.RewardResponse(outcome=_OUTCOMES[outcome])
