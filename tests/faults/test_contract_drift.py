@@ -8,10 +8,13 @@ authenticated caller, every NOT_FOUND carries a ResourceInfo, and `Reward.occurr
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,7 +24,10 @@ from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import select
 
 from tacit.server.auth import Role
+from tacit.server.errors import expected_error
+from tacit.server.interceptors import ErrorAndMetricsInterceptor
 from tacit.sim.client import rank_request
+from tacit.store.db import StorageUnavailable
 from tacit.store.schema import LEARN_WAITING, Decision, Reward
 from tacit.v1 import (
     decision_pb2,
@@ -567,3 +573,110 @@ def test_reward_occurred_at_is_sanity_checked(start_server: Callable[..., Server
             metadata=handle.metadata(),
         )
         assert ok.outcome == decision_pb2.REWARD_OUTCOME_JOINED
+
+
+# ---------------------------------------------------------------- 7. promises walked once
+
+
+PROTO_DIR = Path(__file__).resolve().parents[2] / "proto" / "tacit" / "v1"
+
+
+def test_every_arm_policy_experiment_proto_names_is_accepted_and_no_other(
+    experiments: tuple[ServerHandle, Any, Any],
+) -> None:
+    """experiment.proto's Arm.policy comment lists the policies; each must create, others must not."""
+    text = (PROTO_DIR / "experiment.proto").read_text()
+    comment = text[text.index("message Arm {") : text.index("string policy = 2;")]
+    documented = re.findall(r'"([^"]+)"', comment)
+    assert documented, "Arm.policy documents no policy"
+    _, stub, md = experiments
+    for index, policy in enumerate(documented):
+        arms = _arms(("control", "static:first", 0.5), ("treatment", policy, 0.5))
+        created = stub.CreateExperiment(
+            experiment_pb2.CreateExperimentRequest(
+                experiment_id=f"policy-{index}", experiment=_experiment(arms=arms)
+            ),
+            metadata=md,
+        )
+        assert created.arms[1].policy == policy
+    for policy in ("model:v1", "bandit:home", "static:last", ""):
+        arms = _arms(("control", "static:first", 0.5), ("treatment", policy, 0.5))
+        refused = call(
+            lambda a=arms: stub.CreateExperiment(
+                experiment_pb2.CreateExperimentRequest(
+                    experiment_id="policy-bad", experiment=_experiment(arms=a)
+                ),
+                metadata=md,
+            )
+        )
+        assert refused is not None and refused.code == grpc.StatusCode.INVALID_ARGUMENT, policy
+        assert [field for field, _ in refused.violations] == ["experiment.arms[1].policy"]
+
+
+def test_internal_error_carries_no_exception_text_only_an_error_info() -> None:
+    """STYLE/README: INTERNAL never carries the exception text (it could hold personal data)."""
+
+    def explode(_request: bytes, _context: grpc.ServicerContext) -> bytes:
+        raise RuntimeError("zq-secret alice@example.com")
+
+    handler = grpc.method_handlers_generic_handler(
+        "tacit.v1.Boom", {"Explode": grpc.unary_unary_rpc_method_handler(explode)}
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2), interceptors=[ErrorAndMetricsInterceptor()]
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            outcome = call(lambda: channel.unary_unary("/tacit.v1.Boom/Explode")(b"", timeout=10))
+    finally:
+        server.stop(grace=None)
+    assert outcome is not None and outcome.code == grpc.StatusCode.INTERNAL
+    assert outcome.reason == "INTERNAL"
+    assert "zq-secret" not in outcome.caller_visible_text() and "alice" not in outcome.caller_visible_text()
+
+
+def test_reasons_the_readme_promises_are_the_ones_callers_get(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    """README "Calling Tacit" / "How the loop works": DUPLICATE_EVENT_ID, REQUEST_ID_REUSED (Rank and
+    Reward) and STORAGE_UNAVAILABLE are the ErrorInfo reasons, with the codes stated."""
+    handle = start_server(learner={"enabled": False})
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    items = [("c1", {}), ("c2", {})]
+    first = rank_request("home", "user-1", {}, items)
+    first.event_id = "caller-event-0001"
+    stub.Rank(first, metadata=handle.metadata())
+    again = rank_request("home", "user-2", {}, items)
+    again.event_id = "caller-event-0001"
+    duplicate = call(lambda: stub.Rank(again, metadata=handle.metadata()))
+    assert duplicate is not None and duplicate.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert duplicate.reason == "DUPLICATE_EVENT_ID"
+
+    keyed = rank_request("home", "user-3", {}, items)
+    keyed.request_id = "rank-request-0001"
+    stub.Rank(keyed, metadata=handle.metadata())
+    other = rank_request("home", "user-4", {}, items)
+    other.request_id = "rank-request-0001"
+    reused = call(lambda: stub.Rank(other, metadata=handle.metadata()))
+    assert reused is not None and reused.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert reused.reason == "REQUEST_ID_REUSED"
+
+    def reward(value: float) -> decision_pb2.RewardResponse:
+        return stub.Reward(
+            decision_pb2.RewardRequest(
+                event_id="caller-event-0001", value=value, request_id="reward-req-0001"
+            ),
+            metadata=handle.metadata(),
+        )
+
+    reward(1.0)
+    changed = call(lambda: reward(2.0))
+    assert changed is not None and changed.code == grpc.StatusCode.ALREADY_EXISTS
+    assert changed.reason == "REQUEST_ID_REUSED"
+
+    mapped = expected_error(StorageUnavailable("down"))
+    assert mapped is not None and mapped.code == grpc.StatusCode.UNAVAILABLE
+    assert mapped.reason == "STORAGE_UNAVAILABLE"
