@@ -680,3 +680,25 @@ def test_reasons_the_readme_promises_are_the_ones_callers_get(
     mapped = expected_error(StorageUnavailable("down"))
     assert mapped is not None and mapped.code == grpc.StatusCode.UNAVAILABLE
     assert mapped.reason == "STORAGE_UNAVAILABLE"
+
+
+def test_candidate_limit_is_the_lower_of_the_global_and_the_slot_limit(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    """decision.proto RankRequest.candidates: at most limits.max_candidates, or the slot's lower limit."""
+    handle = start_server(
+        learner={"enabled": False},
+        limits={"max_candidates": 4},
+        slots={"home": {"max_candidates": 2}, "wide": {"max_candidates": 50}},
+    )
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+
+    def rank(slot: str, count: int) -> Rich | None:
+        items = [(f"c{i}", {}) for i in range(count)]
+        return call(lambda: stub.Rank(rank_request(slot, "user-1", {}, items), metadata=handle.metadata()))
+
+    assert rank("home", 2) is None and rank("wide", 4) is None
+    for slot, count in (("home", 3), ("wide", 5)):
+        refused = rank(slot, count)
+        assert refused is not None and refused.code == grpc.StatusCode.INVALID_ARGUMENT, slot
+        assert [field for field, _ in refused.violations] == ["candidates"]
