@@ -65,6 +65,7 @@ DROPPED_OUT_OF_RANGE = "dropped_out_of_range"
 DROPPED_PERSONAL_NUMBER = "dropped_personal_number"
 ENCODED_RECOGNIZER = "EncodedPayloadDecoder"
 MAX_ENCODED_DEPTH = 2
+MAX_HOST_LABEL_DIGITS = 9  # a host label with this many digits is redacted outright
 # A dotted or dashed IPv4 inside a host name (203.0.113.77.nip.io, ip-203-0-113-77.ec2…).
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _HOST_IPV4_RE = re.compile(rf"(?<!\d)(?:{_OCTET}[.-]){{3}}{_OCTET}(?!\d)")
@@ -324,13 +325,13 @@ class PrivacyBoundary:
         if not host:
             return None
         scrubbed = _Scrubbed("")
-        host = self._scrub_host(normalize_text(decode_layers(host)), scrubbed)
+        host = self._scrub_host(_clean(host), scrubbed)
         netloc = f"[{host}]" if ":" in host and not host.startswith("<") else host
         if port is not None:
             netloc += f":{port}"
-        path = decode_layers(unquote(parts.path))
+        path = _clean(unquote(parts.path))
         query = [
-            (decode_layers(key), decode_layers(value))
+            (_clean(key), _clean(value))
             for key, value in parse_qsl(parts.query, keep_blank_values=True)
         ]
         # One analyzer call for the whole URL: components joined by a blank line. Keys are
@@ -374,6 +375,9 @@ class PrivacyBoundary:
             if _HEX_LABEL_RE.match(label) or _dashed_ipv6(label):
                 labels[index] = IP_PLACEHOLDER
                 found += 1
+            elif sum(ch.isdigit() for ch in label) >= MAX_HOST_LABEL_DIGITS:
+                labels[index] = REDACTED  # a long number as a host name is an identifier
+                scrubbed.entity_counts["HOST_LABEL"] += 1
             elif sum(ch.isdigit() for ch in label) >= 7 or "--" in label:
                 results = self._guarded(self.analyzer.analyze_patterns, label.replace("--", "-"))
                 if any(r.entity_type not in ("URL", "DATE_TIME") for r in results):
@@ -382,6 +386,11 @@ class PrivacyBoundary:
         if found:
             scrubbed.entity_counts["IP_ADDRESS"] += found
         return ".".join(labels)
+
+
+def _clean(component: str) -> str:
+    """A URL component as analyzed and kept: normalized (it was percent-encoded), decoded."""
+    return decode_layers(normalize_text(component))
 
 
 def _check_type(value: Any) -> None:
