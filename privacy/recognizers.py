@@ -362,10 +362,13 @@ class DisguisedPiiRecognizer(EntityRecognizer):
         out = []
         for match in _SSN_RE.finditer(text):
             digits = match.group(1) + match.group(3) + match.group(4)
+            start, end = match.span()
+            if match.group(2) and not _glued(text, start, end):
+                continue  # Presidio's SSN recognizer has it (and its context words)
             if ssn_shape(digits) and len(set(digits)) > 1:
                 # Separated: a strong shape. Nine bare digits: fail closed, still an SSN.
                 score = 0.5 if match.group(2) else 0.3
-                out.append(self._result("US_SSN", *match.span(), score, "SSN, any boundary"))
+                out.append(self._result("US_SSN", start, end, score, "SSN, any boundary"))
         return out
 
     def _ipv4s(self, text: str) -> list[RecognizerResult]:
@@ -373,6 +376,7 @@ class DisguisedPiiRecognizer(EntityRecognizer):
             self._result("IP_ADDRESS", *m.span(), 0.6, "IPv4, any boundary")
             for m in _IPV4_RE.finditer(text)
             if all(int(m.group(g)) <= 255 for g in (1, 3, 4, 5))
+            and (m.group(2) == "-" or _glued(text, *m.span()))  # else Presidio's has it
         ]
 
     def _ipv6s(self, text: str) -> list[RecognizerResult]:
@@ -383,7 +387,8 @@ class DisguisedPiiRecognizer(EntityRecognizer):
             # A glued prefix of hex letters ("ad2001:db8::1"): drop characters until it parses.
             for skip in range(min(5, len(candidate))):
                 piece = candidate[skip:].rstrip(".:") if candidate[skip:] != "::" else ""
-                if _parses_as_ipv6(piece):
+                glued = _glued(text, start + skip, start + skip + len(piece))
+                if _parses_as_ipv6(piece) and glued:
                     out.append(self._result(
                         "IP_ADDRESS", start + skip, start + skip + len(piece), 0.6,
                         "IPv6, any boundary",
@@ -404,8 +409,13 @@ class DisguisedPiiRecognizer(EntityRecognizer):
             if match is None:
                 continue
             compact = match.group().replace(" ", "")
-            if iban_checksum_valid(compact):
-                end = start + len(match.group().rstrip())
+            end = start + len(match.group().rstrip())
+            presidio_finds_it = (
+                text[start:end] == text[start:end].upper()
+                and not (start and text[start - 1] in _UPPER_ALNUM)
+                and not (end < len(text) and text[end] in _UPPER_ALNUM)
+            )
+            if not presidio_finds_it and iban_checksum_valid(compact):
                 out.append(self._result("IBAN_CODE", start, end, 0.6, "IBAN, any case"))
         return out
 
@@ -436,6 +446,18 @@ class DisguisedPiiRecognizer(EntityRecognizer):
                     "EMAIL_ADDRESS", local_match.start(), domain_match.end(), 0.6, "spelled e-mail"
                 ))
         return out
+
+
+_WORD_RE = re.compile(r"\w")
+_UPPER_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """Whether a match touches a word character, where Presidio's ``\\b`` patterns fail."""
+    return bool(
+        (start > 0 and _WORD_RE.match(text[start - 1]))
+        or (end < len(text) and _WORD_RE.match(text[end]))
+    )
 
 
 def _parses_as_ipv6(text: str) -> bool:
