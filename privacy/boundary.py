@@ -456,6 +456,8 @@ def personal_number(value: int | float) -> str | None:
     digits = str(abs(int(value)))
     if 12 <= len(digits) <= 19 and _luhn_valid(digits):
         return "CREDIT_CARD"
+    if 16 <= len(digits) <= 19 and isinstance(value, float) and abs(value) >= 2**53:
+        return "CREDIT_CARD"  # a float this large lost the digits Luhn needs: fail closed
     if 10 <= len(digits) <= 15:
         return "PHONE_NUMBER"
     if 7 <= len(digits) <= 9 and ssn_shape(digits.zfill(9)):

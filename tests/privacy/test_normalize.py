@@ -155,6 +155,7 @@ def test_url_with_a_clean_host_keeps_it(boundary: PrivacyBoundary) -> None:
     [
         (float(CARD), "CREDIT_CARD"), (5551234567.0, "PHONE_NUMBER"), (15551234567, "PHONE_NUMBER"),
         (536228741, "US_SSN"), (12345678.0, "US_SSN"),  # SSN 012-34-5678 without its zero
+        (4111111111111111111.0, "CREDIT_CARD"),  # 19 digits as a float: Luhn cannot be checked
         (1200, None), (3.5, None), (1_000_000, None), (0.5, None), (True, None),
     ],
 )
