@@ -32,8 +32,6 @@ from presidio_analyzer.predefined_recognizers import (
     CryptoRecognizer,
     DateRecognizer,
     EmailRecognizer,
-    IbanRecognizer,
-    IpRecognizer,
     MacAddressRecognizer,
     MedicalLicenseRecognizer,
     NhsRecognizer,
@@ -227,7 +225,9 @@ def predefined_recognizers() -> list[EntityRecognizer]:
 
     Left out on purpose: ``UuidRecognizer`` (UUIDs are our own ids),
     ``UsBankRecognizer``/``UsLicenseRecognizer`` (score ~0.01-0.05 on any
-    8-17 digit run; they only add noise at our threshold).
+    8-17 digit run; they only add noise at our threshold), ``IbanRecognizer`` and
+    ``IpRecognizer`` (word boundaries, upper case only for IBANs: ``DisguisedPiiRecognizer``
+    finds every IBAN and IP address).
     """
     return [
         CreditCardRecognizer(
@@ -237,8 +237,6 @@ def predefined_recognizers() -> list[EntityRecognizer]:
         CryptoRecognizer(),
         DateRecognizer(),
         OfflineEmailRecognizer(),
-        IbanRecognizer(),
-        IpRecognizer(),
         MacAddressRecognizer(),
         MedicalLicenseRecognizer(),
         NhsRecognizer(),
