@@ -19,7 +19,6 @@ from typing import Any
 
 import regex
 import spacy
-import tldextract
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
@@ -33,8 +32,6 @@ from presidio_analyzer.predefined_recognizers import (
     CryptoRecognizer,
     DateRecognizer,
     EmailRecognizer,
-    IbanRecognizer,
-    IpRecognizer,
     MacAddressRecognizer,
     MedicalLicenseRecognizer,
     NhsRecognizer,
@@ -49,17 +46,15 @@ from presidio_analyzer.predefined_recognizers import (
 from presidio_analyzer.recognizer_registry import RecognizerRegistry
 from spacy.language import Language
 
-from tacit.privacy.recognizers import StreetAddressRecognizer
+from tacit.privacy.recognizers import OFFLINE_TLD_EXTRACT as OFFLINE_TLD_EXTRACT
+from tacit.privacy.recognizers import DisguisedPiiRecognizer, StreetAddressRecognizer
+from tacit.privacy.recognizers import RegexTimeoutError as RegexTimeoutError
 
 logger = logging.getLogger("tacit.privacy")
 
 LANGUAGE = "en"
 NER_ENTITIES = ("PERSON", "LOCATION")
 
-# Offline public-suffix list: no URLs to fetch, no cache directory to write.
-OFFLINE_TLD_EXTRACT = tldextract.TLDExtract(
-    cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True
-)
 
 # Our own identifiers: results lying entirely inside one of these are not PII.
 OWN_ID_RE = re.compile(
@@ -71,26 +66,25 @@ OWN_ID_RE = re.compile(
 
 # Presidio's card regex misses 2-series Mastercard and 19-digit cards; this one
 # is validated by the same Luhn check, so random digit runs mostly fall away.
-ANY_CARD_PATTERN = Pattern("Any Luhn card (12-19 digits)", r"\b(?:\d[ -]?){11,18}\d\b", 0.3)
+# Digit-only boundaries: a card glued to letters ("x4929…", a literal "\n4929…") is found too.
+ANY_CARD_PATTERN = Pattern(
+    "Any Luhn card (12-19 digits)", r"(?<![\d-])(?:\d[ .-]?){11,18}\d(?!\d)", 0.3
+)
 # phonenumbers rejects well-shaped numbers it cannot place (unassigned area
 # codes); these shapes catch them anyway, fail closed.
 PHONE_SHAPES = [
     Pattern(
         "NANP-shaped phone",
-        r"(?<![\w-])(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}"
-        r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?![\w-])",
+        r"(?<![\d-])(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}"
+        r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?![\d-])",
         0.4,
     ),
-    Pattern("International phone", r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\d[\s.-]?){6,12}\d\b", 0.4),
+    Pattern("International phone", r"(?<![\d+])\+\d{1,3}[\s.-]?(?:\d[\s.-]?){6,12}\d(?!\d)", 0.4),
 ]
 
 
 class AnalyzerConfigError(ValueError):
     """The analyzer cannot be built from the given settings."""
-
-
-class RegexTimeoutError(RuntimeError):
-    """A recognizer regex ran past its time budget; the caller must fail closed."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +116,15 @@ class OfflineEmailRecognizer(EmailRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool:
         domain = pattern_text.rsplit("@", 1)[-1]
-        return OFFLINE_TLD_EXTRACT(domain).fqdn != ""
+        if OFFLINE_TLD_EXTRACT(domain).fqdn != "":
+            return True
+        # Glued after the address ("jane@example.comthanks", "…org5551234567"): the last
+        # label starts with a known suffix. The whole match is replaced, glue and all.
+        head, _, last = domain.rpartition(".")
+        return bool(head) and any(
+            OFFLINE_TLD_EXTRACT(f"{head}.{last[:cut]}").fqdn != ""
+            for cut in range(min(len(last), 24), 1, -1)
+        )
 
 
 class _TimeoutGuardedRegex:
@@ -223,20 +225,24 @@ def predefined_recognizers() -> list[EntityRecognizer]:
 
     Left out on purpose: ``UuidRecognizer`` (UUIDs are our own ids),
     ``UsBankRecognizer``/``UsLicenseRecognizer`` (score ~0.01-0.05 on any
-    8-17 digit run; they only add noise at our threshold).
+    8-17 digit run; they only add noise at our threshold), ``IbanRecognizer`` and
+    ``IpRecognizer`` (word boundaries, upper case only for IBANs: ``DisguisedPiiRecognizer``
+    finds every IBAN and IP address).
     """
     return [
-        CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, ANY_CARD_PATTERN]),
+        CreditCardRecognizer(
+            patterns=[*CreditCardRecognizer.PATTERNS, ANY_CARD_PATTERN],
+            replacement_pairs=[("-", ""), (" ", ""), (".", "")],
+        ),
         CryptoRecognizer(),
         DateRecognizer(),
         OfflineEmailRecognizer(),
-        IbanRecognizer(),
-        IpRecognizer(),
         MacAddressRecognizer(),
         MedicalLicenseRecognizer(),
         NhsRecognizer(),
         PhoneRecognizer(),
         StreetAddressRecognizer(),  # US street/city lines: Presidio has none for English
+        DisguisedPiiRecognizer(),  # glued, any-case and spelled-out forms the others miss
         PatternRecognizer(
             supported_entity="PHONE_NUMBER", name="PhoneShapeRecognizer", patterns=PHONE_SHAPES,
             context=["phone", "call", "tel", "mobile", "cell", "number"],
@@ -301,6 +307,7 @@ def build_analyzer(settings: AnalyzerSettings) -> TacitAnalyzer:
     for recognizer in recognizers:
         if isinstance(recognizer, PatternRecognizer):
             _guard_pattern_recognizer(recognizer, settings.regex_timeout_seconds)
+
     registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[LANGUAGE])
     analyzer = TacitAnalyzer(
         settings,

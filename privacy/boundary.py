@@ -1,5 +1,12 @@
 """The privacy boundary: every inbound payload is anonymized here before it goes anywhere.
 
+Normalize, then analyze: every string is NFKC-normalized, stripped of invisible
+characters and has its digits folded to ASCII before anything else looks at it,
+and only that normalized form (scrubbed where needed) is kept. Encodings are
+undone for analysis (percent, HTML references, escapes; base64/base64url/hex
+tokens whose decoding holds PII are replaced whole). Numbers are checked too:
+one whose digits make a card, SSN or phone number is never kept.
+
 Fail closed: a field the boundary cannot process safely (oversize, junk text,
 analyzer error, regex time-out, unparseable generalizer input, wrong type) is
 dropped and its audit record says why. Undeclared field names are client
@@ -21,19 +28,25 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from presidio_analyzer import RecognizerResult
 
-from tacit.privacy.analyzer import RegexTimeoutError
 from tacit.privacy.audit import AuditEntry, FieldAudit, Outcome
 from tacit.privacy.generalize import GeneralizeError, get_generalizer
+from tacit.privacy.normalize import decode_layers, encoded_tokens, normalize_text
 from tacit.privacy.policy import KIND_RE, Action, FieldRule, PolicyError, PolicySet
 from tacit.privacy.pseudonym import KeyRing
+from tacit.privacy.recognizers import RegexTimeoutError, has_spelled_at, ssn_shape
 
 logger = logging.getLogger("tacit.privacy")
 
 Value = str | int | float | bool
 
-# Control characters (keeping \t \n \r), surrogates, non-characters, and the
-# invisible format characters that can split a value to slip past a regex.
+# Control characters (keeping \t \n \r), surrogates and non-characters: a field holding
+# one is dropped. (Invisible format characters are stripped by ``normalize_text``.)
 _INVALID_TEXT_RE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]"
+)
+# Subject ids are never stored, only keyed: one with an invisible character is refused
+# (stripping it would merge two ids into one pseudonym).
+_INVALID_SUBJECT_RE = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
     "\u00ad\u200b\u200c\u200e\u200f\u202a-\u202e\u2060-\u2064\ufeff]"
 )
@@ -46,6 +59,17 @@ _URL_RE = re.compile(r"^https?://\S+$", re.IGNORECASE)
 _SAFE_QUERY_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 _SEPARATOR = "\n\n"
 REDACTED = "<REDACTED>"
+IP_PLACEHOLDER = "<IP_ADDRESS>"
+# Outcomes of a number dropped by its keep rule (strings: ``Outcome`` is the audit module's).
+DROPPED_OUT_OF_RANGE = "dropped_out_of_range"
+DROPPED_PERSONAL_NUMBER = "dropped_personal_number"
+ENCODED_RECOGNIZER = "EncodedPayloadDecoder"
+MAX_ENCODED_DEPTH = 2
+MAX_HOST_LABEL_DIGITS = 9  # a host label with this many digits is redacted outright
+# A dotted or dashed IPv4 inside a host name (203.0.113.77.nip.io, ip-203-0-113-77.ec2…).
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_HOST_IPV4_RE = re.compile(rf"(?<!\d)(?:{_OCTET}[.-]){{3}}{_OCTET}(?!\d)")
+_HEX_LABEL_RE = re.compile(r"^(?=[a-f]*\d)[0-9a-f]{8}$")  # nip.io's hex form of an IPv4
 # Query parameters whose value is personal by name, whatever the analyzer says.
 SENSITIVE_QUERY_KEYS = frozenset({
     "email", "e-mail", "mail", "name", "first_name", "last_name", "firstname", "lastname",
@@ -99,9 +123,10 @@ class _Scrubbed:
 
 
 class _FieldDropped(Exception):  # noqa: N818 - control flow, not an error
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.value)
+    def __init__(self, outcome: str, entity_counts: Mapping[str, int] | None = None) -> None:
+        super().__init__(outcome)
         self.outcome = outcome
+        self.entity_counts = dict(entity_counts or {})
 
 
 def _utc_now() -> datetime:
@@ -136,7 +161,7 @@ class PrivacyBoundary:
             raise InvalidSubjectError(
                 f"subject id is longer than {self.limits.max_subject_chars} characters"
             )
-        if _INVALID_TEXT_RE.search(subject_id):
+        if _INVALID_SUBJECT_RE.search(subject_id):
             raise InvalidSubjectError("subject id contains control or invisible characters")
         return self.keyring.pseudonymize(subject_id, "subject")
 
@@ -181,7 +206,7 @@ class PrivacyBoundary:
         try:
             result, outcome, scrubbed = self._dispatch(rule, value)
         except _FieldDropped as dropped:
-            return None, FieldAudit(rule.name, operator, dropped.outcome.value)
+            return None, FieldAudit(rule.name, operator, dropped.outcome, dropped.entity_counts)
         counts = dict(scrubbed.entity_counts) if scrubbed else {}
         recognizers = tuple(scrubbed.recognizers) if scrubbed else ()
         return result, FieldAudit(rule.name, operator, outcome.value, counts, recognizers)
@@ -193,13 +218,17 @@ class PrivacyBoundary:
         _check_type(value)
         if action is Action.KEEP:
             if not isinstance(value, str):
-                return value, Outcome.KEPT, None
+                return _checked_number(rule, value), Outcome.KEPT, None
             text = self._checked_text(value)
             if len(text) <= self.limits.max_keep_chars:
-                if _SAFE_KEEP_RE.match(text) and not _MAC_LIKE_RE.search(text):
+                if (
+                    _SAFE_KEEP_RE.match(text) and not _MAC_LIKE_RE.search(text)
+                    and not has_spelled_at(text) and not encoded_tokens(text)
+                ):
                     return text, Outcome.KEPT, None
-                found = self._guarded(self.analyzer.analyze_patterns, text)
-                if not found:
+                decoded = decode_layers(text)
+                found = self._guarded(self.analyzer.analyze_patterns, decoded)
+                if not found and not self._encoded_results(decoded):
                     return text, Outcome.KEPT, None
             scrubbed = self._scrub(text)  # fail closed: a keep string with PII is scrubbed
             return scrubbed.text, _scrub_outcome(scrubbed), scrubbed
@@ -211,7 +240,7 @@ class PrivacyBoundary:
             return pseudonym, Outcome.PSEUDONYMIZED, None
         if action is Action.GENERALIZE:
             if isinstance(value, str):
-                self._checked_text(value)
+                value = decode_layers(self._checked_text(value))
             assert rule.generalizer is not None
             try:
                 return get_generalizer(rule.generalizer)(value), Outcome.GENERALIZED, None
@@ -220,6 +249,9 @@ class PrivacyBoundary:
         # SCRUB
         if isinstance(value, bool):
             return value, Outcome.KEPT, None
+        if not isinstance(value, str) and (entity := personal_number(value)) is not None:
+            scrubbed_number = _Scrubbed(f"<{entity}>", Counter({entity: 1}), {"NumberShape"})
+            return scrubbed_number.text, Outcome.SCRUBBED, scrubbed_number
         text = self._checked_text(value if isinstance(value, str) else repr(value))
         scrubbed = self._scrub(text)
         if not isinstance(value, str) and not scrubbed.entity_counts:
@@ -227,10 +259,14 @@ class PrivacyBoundary:
         return scrubbed.text, _scrub_outcome(scrubbed), scrubbed
 
     def _checked_text(self, text: str) -> str:
+        """The normalized text (what may be stored); drops oversize or control-character text."""
         if len(text) > self.limits.max_text_chars:
             raise _FieldDropped(Outcome.DROPPED_OVERSIZE)
         if _INVALID_TEXT_RE.search(text):
             raise _FieldDropped(Outcome.DROPPED_INVALID_TEXT)
+        text = normalize_text(text)
+        if len(text) > self.limits.max_text_chars:  # NFKC can expand a character
+            raise _FieldDropped(Outcome.DROPPED_OVERSIZE)
         return text
 
     # -- scrubbing ----------------------------------------------------------
@@ -254,10 +290,29 @@ class PrivacyBoundary:
             scrubbed_url = self._scrub_url(text)
             if scrubbed_url is not None:
                 return scrubbed_url
-        results = self._guarded(self.analyzer.analyze, text)
+        text = decode_layers(text)
+        results = self._guarded(self.analyzer.analyze, text) + self._encoded_results(text)
         scrubbed = _Scrubbed(redact(text, results))
         _tally(scrubbed, results)
         return scrubbed
+
+    def _encoded_results(self, text: str, depth: int = 0) -> list[RecognizerResult]:
+        """One result per base64/base64url/hex token whose decoding holds PII (the whole token)."""
+        out: list[RecognizerResult] = []
+        for token in encoded_tokens(text):
+            inner = decode_layers(normalize_text(token.decoded))
+            found = self._guarded(self.analyzer.analyze_patterns, inner)
+            if not found and depth < MAX_ENCODED_DEPTH:
+                found = self._encoded_results(inner, depth + 1)
+            if found:
+                best = max(found, key=lambda r: r.score)
+                out.append(RecognizerResult(
+                    best.entity_type, token.start, token.end, 1.0,
+                    recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: f"{ENCODED_RECOGNIZER}:{token.encoding}",
+                    },
+                ))
+        return out
 
     def _scrub_url(self, text: str) -> _Scrubbed | None:
         """Keep scheme, host and port; scrub path and query values; drop userinfo, fragment."""
@@ -270,27 +325,32 @@ class PrivacyBoundary:
         if not host:
             return None
         scrubbed = _Scrubbed("")
-        if _looks_like_ip(host):
-            host = "<IP_ADDRESS>"
-            scrubbed.entity_counts["IP_ADDRESS"] += 1
+        host = self._scrub_host(_clean(host), scrubbed)
         netloc = f"[{host}]" if ":" in host and not host.startswith("<") else host
         if port is not None:
             netloc += f":{port}"
-        path = unquote(parts.path)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        # One analyzer call for the whole URL: components joined by a blank line.
+        path = _clean(unquote(parts.path))
+        query = [
+            (_clean(key), _clean(value))
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        # One analyzer call for the whole URL: components joined by a blank line. Keys are
+        # analyzed too (a key can be the value: "?jane@example.com=1").
         components = [path]
         for key, value in query:
             sensitive = key.lower() in SENSITIVE_QUERY_KEYS
-            components.append("" if sensitive else value)
+            components += [key, "" if sensitive else value]
         joined = _SEPARATOR.join(components)
-        results = self._guarded(self.analyzer.analyze, joined) if joined.strip() else []
+        results = []
+        if joined.strip():
+            results = self._guarded(self.analyzer.analyze, joined) + self._encoded_results(joined)
         _tally(scrubbed, results)
         cleaned = _split_redacted(joined, components, results)
         new_path = quote(cleaned[0], safe="/<>") if results else parts.path
         new_query: list[tuple[str, str]] = []
-        for (key, value), cleaned_value in zip(query, cleaned[1:], strict=True):
-            safe_key = key if _SAFE_QUERY_KEY_RE.match(key) else REDACTED
+        pairs = zip(query, cleaned[1::2], cleaned[2::2], strict=True)
+        for (key, value), cleaned_key, cleaned_value in pairs:
+            safe_key = key if _SAFE_QUERY_KEY_RE.match(key) and cleaned_key == key else REDACTED
             if safe_key == REDACTED:
                 scrubbed.entity_counts["QUERY_KEY"] += 1
             if key.lower() in SENSITIVE_QUERY_KEYS and value:
@@ -303,6 +363,34 @@ class PrivacyBoundary:
             (parts.scheme.lower(), netloc, new_path, urlencode(new_query, safe="<>"), "")
         )
         return scrubbed
+
+    def _scrub_host(self, host: str, scrubbed: _Scrubbed) -> str:
+        """The host with IP literals, embedded IPs and other PII in its labels replaced."""
+        if _looks_like_ip(host):
+            scrubbed.entity_counts["IP_ADDRESS"] += 1
+            return IP_PLACEHOLDER
+        host, found = _HOST_IPV4_RE.subn(IP_PLACEHOLDER, host)
+        labels = host.split(".")
+        for index, label in enumerate(labels):
+            if _HEX_LABEL_RE.match(label) or _dashed_ipv6(label):
+                labels[index] = IP_PLACEHOLDER
+                found += 1
+            elif sum(ch.isdigit() for ch in label) >= MAX_HOST_LABEL_DIGITS:
+                labels[index] = REDACTED  # a long number as a host name is an identifier
+                scrubbed.entity_counts["HOST_LABEL"] += 1
+            elif sum(ch.isdigit() for ch in label) >= 7 or "--" in label:
+                results = self._guarded(self.analyzer.analyze_patterns, label.replace("--", "-"))
+                if any(r.entity_type not in ("URL", "DATE_TIME") for r in results):
+                    labels[index] = REDACTED
+                    _tally(scrubbed, results)
+        if found:
+            scrubbed.entity_counts["IP_ADDRESS"] += found
+        return ".".join(labels)
+
+
+def _clean(component: str) -> str:
+    """A URL component as analyzed and kept: normalized (it was percent-encoded), decoded."""
+    return decode_layers(normalize_text(component))
 
 
 def _check_type(value: Any) -> None:
@@ -328,10 +416,66 @@ def _tally(scrubbed: _Scrubbed, results: Iterable[RecognizerResult]) -> None:
 
 def _looks_like_ip(host: str) -> bool:
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return bool(re.fullmatch(r"[0-9.]+", host))  # odd IPv4 spellings
+        # odd IPv4 spellings: decimal, octal, hex (0xcb00714d, 0xcb.0.0x71.0x4d)
+        return bool(re.fullmatch(r"[0-9.]+|(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?", host))
     return True
+
+
+def _dashed_ipv6(label: str) -> bool:
+    """An sslip.io-style IPv6 label: ``2001-db8--1``."""
+    if label.count("-") < 2:
+        return False
+    try:
+        ipaddress.IPv6Address(label.replace("-", ":"))
+    except ValueError:
+        return False
+    return True
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if index % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def personal_number(value: int | float) -> str | None:
+    """The entity a number's digits form (card, phone, SSN), or None.
+
+    Only whole numbers are checked: cards are 12-19 digits that pass Luhn,
+    phone numbers 10-15 digits (E.164), SSNs 7-9 digits once zero-padded to a
+    valid SSN (a number drops the leading zeros of areas 001-099).
+    """
+    if isinstance(value, bool) or not math.isfinite(value) or value != int(value):
+        return None
+    digits = str(abs(int(value)))
+    if 12 <= len(digits) <= 19 and _luhn_valid(digits):
+        return "CREDIT_CARD"
+    if 16 <= len(digits) <= 19 and isinstance(value, float) and abs(value) >= 2**53:
+        return "CREDIT_CARD"  # a float this large lost the digits Luhn needs: fail closed
+    if 10 <= len(digits) <= 15:
+        return "PHONE_NUMBER"
+    if 7 <= len(digits) <= 9 and ssn_shape(digits.zfill(9)):
+        return "US_SSN"
+    return None
+
+
+def _checked_number(rule: FieldRule, value: int | float) -> int | float:
+    """A kept number, or ``_FieldDropped`` when it is outside its range or personal."""
+    if isinstance(value, bool):
+        return value
+    bounds = rule.number_range
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise _FieldDropped(DROPPED_OUT_OF_RANGE)
+    entity = personal_number(value)
+    if entity is not None:
+        raise _FieldDropped(DROPPED_PERSONAL_NUMBER, {entity: 1})
+    return value
 
 
 def redact(text: str, results: Iterable[RecognizerResult]) -> str:

@@ -39,16 +39,50 @@ def _as_text(value: Value, what: str) -> str:
 
 
 def generalize_ip(value: Value) -> str:
-    """IPv4 to its /24 network, IPv6 to its /48 (CIDR notation)."""
+    """IPv4 to its /24 network, IPv6 to its /48 (CIDR notation).
+
+    An IPv6 address that embeds an IPv4 (see ``embedded_ipv4``) becomes that
+    IPv4's /24: its /48 would keep the IPv4 (all of it, for 6to4).
+    """
     text = _as_text(value, "ip")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
     try:
         address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         raise GeneralizeError("not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            address = embedded
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, if it is one of the embedding forms.
+
+    IPv4-mapped (::ffff:0:0/96), 6to4 (2002::/16, bits 16-47), Teredo (2001::/32, the
+    client in the last 32 bits XOR 0xffffffff; the stdlib undoes that), NAT64
+    (64:ff9b::/96 and the local-use 64:ff9b:1::/48, last 32 bits as in RFC 6052's /96
+    layout) and the deprecated IPv4-compatible ::/96 (but not :: and ::1). A /48 of
+    any of them would keep (part of) that IPv4, so the caller generalizes the IPv4.
+    """
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64_WELL_KNOWN or address in _NAT64_LOCAL:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if int(address) >> 32 == 0 and int(address) > 1:
+        return ipaddress.IPv4Address(int(address))
+    return None
 
 
 def generalize_timestamp(value: Value) -> str:

@@ -7,13 +7,21 @@ Anything not declared is dropped. Config comes as plain dicts (from TOML):
     ip = { action = "generalize", generalizer = "ip" }
 
 ``keep`` on a string still runs a cheap pattern scan; if it finds personal
-data the field is scrubbed instead (fail closed). Numbers and booleans under
-``keep`` are passed through unchanged.
+data the field is scrubbed instead (fail closed). A number under ``keep`` may
+declare what it is, a ``kind`` (``count``, ``duration_ms``, ``money``…, each with
+a default range) and/or a ``range``:
+
+    dwell_ms = { action = "keep", kind = "duration_ms" }
+    rating = { action = "keep", range = [1, 5] }
+
+A number outside the range, or one whose digits form a card (Luhn), SSN or
+phone number, is dropped and counted. Booleans under ``keep`` pass unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +35,21 @@ from tacit.privacy.generalize import GENERALIZERS
 FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}(\.[a-z][a-z0-9_]{0,63})?$")
 VERSION_HEX_CHARS = 16
+
+
+# Numeric kinds a ``keep`` field can declare, with the range a value must lie in.
+NUMBER_KINDS: Mapping[str, tuple[float, float]] = MappingProxyType({
+    "count": (0, 1_000_000),
+    "duration_ms": (0, 86_400_000),  # up to a day
+    "duration_s": (0, 2_592_000),  # up to 30 days
+    "duration_days": (0, 3_660),
+    "money": (-1_000_000, 1_000_000),
+    "fraction": (0, 1),
+    "percent": (0, 100),
+    "hour": (0, 23),
+    "day_of_week": (0, 6),
+    "score": (-1_000, 1_000),
+})
 
 
 class PolicyError(ValueError):
@@ -50,10 +73,22 @@ class FieldRule:
     name: str
     action: Action
     generalizer: str | None = None
+    kind: str | None = None  # numeric kind of a ``keep`` field (NUMBER_KINDS)
+    range: tuple[float, float] | None = None  # numeric range of a ``keep`` field
 
     def __post_init__(self) -> None:
         if not FIELD_NAME_RE.match(self.name):
             raise PolicyError(f"field name {self.name!r} must match {FIELD_NAME_RE.pattern}")
+        if (self.kind is not None or self.range is not None) and self.action is not Action.KEEP:
+            raise PolicyError(f"{self.name}: kind and range are only valid with action 'keep'")
+        if self.kind is not None and self.kind not in NUMBER_KINDS:
+            raise PolicyError(
+                f"{self.name}: unknown number kind {self.kind!r}; known: {sorted(NUMBER_KINDS)}"
+            )
+        if self.range is not None:
+            low, high = self.range
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise PolicyError(f"{self.name}: range must be two finite numbers, low <= high")
         if self.action is Action.GENERALIZE:
             if self.generalizer not in GENERALIZERS:
                 raise PolicyError(
@@ -63,10 +98,21 @@ class FieldRule:
         elif self.generalizer is not None:
             raise PolicyError(f"{self.name}: generalizer is only valid with action 'generalize'")
 
+    @property
+    def number_range(self) -> tuple[float, float] | None:
+        """The range a kept number must lie in: the declared one, else its kind's."""
+        if self.range is not None:
+            return self.range
+        return NUMBER_KINDS[self.kind] if self.kind is not None else None
+
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"action": self.action.value}
         if self.generalizer is not None:
             obj["generalizer"] = self.generalizer
+        if self.kind is not None:
+            obj["kind"] = self.kind
+        if self.range is not None:
+            obj["range"] = list(self.range)
         return obj
 
 
@@ -139,16 +185,31 @@ class PolicySet:
         return cls(policies)
 
 
+def _parse_range(path: str, spec: Any) -> tuple[float, float] | None:
+    if spec is None:
+        return None
+    if (
+        not isinstance(spec, list | tuple) or len(spec) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in spec)
+    ):
+        raise PolicyError(f"{path}.range: must be [low, high]")
+    return float(spec[0]), float(spec[1])
+
+
 def _parse_rule(path: str, name: str, spec: Any) -> FieldRule:
     action_name: Any
     generalizer: Any
+    kind: Any = None
+    number_range: tuple[float, float] | None = None
     if isinstance(spec, str):
         action_name, generalizer = spec, None
     elif isinstance(spec, Mapping):
-        extra = set(spec) - {"action", "generalizer"}
+        extra = set(spec) - {"action", "generalizer", "kind", "range"}
         if extra:
             raise PolicyError(f"{path}: unknown keys {sorted(extra)}")
         action_name, generalizer = spec.get("action"), spec.get("generalizer")
+        kind = spec.get("kind")
+        number_range = _parse_range(path, spec.get("range"))
     else:
         raise PolicyError(f"{path}: must be an action name or a table with 'action'")
     try:
@@ -158,13 +219,19 @@ def _parse_rule(path: str, name: str, spec: Any) -> FieldRule:
             f"{path}: unknown action {action_name!r}; known: {[a.value for a in Action]}"
         ) from None
     try:
-        return FieldRule(name=name, action=action, generalizer=generalizer)
+        return FieldRule(
+            name=name, action=action, generalizer=generalizer, kind=kind, range=number_range
+        )
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
 
 
 def _gen(name: str) -> dict[str, str]:
     return {"action": "generalize", "generalizer": name}
+
+
+def _num(kind: str) -> dict[str, str]:
+    return {"action": "keep", "kind": kind}
 
 
 _EVENT_COMMON: dict[str, Any] = {
@@ -184,39 +251,43 @@ _EVENT_COMMON: dict[str, Any] = {
 
 DEFAULT_POLICIES: dict[str, Any] = {
     "rank_context": {"fields": {
-        "device": "keep", "os": "keep", "hour": "keep", "daypart": "keep", "day_of_week": "keep",
+        "device": "keep", "os": "keep", "hour": _num("hour"), "daypart": "keep",
+        "day_of_week": _num("day_of_week"),
         "country": "keep", "region": "keep", "language": "keep", "page_type": "keep",
-        "is_returning": "keep", "session_depth": "keep", "referrer": "scrub",
+        "is_returning": "keep", "session_depth": _num("count"), "referrer": "scrub",
         "user_agent": _gen("user_agent"), "ip": _gen("ip"), "geo": _gen("geo"),
         "timestamp": _gen("timestamp"), "age": _gen("age"), "search_query": "scrub",
         "email": "drop", "name": "drop", "phone": "drop",
     }},
     "candidate_features": {"fields": {
-        "topic": "keep", "category": "keep", "length": "keep", "freshness": "keep",
-        "price": "keep", "popularity": "keep", "language": "keep", "author_id": "pseudonymize",
+        "topic": "keep", "category": "keep", "length": _num("count"), "freshness": _num("duration_days"),
+        "price": _num("money"), "popularity": _num("score"), "language": "keep", "author_id": "pseudonymize",
         "title": "scrub", "description": "scrub",
     }},
     "reward": {"fields": {"value": "keep"}},
     "event.page_view": {"fields": {
-        **_EVENT_COMMON, "dwell_ms": "keep", "scroll_depth": "keep", "page_type": "keep",
+        **_EVENT_COMMON, "dwell_ms": _num("duration_ms"), "scroll_depth": _num("fraction"),
+        "page_type": "keep",
         "title": "scrub",
     }},
     "event.click": {"fields": {
-        **_EVENT_COMMON, "position": "keep", "element": "keep", "text": "scrub",
+        **_EVENT_COMMON, "position": _num("count"), "element": "keep", "text": "scrub",
     }},
     "event.conversion": {"fields": {
-        **_EVENT_COMMON, "value": "keep", "currency": "keep", "order_id": "pseudonymize",
-        "items": "keep",
+        **_EVENT_COMMON, "value": _num("money"), "currency": "keep", "order_id": "pseudonymize",
+        "items": _num("count"),
     }},
     "event.custom": {"fields": {
         **_EVENT_COMMON, "name": "keep", "query": "scrub", "text": "scrub",
-        "dwell_ms": "keep", "scroll_depth": "keep", "value": "keep", "label": "keep",
+        "dwell_ms": _num("duration_ms"), "scroll_depth": _num("fraction"), "value": _num("money"),
+        "label": "keep",
     }},
     # Feature overrides sent with PredictConversion/PredictChurn (tacit.learning.features names).
     "predict_context": {"fields": {
-        "recency_days": "keep", "visits_7d": "keep", "visits_30d": "keep", "clicks_30d": "keep",
-        "sessions_30d": "keep", "dwell_mean": "keep", "scroll_mean": "keep", "hour": "keep",
-        "day_of_week": "keep", "device": "keep", "referral_source": "keep",
+        "recency_days": _num("duration_days"), "visits_7d": _num("count"),
+        "visits_30d": _num("count"), "clicks_30d": _num("count"), "sessions_30d": _num("count"),
+        "dwell_mean": _num("duration_ms"), "scroll_mean": _num("fraction"), "hour": _num("hour"),
+        "day_of_week": _num("day_of_week"), "device": "keep", "referral_source": "keep",
     }},
 }
 

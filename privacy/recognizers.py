@@ -1,4 +1,7 @@
-"""Tacit's own pattern recognizers: US postal (street) addresses.
+"""Tacit's own recognizers: US postal (street) addresses, and PII in disguise.
+
+``DisguisedPiiRecognizer`` (at the end) finds what Presidio's ``\\b``-anchored
+patterns miss: values glued to letters, IBANs in any case, e-mails spelled out.
 
 Presidio has no English street-address recognizer, and without an NER model
 nothing finds "1600 Pennsylvania Avenue". ``StreetAddressRecognizer`` finds
@@ -30,10 +33,24 @@ end in a suffix word, e.g. a title like "2019 Harbor Lights".
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 
-from presidio_analyzer import Pattern, PatternRecognizer
+import regex
+import tldextract
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers.generic.iban_patterns import regex_per_country
+
+# Offline public-suffix list: no URLs to fetch, no cache directory to write.
+OFFLINE_TLD_EXTRACT = tldextract.TLDExtract(
+    cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True
+)
+
+
+class RegexTimeoutError(RuntimeError):
+    """A recognizer regex ran past its time budget; the caller must fail closed."""
 
 STREET_ADDRESS = "STREET_ADDRESS"
 
@@ -238,3 +255,217 @@ class StreetAddressRecognizer(PatternRecognizer):
             # Case matters: capitalized name words and upper-case state codes carry the signal.
             global_regex_flags=re.DOTALL | re.MULTILINE,
         )
+
+
+# -- disguised PII: no word boundary needed, case-insensitive, spelled out ------------------
+# Plain ``re`` on purpose: every pattern below is linear (no nested quantifier can
+# backtrack), and ``re`` is several times faster than ``regex`` for them.
+
+_SSN_RE = re.compile(r"(?<!\d)(\d{3})([- .]?)(\d{2})\2(\d{4})(?!\d)")
+# Dotted or dashed (``ip-203-0-113-77``, ``203-0-113-77.sslip.io``) IPv4, glued to anything.
+_IPV4_RE = re.compile(r"(?<!\d)(\d{1,3})([.-])(\d{1,3})\2(\d{1,3})\2(\d{1,3})(?!\d)")
+# An IPv6 candidate: hex groups and colons (with a possible embedded dotted IPv4).
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_IBAN_ANCHOR_RE = re.compile(r"[A-Za-z]{2}\d{2}")
+_SPELLED_DOT = r"(?:[ \t]*[(\[{<][ \t]*dot[ \t]*[)\]}>][ \t]*|[ \t]+dot[ \t]+|\.)"
+_LOOSE_DOT = rf"(?:{_SPELLED_DOT}|[ \t]+\.[ \t]*|[ \t]*\.[ \t]+)"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"
+_LOCAL = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# The "@" of an address written out: "@", "(at)", "[at]", "{at}", "<at>", or " at ".
+_AT_RE = re.compile(r"@|[(\[{<][ \t]*at[ \t]*[)\]}>]|(?<=[ \t])at(?=[ \t])", re.IGNORECASE)
+_DOMAIN_RE = re.compile(rf"{_LABEL}(?:{_LOOSE_DOT}{_LABEL}){{1,4}}(?![a-z0-9])", re.IGNORECASE)
+_LOCAL_RE = re.compile(
+    rf"(?<![a-z0-9._%+-]){_LOCAL}(?:{_SPELLED_DOT}{_LOCAL}){{0,3}}\Z", re.IGNORECASE
+)
+_SPELLED_DOT_RE = re.compile(_LOOSE_DOT, re.IGNORECASE)
+MAX_LOCAL_CHARS = 96
+
+
+_AT_HINTS = (" at ", "(at", "[at", "{at", "<at", "\tat", "at\t")
+_DIGIT_RE = re.compile(r"\d")
+
+
+def has_spelled_at(text: str) -> bool:
+    """Whether ``text`` has an ``at`` that may spell out an e-mail's ``@``."""
+    lowered = text.lower()
+    return any(hint in lowered for hint in _AT_HINTS)
+
+
+def ssn_shape(digits: str) -> bool:
+    """Nine digits that are a possible SSN (area 001-899 but 666, group and serial non-zero)."""
+    if len(digits) != 9 or not digits.isdigit():
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and area < "900" and group != "00" and serial != "0000"
+
+
+def iban_checksum_valid(compact: str) -> bool:
+    """ISO 13616 mod-97 check of an upper-case IBAN without separators."""
+    rearranged = compact[4:] + compact[:4]
+    try:
+        return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    except ValueError:
+        return False
+
+
+class DisguisedPiiRecognizer(EntityRecognizer):
+    """PII that Presidio's recognizers miss because of a glued prefix, case or spelling.
+
+    Presidio's patterns start with ``\\b``: ``ssn536-22-8741``, ``x4929…`` and
+    ``ip203.0.113.77`` have none. This recognizer finds SSNs where Presidio's
+    cannot (glued to a word character, or nine bare digits), every IPv4 (dotted or
+    dashed) and IPv6 address (validated by ``ipaddress``), and every IBAN (Presidio's
+    IP and IBAN recognizers are left out: theirs need word boundaries, and upper case
+    for IBANs; the per-country formats and the mod-97 check are the same), and e-mail
+    addresses written out (``name at host dot org``, ``(at)``, ``[dot]``, spaces around
+    ``@``) whose domain ends in a known public suffix. Nine bare digits that form a
+    valid SSN count as one (fail closed: a 9-digit id is scrubbed too).
+    """
+
+    ENTITIES = ("US_SSN", "IP_ADDRESS", "IBAN_CODE", "EMAIL_ADDRESS")
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entities=list(self.ENTITIES), name="DisguisedPiiRecognizer",
+            supported_language="en",
+        )
+
+    def load(self) -> None:
+        """Nothing to load: the regexes compile at import."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        wanted = set(entities) if entities else set(self.ENTITIES)
+        results: list[RecognizerResult] = []
+        if _DIGIT_RE.search(text):
+            if "US_SSN" in wanted:
+                results += self._ssns(text)
+            if "IP_ADDRESS" in wanted:
+                results += self._ipv4s(text)
+            if "IBAN_CODE" in wanted:
+                results += self._ibans(text)
+        if "IP_ADDRESS" in wanted and ("::" in text or text.count(":") >= 2):
+            results += self._ipv6s(text)
+        if "EMAIL_ADDRESS" in wanted and ("@" in text or has_spelled_at(text)):
+            results += self._spelled_emails(text)
+        return results
+
+    def _result(self, entity: str, start: int, end: int, score: float, what: str) -> RecognizerResult:
+        return RecognizerResult(
+            entity, start, end, score,
+            recognition_metadata={
+                RecognizerResult.RECOGNIZER_NAME_KEY: "DisguisedPiiRecognizer",
+                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                "pattern_name": what,
+            },
+        )
+
+    def _ssns(self, text: str) -> list[RecognizerResult]:
+        out = []
+        for match in _SSN_RE.finditer(text):
+            digits = match.group(1) + match.group(3) + match.group(4)
+            start, end = match.span()
+            if match.group(2) and not _glued(text, start, end):
+                continue  # Presidio's SSN recognizer has it (and its context words)
+            if ssn_shape(digits) and len(set(digits)) > 1:
+                # Separated: a strong shape. Nine bare digits: fail closed, still an SSN.
+                score = 0.5 if match.group(2) else 0.3
+                out.append(self._result("US_SSN", start, end, score, "SSN, any boundary"))
+        return out
+
+    def _ipv4s(self, text: str) -> list[RecognizerResult]:
+        return [
+            self._result("IP_ADDRESS", *m.span(), 0.6, "IPv4, any boundary")
+            for m in _IPV4_RE.finditer(text)
+            if all(int(m.group(g)) <= 255 for g in (1, 3, 4, 5))
+        ]
+
+    def _ipv6s(self, text: str) -> list[RecognizerResult]:
+        out = []
+        for match in _IPV6_RE.finditer(text):
+            start = match.start()
+            candidate = match.group()
+            # A glued prefix of hex letters ("ad2001:db8::1"): drop characters until it parses.
+            for skip in range(min(5, len(candidate))):
+                rest = candidate[skip:]
+                piece = next((p for p in (rest, rest.rstrip(".:")) if _parses_as_ipv6(p)), None)
+                if piece is not None:
+                    out.append(self._result(
+                        "IP_ADDRESS", start + skip, start + skip + len(piece), 0.6,
+                        "IPv6, any boundary",
+                    ))
+                    break
+        return out
+
+    def _ibans(self, text: str) -> list[RecognizerResult]:
+        out = []
+        upper = ""
+        for anchor in _IBAN_ANCHOR_RE.finditer(text):
+            start = anchor.start()
+            country = regex_per_country.get(text[start:start + 2].upper())
+            if country is None:
+                continue
+            upper = upper or text.upper().replace("-", " ")  # same length: offsets still match
+            match = regex.match(country, upper[start:start + 48])
+            if match is None:
+                continue
+            compact = match.group().replace(" ", "")
+            end = start + len(match.group().rstrip())
+            if iban_checksum_valid(compact):
+                out.append(self._result("IBAN_CODE", start, end, 0.6, "IBAN, any case"))
+        return out
+
+    def _spelled_emails(self, text: str) -> list[RecognizerResult]:
+        out = []
+        for at in _AT_RE.finditer(text):
+            left, right = at.start(), at.end()
+            while left > 0 and text[left - 1] in " \t":
+                left -= 1
+            while right < len(text) and text[right] in " \t":
+                right += 1
+            domain_match = _DOMAIN_RE.match(text, right)
+            if domain_match is None:
+                continue
+            local_match = _LOCAL_RE.search(text, max(0, left - MAX_LOCAL_CHARS), left)
+            if local_match is None:
+                continue
+            domain = _SPELLED_DOT_RE.sub(".", domain_match.group())
+            local = local_match.group()
+            spelled = (
+                at.group() != "@" or (left, right) != at.span()
+                or domain != domain_match.group() or _SPELLED_DOT_RE.sub(".", local) != local
+            )
+            if not spelled:
+                continue  # an ordinary address: the e-mail recognizer's
+            if _known_suffix(domain):
+                out.append(self._result(
+                    "EMAIL_ADDRESS", local_match.start(), domain_match.end(), 0.6, "spelled e-mail"
+                ))
+        return out
+
+
+_WORD_RE = re.compile(r"\w")
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """Whether a match touches a word character, where Presidio's ``\\b`` patterns fail."""
+    return bool(
+        (start > 0 and _WORD_RE.match(text[start - 1]))
+        or (end < len(text) and _WORD_RE.match(text[end]))
+    )
+
+
+def _parses_as_ipv6(text: str) -> bool:
+    if text.count(":") < 2 or text == "::":
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _known_suffix(domain: str) -> bool:
+    extracted = OFFLINE_TLD_EXTRACT(domain.lower())
+    return bool(extracted.domain and extracted.suffix)
