@@ -447,9 +447,6 @@ def test_no_pattern_pii_reaches_any_byte(
 
 STRICT = ("EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IPV4", "IPV6")
 PROBE_EXAMPLES = 3  # hypothesis examples per family; each example covers the whole matrix
-CLIENT_ID_XFAIL = pytest.mark.xfail(
-    strict=True, reason="client ids as digests land with the identifiers branch"
-)
 INVISIBLES = (
     "\u200b", "\u200c", "\u200d", "\u2060", "\u2062", "\u2066", "\u2067", "\u2068", "\u2069",
     "\u202a", "\u202e", "\u202c", "\u00ad", "\ufeff", "\u180e", "\u034f", "\u061c", "\ufe0f",
@@ -794,7 +791,6 @@ def _family_probes(family: str, data: st.DataObject) -> list[Probe]:
 FAMILIES = ("plain", "fullwidth", "script_digits", "invisible", "glued", "separators_case",
             "spelled_email", "percent", "base64", "escapes", "stacked", "url_parts", "numbers",
             "ipv6_embedding", "client_ids", "candidate_ids")
-XFAIL_FAMILIES = {"client_ids", "candidate_ids"}
 
 
 def _generate(family: str) -> list[Probe]:
@@ -979,10 +975,7 @@ def _probe_report_table() -> Iterator[None]:
         _print_probe_report()
 
 
-@pytest.mark.parametrize(
-    "family",
-    [pytest.param(f, marks=CLIENT_ID_XFAIL) if f in XFAIL_FAMILIES else f for f in FAMILIES],
-)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_adversarial_probes_leak_nothing(
     family: str,
     database_url: str,
