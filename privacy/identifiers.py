@@ -34,6 +34,9 @@ _IBAN_START_RE = re.compile(r"(?=([A-Z]{2})[0-9]{2})")
 # An e-mail whose '@' was written as '.' (ids cannot hold '@'): name.host.tld with a
 # real top-level domain as the last label.
 _DOTTED_EMAIL_RE = re.compile(r"^[A-Za-z0-9_+\-]+(?:\.[A-Za-z0-9_+\-]+){2,}$")
+# An e-mail spelled with separators: `name-at-example-org`, `name_at_example.org`, `name.at.host.dot.com`.
+_SPELLED_AT_RE = re.compile(r"(?i)[A-Za-z0-9+][-_.:]at[-_.:](?P<domain>[A-Za-z0-9][A-Za-z0-9\-_.:]*)$")
+_DOMAIN_SPLIT_RE = re.compile(r"[-_.:]+")
 _TLDS = (
     "com org net edu gov mil int info biz io co me app dev ai us uk de fr es it nl be ch at se no dk fi"
     " pl cz pt ie ru ua jp cn kr in au nz ca br mx ar za tr gr hu ro bg hr si sk lt lv ee lu is il ae sg"
@@ -114,6 +117,15 @@ def _is_ip_literal(text: str) -> bool:
 
 
 @lru_cache(maxsize=65_536)
+def _spelled_email(value: str) -> bool:
+    """`local<sep>at<sep>host<sep>tld`: a host of two or more labels ending in a known top-level domain."""
+    for match in _SPELLED_AT_RE.finditer(value):
+        labels = [label for label in _DOMAIN_SPLIT_RE.split(match.group("domain")) if label.lower() != "dot"]
+        if len(labels) >= 2 and labels[-1].lower() in _TOP_LEVEL_DOMAINS:
+            return True
+    return False
+
+
 def personal_data_in_content_id(value: str) -> str | None:
     """The entity kind hidden anywhere in a candidate id, or None when it looks opaque.
 
@@ -130,6 +142,8 @@ def personal_data_in_content_id(value: str) -> str | None:
             if _is_ip_literal(run) or _is_ip_literal(run.strip(".:")):
                 return "IP_ADDRESS"
     if _DOTTED_EMAIL_RE.match(value) and value.rsplit(".", 1)[1].lower() in _TOP_LEVEL_DOMAINS:
+        return "EMAIL_ADDRESS"
+    if _spelled_email(value):
         return "EMAIL_ADDRESS"
     opaque_removed = _HEX_TOKEN_RE.sub(" ", _UUID_RE.sub(" ", value))
     for run in _DIGIT_RUN_RE.findall(opaque_removed):

@@ -84,6 +84,9 @@ def test_an_iban_needs_its_country_length() -> None:
         ("::ffff:203.0.113.77", "IP_ADDRESS"),
         ("jane.doe.example.com", "EMAIL_ADDRESS"),
         ("john_smith.gmail.com", "EMAIL_ADDRESS"),
+        ("achang-at-example.org", "EMAIL_ADDRESS"),  # spelled with separators (found by the leak test)
+        ("a_at_example_org", "EMAIL_ADDRESS"),
+        ("jo.at.mail.dot.com", "EMAIL_ADDRESS"),
     ],
 )
 def test_a_candidate_id_hiding_personal_data_is_refused(content_id: str, kind: str) -> None:
@@ -93,7 +96,8 @@ def test_a_candidate_id_hiding_personal_data_is_refused(content_id: str, kind: s
 @pytest.mark.parametrize(
     "content_id",
     ["a1", "article-42", "news:2024:01:15", "sku-12345678", "video_000123", "post.2024.05", "x-large",
-     "sha-9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "v1.2.3"],
+     "sha-9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "v1.2.3",
+     "article-at-home", "format-at-scale-v2"],
 )
 def test_an_opaque_candidate_id_is_accepted(content_id: str) -> None:
     assert personal_data_in_content_id(content_id) is None

@@ -837,6 +837,9 @@ class _Sender:
         queues: dict[tuple[str, str], list[Probe]] = {}
         for probe in probes:
             queues.setdefault((probe.surface, probe.field), []).append(probe)
+        # One plain decision whatever the family, so the learner writes a model file to search
+        # even when every probe of the family is refused.
+        self._rank({}, [({"topic": "news"}, "item-a"), ({}, "item-b")])
         for probe in queues.pop(("rank_subject", "subject_id"), []):
             self._rank({}, [({"topic": "news"}, "item-a")], subject=str(probe.sent))
         for probe in queues.pop(("candidate_id", "id"), []):
