@@ -366,9 +366,9 @@ def assign(target: message.Message, field: FieldDescriptor, value: Any) -> None:
 
 
 # Valid requests of the RPCs that need several fields right before they do any work. Half
-# of the examples merge a hostile message into one of these (scalars replaced, lists and
-# maps extended), so that hostile values reach the code behind the first checks too. An RPC
-# without a baseline starts from the empty request. Keyed by request type, not by RPC.
+# of the examples write a hostile message over one of these (`overlay`), so that hostile
+# values reach the code behind the first checks too. An RPC without a baseline starts from
+# the empty request. Keyed by request type, not by RPC.
 BASELINES: dict[str, dict[str, Any]] = {
     "tacit.v1.RankRequest": {
         "slot": "home",
@@ -416,16 +416,71 @@ BASELINES: dict[str, dict[str, Any]] = {
 }
 
 
-def request_strategy(request_class: type[message.Message]) -> st.SearchStrategy[message.Message]:
-    """A hostile request, or a valid baseline with a hostile one merged into it."""
-    hostile = message_strategy(request_class.DESCRIPTOR)
+def overlay(base: message.Message, hostile: message.Message) -> None:
+    """Writes hostile's set fields over base, element by element, so that a valid request keeps
+    its shape and gets hostile leaves (MergeFrom would only append to lists)."""
+    for field, value in hostile.ListFields():
+        target = getattr(base, field.name)
+        if is_map(field) or not (field.type == FieldDescriptor.TYPE_MESSAGE or field.is_repeated):
+            if is_map(field):
+                target.MergeFrom(value)
+            else:
+                setattr(base, field.name, value)
+        elif field.is_repeated and field.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(value):
+                if index < len(target):
+                    overlay(target[index], item)
+                else:
+                    target.add().CopyFrom(item)
+        elif field.is_repeated:
+            target.extend(value)
+        else:
+            overlay(target, value)
 
-    def merged(update: message.Message) -> message.Message:
+
+def one_leaf_strategy(message_descriptor: descriptor.Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
+    """A message with exactly one hostile leaf set (one path down from the root): written over a
+    baseline it leaves every other field valid, so the leaf meets the deepest check for it."""
+    message_class = message_factory.GetMessageClass(message_descriptor)
+    fields = list(message_descriptor.fields)
+    if not fields or depth > MAX_DEPTH or message_descriptor.full_name == "google.protobuf.Timestamp":
+        return message_strategy(message_descriptor, depth)
+
+    def value_for(field: FieldDescriptor) -> st.SearchStrategy[tuple[FieldDescriptor, Any]]:
+        nested = field.type == FieldDescriptor.TYPE_MESSAGE and not is_map(field)
+        if nested and field.is_repeated:
+            values: st.SearchStrategy[Any] = st.lists(
+                one_leaf_strategy(field.message_type, depth + 1), min_size=1, max_size=2
+            )
+        elif nested:
+            values = one_leaf_strategy(field.message_type, depth + 1)
+        elif is_map(field):
+            values = map_strategy(field, depth, False)
+        elif field.is_repeated:
+            values = repeated_strategy(field, depth, False)
+        else:
+            values = field_strategy(field, depth, False)
+        return st.tuples(st.just(field), values)
+
+    def build(chosen: tuple[FieldDescriptor, Any]) -> message.Message:
+        built = message_class()
+        assign(built, *chosen)
+        return built
+
+    return st.sampled_from(fields).flatmap(value_for).map(build)
+
+
+def request_strategy(request_class: type[message.Message]) -> st.SearchStrategy[message.Message]:
+    """A hostile request, or a valid baseline with a hostile one (or one hostile leaf) over it."""
+    hostile = message_strategy(request_class.DESCRIPTOR)
+    one_leaf = one_leaf_strategy(request_class.DESCRIPTOR)
+
+    def over_baseline(update: message.Message) -> message.Message:
         base = json_format.ParseDict(BASELINES.get(request_class.DESCRIPTOR.full_name, {}), request_class())
-        base.MergeFrom(update)
+        overlay(base, update)
         return base
 
-    return st.one_of(hostile, hostile.map(merged))
+    return st.one_of(hostile, hostile.map(over_baseline), one_leaf.map(over_baseline))
 
 
 # ---------------------------------------------------------------- calling and checking
