@@ -1,9 +1,10 @@
 """Hypothesis fuzz over every request message of every RPC, and over raw wire bytes.
 
-One real server (SQLite) per test. The RPCs are enumerated from the descriptors of
-`tacit.v1`, so a new RPC is fuzzed without touching this file; requests are built from
-the message descriptor by one generic strategy (`message_strategy`) that fills every
-field with hostile values. The properties:
+One real server per test (hostile messages on SQLite and PostgreSQL, raw bytes on
+SQLite). The RPCs are enumerated from the descriptors of `tacit.v1`, so a new RPC is
+fuzzed without touching this file; requests are built from the message descriptor by one
+generic strategy (`message_strategy`) that fills every field with hostile values, alone
+or written over a valid baseline request. The properties:
 
 - never INTERNAL or UNKNOWN, never DEADLINE_EXCEEDED within a generous deadline (a hang),
   only the statuses listed per case below;
@@ -71,9 +72,14 @@ MESSAGE_ALLOWED = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
-# Raw bytes also go out with a fuzzed token (none, a wrong one, another role's), so the
-# auth answers are expected too; malformed bytes themselves must be INVALID_ARGUMENT
-# (MALFORMED_REQUEST), and bytes that happen to parse may meet any answer above.
+# Raw bytes, per case:
+# - with the right token, bytes that do not parse as the request type: INVALID_ARGUMENT with
+#   reason MALFORMED_REQUEST and nothing else (the handler never sees them);
+# - with the right token, bytes that parse: a hostile message like any other (above);
+# - with no token, an unknown one, another scheme or another role's: UNAUTHENTICATED or
+#   PERMISSION_DENIED from the auth interceptor before anything parses (RPCs every role may call
+#   have no wrong role, so those examples may meet any answer above).
+MALFORMED_ALLOWED = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
 BYTES_ALLOWED = MESSAGE_ALLOWED | {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 
 FUZZ_SETTINGS = settings(
@@ -715,6 +721,14 @@ def mutated_bytes(rpc: Rpc) -> st.SearchStrategy[bytes]:
 TOKENS = ["right", "right", "right", "none", "unknown", "basic", "wrong_role"]
 
 
+def parses(rpc: Rpc, payload: bytes) -> bool:
+    try:
+        rpc.request_class.FromString(payload)
+    except message.DecodeError:
+        return False
+    return True
+
+
 def fuzz_bytes(server: Any, rpc: Rpc, tally: Tally) -> None:
     other_roles = [role for role in Role if role not in (required_roles(rpc.path) or ())]
     metadata = {
@@ -729,8 +743,15 @@ def fuzz_bytes(server: Any, rpc: Rpc, tally: Tally) -> None:
     @given(payload=mutated_bytes(rpc), token=st.sampled_from(TOKENS))
     def fuzz(payload: bytes, token: str) -> None:
         outcome = call(server.channel, rpc, payload, metadata[token])
-        # With the right token the auth answers are wrong too.
-        problems = violations(outcome, MESSAGE_ALLOWED if token == "right" else BYTES_ALLOWED, rpc.service)
+        if token != "right":
+            allowed = BYTES_ALLOWED  # the auth answer, or whatever the bytes meet after it
+        elif parses(rpc, payload):
+            allowed = MESSAGE_ALLOWED  # bytes that parse are a (hostile) message like any other
+        else:
+            allowed = MALFORMED_ALLOWED  # bytes that do not parse: refused as such, nothing else
+        problems = violations(outcome, allowed, rpc.service)
+        if allowed is MALFORMED_ALLOWED and error_reason(status_details(outcome)) != "MALFORMED_REQUEST":
+            problems.append("malformed bytes answered without reason MALFORMED_REQUEST")
         tally.record(rpc, outcome, problems, f"token={token} bytes={payload[:120]!r}")
 
     fuzz()
