@@ -39,15 +39,23 @@ def _token(text: str) -> str:
     return _UNSAFE.sub("_", text) or "_"
 
 
+# A namespace whose features weigh more than this is built each time, not cached: clients
+# choose the values (strings of up to limits.max_string_chars), and 100,000 cached contexts of
+# 20 KB each would hold gigabytes for good. Catalog features are far below it.
+MAX_CACHED_FEATURE_CHARS = 512
+
+
 def _namespace_line(namespace: str, features: Features) -> str:
     # Catalog features repeat across requests: cache the line by content (with
     # types, so True and 1.0 do not share an entry).
     key = (namespace, tuple(sorted((name, type(value).__name__, value) for name, value in features.items())))
+    weight = sum(16 + len(name) + (len(value) if isinstance(value, str) else 8) for name, _t, value in key[1])
+    if weight > MAX_CACHED_FEATURE_CHARS:
+        return _line(key)
     return _cached_line(key)
 
 
-@lru_cache(maxsize=100_000)
-def _cached_line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> str:
+def _line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> str:
     namespace, items = key
     parts = [f"|{namespace}"]
     for name, _type, value in items:
@@ -61,6 +69,9 @@ def _cached_line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> 
         else:
             parts.append(f"{feature}={_token(value)}")
     return " ".join(parts)
+
+
+_cached_line = lru_cache(maxsize=100_000)(_line)
 
 
 def build_example(

@@ -25,9 +25,11 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from tacit.privacy.boundary import InvalidSubjectError
 from tacit.server.auth import TokenStore, required_roles
+from tacit.server.converters import nul_character_field
 from tacit.server.errors import (
     InvalidArgument,
     ResourceExhausted,
@@ -99,23 +101,38 @@ def _map_error(method: str, error: BaseException, context: grpc.ServicerContext)
     abort_with(context, TacitError("internal error"))
 
 
-class _Malformed:
-    """Stands in for a request whose bytes are not a valid message (answered INVALID_ARGUMENT)."""
+class _Refused:
+    """Stands in for a request refused while deserializing; the handler answers with `error`."""
+
+    def __init__(self, error: InvalidArgument):
+        self.error = error
 
 
-MALFORMED = _Malformed()
+MALFORMED = _Refused(
+    InvalidArgument("request", "is not a valid protobuf message for this method", "MALFORMED_REQUEST")
+)
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """grpc answers INTERNAL when deserializing fails; this lets the handler say INVALID_ARGUMENT."""
+    """grpc answers INTERNAL when deserializing fails; this lets the handler say INVALID_ARGUMENT.
+
+    A string field holding a NUL character is refused here too, for every method at once:
+    PostgreSQL cannot store one (the database error would be INTERNAL) and SQLite can.
+    """
     if deserializer is None:
         return None
 
     def deserialize(data: bytes) -> Any:
         try:
-            return deserializer(data)
+            request = deserializer(data)
         except Exception:  # noqa: BLE001 - DecodeError and friends: the bytes are the client's fault
             return MALFORMED
+        # A NUL character is a 0x00 byte on the wire: no 0x00 byte, nothing to walk.
+        if b"\x00" in data and isinstance(request, Message):
+            field = nul_character_field(request)
+            if field is not None:
+                return _Refused(InvalidArgument(field, "must not contain a NUL character", "NUL_CHARACTER"))
+        return request
 
     return deserialize
 
@@ -125,21 +142,14 @@ def _non_blocking(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     inner = handler.unary_stream
 
     def watch(request: Any, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
-        if request is MALFORMED:
-            _reject_malformed(context)
+        if isinstance(request, _Refused):
+            abort_with(context, request.error)
         return inner(request, context, send_response_callback)
 
     watch.experimental_non_blocking = True  # type: ignore[attr-defined]
     watch.experimental_thread_pool = getattr(inner, "experimental_thread_pool", None)  # type: ignore[attr-defined]
     return grpc.unary_stream_rpc_method_handler(
         watch, _tolerant(handler.request_deserializer), handler.response_serializer
-    )
-
-
-def _reject_malformed(context: grpc.ServicerContext) -> None:
-    abort_with(
-        context,
-        InvalidArgument("request", "is not a valid protobuf message for this method", "MALFORMED_REQUEST"),
     )
 
 
@@ -216,8 +226,8 @@ def _waiting(stream: _Stream, requests: Iterator[Any], context: grpc.ServicerCon
             return
         finally:
             stream.waiting_since = None
-        if request is MALFORMED:
-            _reject_malformed(context)
+        if isinstance(request, _Refused):
+            abort_with(context, request.error)
         yield request
 
 
@@ -282,8 +292,8 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 started = time.perf_counter()
                 try:
-                    if request is MALFORMED:
-                        _reject_malformed(context)
+                    if isinstance(request, _Refused):
+                        abort_with(context, request.error)
                     return guarded(lambda: inner_unary(request, context), context)
                 finally:
                     observe(started, context)
@@ -320,8 +330,8 @@ class ErrorAndMetricsInterceptor(grpc.ServerInterceptor):
                 try:
                     if takes_stream:
                         argument = _waiting(watched, argument, context) if watched else argument
-                    elif argument is MALFORMED:
-                        _reject_malformed(context)
+                    elif isinstance(argument, _Refused):
+                        abort_with(context, argument.error)
                     responses = guarded(lambda: iter(run_stream(argument, context)), context)
                     while True:
                         response = guarded(lambda: next(responses, _END), context)

@@ -14,6 +14,8 @@ from collections.abc import Container, Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tacit.privacy.identifiers import personal_data_in_identifier
@@ -48,9 +50,18 @@ def event_id_or_empty(field: str, value: str) -> str:
     return value
 
 
+MAX_FEATURE_NAME_CHARS = 64  # FEATURE_NAME's own bound
+
+
 @lru_cache(maxsize=8192)
-def _valid_name(name: str) -> bool:
+def _cached_name_check(name: str) -> bool:
     return FEATURE_NAME.match(name) is not None
+
+
+def _valid_name(name: str) -> bool:
+    """Feature names repeat across requests, hence the cache; only names short enough to be
+    valid reach it, so a client cannot make it hold 8,192 keys of megabytes each."""
+    return len(name) <= MAX_FEATURE_NAME_CHARS and _cached_name_check(name)
 
 
 def _where(field: str, name: str, names: Iterable[str], known_names: Container[str]) -> str:
@@ -123,3 +134,44 @@ def required_event_id(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required")
     return event_id_or_empty(field, value)
+
+
+def nul_character_field(message: Message, prefix: str = "") -> str | None:
+    """The path of the first string field (or map key) holding a NUL character, else None.
+
+    PostgreSQL cannot store NUL in text, SQLite can: refusing it at the edge for every
+    field keeps both backends answering alike (INVALID_ARGUMENT, never INTERNAL). Map
+    entries are named by position, like `_where` names undeclared keys.
+    """
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            texts = enumerate(value) if field.is_repeated else [(None, value)]
+            for index, text in texts:
+                if "\x00" in text:
+                    return name if index is None else f"{name}[{index}]"
+        elif field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type is None:
+            continue
+        elif field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            for position, key in enumerate(sorted(value)):
+                where = f"{name}[#{position}]"
+                if isinstance(key, str) and "\x00" in key:
+                    return where
+                item = value[key]
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    found = nul_character_field(item, f"{where}.")
+                    if found:
+                        return found
+                elif isinstance(item, str) and "\x00" in item:
+                    return where
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                found = nul_character_field(item, f"{name}[{index}].")
+                if found:
+                    return found
+        else:
+            found = nul_character_field(value, f"{name}.")
+            if found:
+                return found
+    return None
