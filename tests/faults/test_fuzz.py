@@ -523,19 +523,6 @@ def status_details(outcome: Outcome) -> status_pb2.Status | None:
     return None
 
 
-# Echoes found by this fuzz that the contract-drift branch fixes (issue 10 point 10: the
-# NOT_FOUND and ALREADY_EXISTS messages held the experiment id or the slot name). Counted
-# apart, not failed, until that branch is merged; then this set must be emptied.
-KNOWN_ECHOES = frozenset(
-    {
-        ("ExperimentService", "EXPERIMENT_NOT_FOUND"),
-        ("ExperimentService", "EXPERIMENT_EXISTS"),
-        ("ModelService", "SLOT_NOT_FOUND"),
-        ("ExperimentService", "INVALID_EXPERIMENT"),  # "unknown metric '<name>'"
-    }
-)
-
-
 def error_reason(status: status_pb2.Status | None) -> str:
     for detail in status.details if status is not None else ():
         info = error_details_pb2.ErrorInfo()
@@ -575,10 +562,7 @@ def violations(outcome: Outcome, allowed: frozenset[grpc.StatusCode], service: s
         return problems
     status = status_details(outcome)
     if echoed(outcome, status):
-        if (service, error_reason(status)) in KNOWN_ECHOES:
-            problems.append("known echo")
-        else:
-            problems.append("the error echoes a request value (the planted sentinel)")
+        problems.append("the error echoes a request value (the planted sentinel)")
     if outcome.code is grpc.StatusCode.INVALID_ARGUMENT:
         fields = []
         for detail in status.details if status is not None else ():
@@ -596,13 +580,9 @@ class Tally:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.failures: list[str] = []
-        self.known_echoes: Counter[str] = Counter()
 
     def record(self, rpc: Rpc, outcome: Outcome, problems: list[str], request: str) -> None:
         self.counts[(rpc.service, outcome.code.name)] += 1
-        if "known echo" in problems:
-            self.known_echoes[rpc.path] += 1
-            problems = [problem for problem in problems if problem != "known echo"]
         for problem in problems:
             self.failures.append(
                 f"{rpc.path}: {problem} ({outcome.code.name}: {outcome.details[:160]!r}) "
@@ -620,8 +600,6 @@ class Tally:
                 for code in codes
             ]
             lines.append(f"{service:<22}" + "".join(f"{n:>{width}}" for n in row) + f"{sum(row):>8}")
-        for path, count in sorted(self.known_echoes.items()):
-            lines.append(f"known echo (fixed on the contract branch): {path} x{count}")
         return "\n".join(lines)
 
 
