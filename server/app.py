@@ -40,6 +40,7 @@ from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
 from tacit.server.events import EventRecorder
+from tacit.server.health import HealthServicer
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.metrics import MetricsSampler
 from tacit.server.predictions import Predictions
@@ -345,7 +346,7 @@ def prediction_and_model_servicers(
 
 def create_server(
     runtime: Runtime, address: str | None = None, budgets: ThreadBudgets | None = None
-) -> tuple[grpc.Server, int, health.HealthServicer]:
+) -> tuple[grpc.Server, int, HealthServicer]:
     """Composes interceptors and servicers; binds `address` and returns the bound port.
 
     Unary calls share `server.max_workers` threads; streams, and the calls that never wait
@@ -390,7 +391,7 @@ def create_server(
         ExperimentServicer(runtime.experiments, caller_role(runtime.tokens), runtime.keyring.digest), server
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -450,6 +451,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.grace_seconds if grace is None else grace
         self.server.stop(grace).wait()
+        self.health.close()
         self.budgets.close()
         self.runtime.close()
         logger.info("stopped")
