@@ -136,6 +136,9 @@ def required_event_id(field: str, value: str) -> str:
     return event_id_or_empty(field, value)
 
 
+FEATURES_MESSAGE = common_pb2.Features.DESCRIPTOR.full_name
+
+
 def nul_character_field(message: Message, prefix: str = "") -> str | None:
     """The path of the first string field (or map key) holding a NUL character, else None.
 
@@ -143,6 +146,11 @@ def nul_character_field(message: Message, prefix: str = "") -> str | None:
     field keeps both backends answering alike (INVALID_ARGUMENT, never INTERNAL). Map
     entries are named by position, like `_where` names undeclared keys.
     """
+    if message.DESCRIPTOR.full_name == FEATURES_MESSAGE:
+        # Feature maps: names match FEATURE_NAME (no NUL can pass), string values go through
+        # the privacy boundary, which drops control-character text (outcome dropped_invalid_text).
+        # Skipping them also keeps this walk off Rank's per-candidate path.
+        return None
     for field, value in message.ListFields():
         name = f"{prefix}{field.name}"
         if field.type == FieldDescriptor.TYPE_STRING:
