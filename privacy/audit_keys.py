@@ -18,12 +18,10 @@ with, so rotation only adds a new active key. Key material is never logged.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -34,6 +32,8 @@ from types import MappingProxyType
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tacit.privacy.pseudonym import write_secret_json
 
 logger = logging.getLogger("tacit.privacy")
 
@@ -186,24 +186,7 @@ class AuditKeys:
             "keys": {k: base64.b64encode(bytes(v)).decode("ascii") for k, v in self.keys.items()},
             "legacy": {"seq": self.legacy.seq, "record_hash": self.legacy.record_hash},
         }
-        payload = json.dumps(data, sort_keys=True, indent=2).encode("utf-8")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            if exclusive:
-                os.link(tmp, path)  # fails if another process created it first
-            else:
-                os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_secret_json(path, data, exclusive=exclusive)
 
 
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:

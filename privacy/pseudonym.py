@@ -220,24 +220,29 @@ class KeyRing:
             "keys": {k: base64.b64encode(bytes(v)).decode("ascii") for k, v in self.keys.items()},
             "verify_only": {k: v.isoformat() for k, v in self.verify_only.items()},
         }
-        payload = json.dumps(data, sort_keys=True, indent=2).encode("utf-8")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            if exclusive:
-                os.link(tmp, path)  # fails if another process created it first
-            else:
-                os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_secret_json(path, data, exclusive=exclusive)
+
+
+def write_secret_json(path: Path, data: Mapping[str, object], *, exclusive: bool) -> None:
+    """Writes a key file atomically, 0600 from its first byte and synced; `exclusive` fails if it exists."""
+    payload = json.dumps(data, sort_keys=True, indent=2).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if exclusive:
+            os.link(tmp, path)  # fails if another process created it first
+        else:
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def key_fingerprint(key: bytes) -> str:
