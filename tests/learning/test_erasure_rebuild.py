@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 
 from tacit.learning.erasure import mark_models_for_erasure
-from tacit.learning.learner import Learner, Rebuild, SlotLearning
+from tacit.learning.learner import Learner, SlotLearning
 from tacit.learning.registry import (
     REBUILD_PENDING,
     RETRAIN_REQUIRED,
@@ -23,9 +23,10 @@ from tacit.learning.registry import (
     needs_retraining,
 )
 from tacit.privacy.audit_keys import AuditKeys
-from tacit.privacy.audit_log import append_entries, bind_audit_keys, verify
-from tacit.privacy.erasure import erase_subject, model_rebuild_entry
+from tacit.privacy.audit_log import bind_audit_keys, verify
+from tacit.privacy.erasure import erase_subject
 from tacit.privacy.pseudonym import KeyRing
+from tacit.server.app import audit_rebuilds
 from tacit.store.db import Database
 from tacit.store.schema import (
     LEARN_CHECKPOINTED,
@@ -74,21 +75,8 @@ def _subjects(count: int, leaving_every: int) -> list[str]:
     return [LEAVING if i % leaving_every == 0 else f"user-{i}" for i in range(count)]
 
 
-def _audit_rebuilds(session, rebuild: Rebuild) -> None:  # type: ignore[no-untyped-def]
-    append_entries(
-        session,
-        [
-            model_rebuild_entry(
-                datetime.now(UTC),
-                rebuild.task,
-                rebuild.old_version,
-                rebuild.new_version,
-                rebuild.examples_before,
-                rebuild.examples_after,
-                rebuild.files_deleted,
-            )
-        ],
-    )
+# The server's own rebuild hook (one audit record per rebuilt slot), not a copy of it.
+_audit_rebuilds = audit_rebuilds(policy_version="", key_id="")
 
 
 def _rows(db: Database, task: str) -> list[ModelVersion]:
