@@ -25,12 +25,17 @@ from tacit.privacy.audit import AuditEntry, FieldAudit, Outcome, erasure_entry
 from tacit.privacy.audit_log import append_entries, redact_correlations
 from tacit.privacy.pseudonym import KeyRing
 from tacit.store.db import Database, Reclaimed
-from tacit.store.schema import Decision, Reward, TrackedEvent
+from tacit.store.schema import Decision, IdempotencyKey, Reward, TrackedEvent
 
 logger = logging.getLogger("tacit.privacy")
 RETENTION_KIND = "retention"
 MODEL_REBUILD_KIND = "model_rebuild"
 ERASED_TABLES = ("decisions", "rewards", "events", "model_versions", "audit_records")
+ERASURE_SCOPE = "audit.erase"
+ERASURE_LOCK = "tacit.erasure"
+# Erasures are rare and heavy (deletes, then a checkpoint or VACUUM): one at a time per
+# process, and one transaction at a time across processes (a named database lock).
+_process_lock = threading.Lock()
 
 ErasureHook = Callable[[Session, Sequence[str]], Mapping[str, int]]
 """Runs inside the erasure's transaction before the rows go, given the subject's pseudonyms;
@@ -59,58 +64,119 @@ def erase_subject(
     subject_id: str,
     correlation_id: str,
     hooks: Sequence[ErasureHook] = (),
+    request_key: str = "",
 ) -> ErasureResult:
     """Deletes the subject's decisions, their rewards and its events in one transaction.
 
     `hooks` mark what learned from those rows (models) in the same transaction; after
     the commit the freed space is reclaimed so the files no longer hold the rows.
+
+    `request_key` (a keyed digest of the request id and the subject, never either value)
+    makes the erasure idempotent: a retry, or a concurrent twin, gets the first call's
+    counts and appends no second audit record. Erasures run one at a time (per process and,
+    through a named database lock, across replicas), so twins never race each other.
     """
+    with _process_lock:
+        with db.transaction() as session:
+            # SQLite: the write lock; PostgreSQL: an advisory lock. Taken before the reads
+            # below, so nothing (the learner, a twin) moves between them and the deletes.
+            db.hold_named_lock(session, ERASURE_LOCK)
+            stored = session.get(IdempotencyKey, (ERASURE_SCOPE, request_key)) if request_key else None
+            if stored is not None:
+                result = _result_from(stored.response)
+                done = bool(stored.response.get("reclaimed"))
+            else:
+                result = _erase(session, keyring, policy_version, subject_id, correlation_id, hooks)
+                done = False
+                if request_key:
+                    session.add(
+                        IdempotencyKey(
+                            scope=ERASURE_SCOPE,
+                            request_id=request_key,
+                            created_at=datetime.now(UTC),
+                            response=_response_of(result, reclaimed=False),
+                        )
+                    )
+        if done:
+            return result
+        # The rows are gone from the tables; make the files forget them too (old WAL
+        # frames, free pages). A replay whose first call failed here reclaims again.
+        reclaimed = db.reclaim_deleted(ERASED_TABLES)
+        if request_key:
+            with db.transaction() as session:
+                row = session.get(IdempotencyKey, (ERASURE_SCOPE, request_key))
+                if row is not None:
+                    row.response = _response_of(result, reclaimed=True)
+        return ErasureResult(result.decisions, result.events, result.rewards, result.marked, reclaimed)
+
+
+def _response_of(result: ErasureResult, reclaimed: bool) -> dict[str, object]:
+    """What a replay answers: counts only (never an id or a value)."""
+    return {
+        "decisions": result.decisions,
+        "events": result.events,
+        "rewards": result.rewards,
+        "marked": dict(result.marked),
+        "reclaimed": reclaimed,
+    }
+
+
+def _result_from(response: Mapping[str, object]) -> ErasureResult:
+    marked = response.get("marked")
+    return ErasureResult(
+        decisions=int(str(response.get("decisions", 0))),
+        events=int(str(response.get("events", 0))),
+        rewards=int(str(response.get("rewards", 0))),
+        marked={str(k): int(v) for k, v in marked.items()} if isinstance(marked, dict) else {},
+    )
+
+
+def _erase(
+    session: Session,
+    keyring: KeyRing,
+    policy_version: str,
+    subject_id: str,
+    correlation_id: str,
+    hooks: Sequence[ErasureHook],
+) -> ErasureResult:
     pseudonyms = keyring.candidates(subject_id, "subject")
     marked: dict[str, int] = {}
-    with db.transaction() as session:
-        # SQLite: take the write lock first, so nothing (the learner) moves between the reads
-        # below and the deletes; PostgreSQL hooks lock what they mark.
-        db.hold_write_lock(session)
-        event_ids = list(
-            session.execute(select(Decision.event_id).where(Decision.subject.in_(pseudonyms))).scalars()
+    event_ids = list(
+        session.execute(select(Decision.event_id).where(Decision.subject.in_(pseudonyms))).scalars()
+    )
+    tracked_ids = list(
+        session.execute(select(TrackedEvent.event_id).where(TrackedEvent.subject.in_(pseudonyms))).scalars()
+    )
+    request_ids: list[str] = []
+    for hook in hooks:
+        for name, count in hook(session, pseudonyms).items():
+            marked[name] = marked.get(name, 0) + int(count)
+    rewards = 0
+    for start in range(0, len(event_ids), 500):
+        chunk = event_ids[start : start + 500]
+        request_ids.extend(
+            session.execute(select(Reward.request_id).where(Reward.event_id.in_(chunk))).scalars()
         )
-        tracked_ids = list(
-            session.execute(
-                select(TrackedEvent.event_id).where(TrackedEvent.subject.in_(pseudonyms))
-            ).scalars()
-        )
-        request_ids: list[str] = []
-        for hook in hooks:
-            for name, count in hook(session, pseudonyms).items():
-                marked[name] = marked.get(name, 0) + int(count)
-        rewards = 0
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            request_ids.extend(
-                session.execute(select(Reward.request_id).where(Reward.event_id.in_(chunk))).scalars()
+        rewards += _deleted(session, delete(Reward).where(Reward.event_id.in_(chunk)))
+    decisions = _deleted(session, delete(Decision).where(Decision.subject.in_(pseudonyms)))
+    events = _deleted(session, delete(TrackedEvent).where(TrackedEvent.subject.in_(pseudonyms)))
+    correlation_ids = sorted({*event_ids, *tracked_ids, *request_ids})
+    # The audit records of the subject's decisions, events and rewards carry these ids as
+    # their correlation_id; blank them (the chain covers only a keyed commitment to them).
+    marked["audit_correlations_redacted"] = redact_correlations(session, correlation_ids)
+    append_entries(
+        session,
+        [
+            erasure_entry(
+                datetime.now(UTC),
+                correlation_id,
+                policy_version,
+                keyring.active_key_id,
+                {"decisions": decisions, "events": events, "rewards": rewards, **marked},
             )
-            rewards += _deleted(session, delete(Reward).where(Reward.event_id.in_(chunk)))
-        decisions = _deleted(session, delete(Decision).where(Decision.subject.in_(pseudonyms)))
-        events = _deleted(session, delete(TrackedEvent).where(TrackedEvent.subject.in_(pseudonyms)))
-        correlation_ids = sorted({*event_ids, *tracked_ids, *request_ids})
-        # The audit records of the subject's decisions, events and rewards carry these ids as
-        # their correlation_id; blank them (the chain covers only a keyed commitment to them).
-        marked["audit_correlations_redacted"] = redact_correlations(session, correlation_ids)
-        append_entries(
-            session,
-            [
-                erasure_entry(
-                    datetime.now(UTC),
-                    correlation_id,
-                    policy_version,
-                    keyring.active_key_id,
-                    {"decisions": decisions, "events": events, "rewards": rewards, **marked},
-                )
-            ],
-        )
-    # The rows are gone from the tables; make the files forget them too (old WAL frames, free pages).
-    reclaimed = db.reclaim_deleted(ERASED_TABLES)
-    return ErasureResult(decisions, events, rewards, marked, reclaimed)
+        ],
+    )
+    return ErasureResult(decisions, events, rewards, marked)
 
 
 def model_rebuild_entry(

@@ -10,6 +10,7 @@ database answers again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -361,6 +362,19 @@ class Database:
         """
         if session.get_bind().dialect.name == "sqlite":
             session.execute(text("UPDATE audit_head SET seq = seq WHERE 1 = 0"))
+
+    def hold_named_lock(self, session: Session, name: str) -> None:
+        """Serializes the transactions that name the same lock, across processes and replicas.
+
+        SQLite: the database write lock (one writer at a time anyway). PostgreSQL: a
+        transaction-scoped advisory lock on a 64-bit hash of `name`, released at commit or
+        rollback. Take it first, before the reads that decide what the transaction writes.
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            self.hold_write_lock(session)
+            return
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def reclaim_deleted(self, tables: Sequence[str], attempts: int = 5) -> Reclaimed:
         """Makes rows deleted by a committed transaction unreadable from the database files.

@@ -75,10 +75,30 @@ class ExperimentService:
         """Validates and stores a draft; refuses an id in use or a slot another experiment holds."""
         now = now or self.clock()
         self._validate(definition)
+        try:
+            return self._create(definition, actor, request_id, now)
+        except IntegrityError:
+            # A concurrent twin committed first (PostgreSQL: the unique key waited for it).
+            # The same request id is answered with what it created; anything else is a clash.
+            with self.db.transaction() as session:
+                if request_id and records.seen(session, "experiment.create", request_id):
+                    return self._get(session, definition.experiment_id)
+            raise ExperimentExists("an experiment with this id already exists") from None
+
+    def _create(
+        self, definition: ExperimentDefinition, actor: str, request_id: str, now: datetime
+    ) -> Experiment:
         with self.db.transaction() as session:
+            # SQLite: take the write lock before the first read, so that twins run one after
+            # the other and the second sees the first's idempotency key.
+            self.db.hold_write_lock(session)
             if request_id and records.seen(session, "experiment.create", request_id):
                 return self._get(session, definition.experiment_id)
             if session.get(ExperimentRecord, definition.experiment_id) is not None:
+                # PostgreSQL (read committed): a twin may have committed between the two
+                # reads; its key and its row commit together, so a second look settles it.
+                if request_id and records.seen(session, "experiment.create", request_id):
+                    return self._get(session, definition.experiment_id)
                 raise ExperimentExists("an experiment with this id already exists")
             records.check_slot_free(session, definition.slot, definition.experiment_id, definition.traffic)
             row = ExperimentRecord(
@@ -480,6 +500,7 @@ class ExperimentService:
         scope = f"experiment.{action}"
         try:
             with self.db.transaction() as session:
+                self.db.hold_write_lock(session)  # SQLite: FOR UPDATE is a no-op there
                 row = records.row(session, experiment_id, lock=True)
                 if request_id and records.seen(session, scope, request_id):
                     return records.to_domain(row)

@@ -135,6 +135,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             # A client's request id is audited only as its keyed digest.
             correlation_id=self._keyring.digest(request_id) if request_id else "erasure",
             hooks=self._erasure_hooks,
+            # Idempotency: one keyed digest of the request id and the subject together, so
+            # a retry is answered with the first call's counts and audited once.
+            request_key=self._keyring.digest(f"erase\x1f{request_id}\x1f{request.subject_id}")
+            if request_id
+            else "",
         )
         if self._on_erased is not None:
             # Caches (profiles) must not serve an erased subject either.

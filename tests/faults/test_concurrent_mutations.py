@@ -1,7 +1,10 @@
 """Eight identical experiment mutations or erasures at once, with one request_id: one effect.
 
-Written at the end of a session; it found real bugs that are still open (marked xfail with
-what fails), so issue 10's "concurrent duplicates for every idempotent RPC" is not met yet.
+On the code before this test, twins raced past the idempotency check (an IntegrityError surfaced
+as INTERNAL, or a twin saw the first's row but not its key and answered ALREADY_EXISTS), and
+every erasure appended its own audit record (PostgreSQL: concurrent VACUUMs answered
+UNAVAILABLE). Creates and state changes now take the write lock first (SQLite) and look twice
+(PostgreSQL); erasures are serialized and remembered by a keyed request digest.
 
 The idempotent RPCs not covered by the reward, event and Rank tests: CreateExperiment,
 StartExperiment and EraseSubject. Runs on SQLite and PostgreSQL through the real server;
@@ -16,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-import pytest
 from sqlalchemy import func, select
 
 from tacit.server.auth import Role
-from tacit.store.schema import AuditRecord, Decision, ExperimentRecord
+from tacit.store.schema import AuditRecord, Decision, ExperimentRecord, IdempotencyKey
 from tacit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -63,11 +65,6 @@ def _experiment() -> experiment_pb2.Experiment:
     )
 
 
-@pytest.mark.xfail(
-    reason="open bug (issue 10): concurrent twins race past the idempotency check and one commit's "
-    "IntegrityError surfaces as INTERNAL on SQLite and PostgreSQL; the outcome varies run to run",
-    strict=False,
-)
 def test_concurrent_identical_create_and_start_apply_once(server) -> None:  # type: ignore[no-untyped-def]
     stub = experiment_pb2_grpc.ExperimentServiceStub(server.channel)
     metadata = server.metadata(Role.EXPERIMENTER)
@@ -96,11 +93,6 @@ def test_concurrent_identical_create_and_start_apply_once(server) -> None:  # ty
     assert Counter(change.action for change in changes) == Counter({"create": 1, "start": 1})
 
 
-@pytest.mark.xfail(
-    reason="open bug (issue 10): EraseSubject is not idempotent by request_id (one audit record per "
-    "call) and concurrent erasures on PostgreSQL answer UNAVAILABLE",
-    strict=False,
-)
 def test_concurrent_identical_erasures_erase_once_and_audit_once(server) -> None:  # type: ignore[no-untyped-def]
     decisions = decision_pb2_grpc.DecisionServiceStub(server.channel)
     for _ in range(5):
@@ -119,7 +111,8 @@ def test_concurrent_identical_erasures_erase_once_and_audit_once(server) -> None
     assert _codes(answers) == Counter({"OK": CALLERS}), [
         (a.code(), a.details()) for a in answers if isinstance(a, grpc.RpcError)
     ]
-    assert sum(a.decisions_erased for a in answers) == 5  # the rows went once, by one caller
+    # The rows went once; every twin is answered with that one erasure's counts.
+    assert [a.decisions_erased for a in answers] == [5] * CALLERS
     with server.running.runtime.db.transaction() as session:
         left = session.execute(select(func.count()).select_from(Decision)).scalar_one()
         erasures = session.execute(
@@ -127,3 +120,28 @@ def test_concurrent_identical_erasures_erase_once_and_audit_once(server) -> None
         ).scalar_one()
     assert left == 0
     assert erasures == 1, "one erasure audit record for one request id"
+
+    # A later retry is answered the same way, still without a second record.
+    again = audit.EraseSubject(request, metadata=server.metadata(Role.AUDITOR), timeout=60)
+    assert again.decisions_erased == 5
+    # The same request id for another subject is another erasure, not a replay.
+    decisions.Rank(
+        decision_pb2.RankRequest(
+            slot="home", subject_id="other-user", candidates=[decision_pb2.Candidate(id="a-1")]
+        ),
+        metadata=server.metadata(),
+    )
+    server.running.runtime.decision_log.flush()
+    other = audit.EraseSubject(
+        audit_pb2.EraseSubjectRequest(subject_id="other-user", request_id="erase-leaving-0001"),
+        metadata=server.metadata(Role.AUDITOR),
+    )
+    assert other.decisions_erased == 1
+    with server.running.runtime.db.transaction() as session:
+        erasures = session.execute(
+            select(func.count()).select_from(AuditRecord).where(AuditRecord.payload_kind == "erasure")
+        ).scalar_one()
+        keys = session.execute(select(IdempotencyKey.request_id)).scalars().all()
+    assert erasures == 2
+    # Nothing stored names the request id or a subject in the clear.
+    assert not any("leaving" in key or "other-user" in key for key in keys)
