@@ -735,7 +735,7 @@ def fuzz_bytes(server: Any, rpc: Rpc, tally: Tally) -> None:
     fuzz()
 
 
-def test_raw_wire_bytes_get_only_client_statuses(fuzzed_server: Any) -> None:
+def test_raw_wire_bytes_get_only_client_statuses(database_url: str, fuzzed_server: Any) -> None:
     warm_up(fuzzed_server)
     memory = MemoryWatch()
     tally = Tally()
