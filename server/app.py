@@ -358,6 +358,9 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="tacit-rpc"),
         interceptors=[AuthInterceptor(runtime.tokens), ErrorAndMetricsInterceptor(budgets)],
+        # Admission bound: beyond it a call is refused with RESOURCE_EXHAUSTED, so a flood
+        # cannot grow the executor's queue (and memory, and every queued call's wait) unbounded.
+        maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.so_reuseport", 1 if settings.server.reuse_port else 0),

@@ -52,6 +52,13 @@ class ServerSettings(_Section):
     stream_idle_seconds: float = Field(
         30.0, gt=0, description="a stream whose client neither reads nor sends this long is cancelled"
     )
+    max_concurrent_rpcs: int = Field(
+        1024,
+        ge=2,
+        le=100_000,
+        description="calls admitted at once, queued and thread-holding streams included; more get "
+        "RESOURCE_EXHAUSTED at once instead of waiting in an unbounded queue",
+    )
 
 
 class StorageSettings(_Section):

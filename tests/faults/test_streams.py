@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tacit.server.auth import Role
 from tacit.sim.client import rank_request
-from tacit.v1 import audit_pb2, audit_pb2_grpc, decision_pb2_grpc, event_pb2
+from tacit.v1 import audit_pb2, audit_pb2_grpc, decision_pb2, decision_pb2_grpc, event_pb2
 
 ServerFactory = Callable[..., Any]
 
@@ -207,3 +207,36 @@ def test_an_idle_reflection_stream_is_cancelled_quietly(
         stop.set()
         idle.cancel()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_calls_beyond_the_admission_bound_are_refused_at_once_not_queued(start_server: ServerFactory) -> None:
+    """`server.max_concurrent_rpcs` bounds what is admitted (open streams included): a flood is
+    refused with RESOURCE_EXHAUSTED instead of growing the executor's queue without bound."""
+    server = start_server(server={"max_concurrent_rpcs": 4, "max_streams": 4})
+    ranks = decision_pb2_grpc.DecisionServiceStub(server.channel)
+    request = decision_pb2.RankRequest(
+        slot="home", subject_id="u-1", candidates=[decision_pb2.Candidate(id="a")]
+    )
+    assert ranks.Rank(request, metadata=server.metadata(), timeout=5).chosen_id == "a"
+    stop = threading.Event()
+    reflection = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    open_streams = [reflection.ServerReflectionInfo(_idle_requests(stop), timeout=60) for _ in range(4)]
+    try:
+        time.sleep(1.0)  # the four reach the server and stay open
+        with pytest.raises(grpc.RpcError) as refused:
+            ranks.Rank(request, metadata=server.metadata(), timeout=5)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        stop.set()
+        for stream in open_streams:
+            stream.cancel()
+    # Room again once they end: the same call is served.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert ranks.Rank(request, metadata=server.metadata(), timeout=5).chosen_id == "a"
+            break
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
