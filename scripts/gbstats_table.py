@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -104,7 +103,10 @@ def _data_sets(rng: np.random.Generator) -> list[tuple[str, str, dict[str, Any],
         "proportion_rare": (40000, 160, 39000, 190),
     }.items():
         sets.append(("proportion", label, {"n": n_c, "sum": x_c}, {"n": n_t, "sum": x_t}))
-    for label, (n, rate_c, rate_t) in {"ratio_medium": (500, 2.0, 2.2), "ratio_large": (5000, 1.5, 1.45)}.items():
+    for label, (n, rate_c, rate_t) in {
+        "ratio_medium": (500, 2.0, 2.2),
+        "ratio_large": (5000, 1.5, 1.45),
+    }.items():
         arms = []
         for rate in (rate_c, rate_t):
             den = rng.poisson(3.0, n).astype(float) + 1
@@ -136,14 +138,20 @@ def _data_sets(rng: np.random.Generator) -> list[tuple[str, str, dict[str, Any],
     return sets
 
 
-def _run(kind: str, control: dict[str, Any], treatment: dict[str, Any], test: str, scale: str, alpha: float) -> dict[str, Any]:
+def _run(
+    kind: str, control: dict[str, Any], treatment: dict[str, Any], test: str, scale: str, alpha: float
+) -> dict[str, Any]:
     stat_a, stat_b = _gb_stat(kind, control), _gb_stat(kind, treatment)
     theta = compute_theta(stat_a, stat_b) if kind.startswith("cuped") else None
     if test == "sequential":
         config = SequentialConfig(alpha=alpha, difference_type=scale, sequential_tuning_parameter=5000)
         result = SequentialTwoSidedTTest(stat_a, stat_b, config).compute_result()
     else:
-        cls = {"two-sided": TwoSidedTTest, "greater": OneSidedTreatmentGreaterTTest, "less": OneSidedTreatmentLesserTTest}[test]
+        cls = {
+            "two-sided": TwoSidedTTest,
+            "greater": OneSidedTreatmentGreaterTTest,
+            "less": OneSidedTreatmentLesserTTest,
+        }[test]
         result = cls(stat_a, stat_b, FrequentistConfig(alpha=alpha, difference_type=scale)).compute_result()
     if result.error_message:
         raise RuntimeError(f"gbstats refused a case: {result.error_message}")

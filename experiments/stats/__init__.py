@@ -18,7 +18,8 @@ One module per kind of question: `sufficient` (the inputs), `lifts` (each effect
 own Welch t test), `comparisons` (fixed-horizon tests), `sequential`, `cuped` (regression
 adjustment on a pre-exposure covariate), `srm`, `multiple_testing`, `guardrails` (harm)
 and `power`, on the shared vocabulary of `core`. `tests/experiments/data/gbstats_cases.json`
-pins GrowthBook's gbstats numbers that these functions reproduce to 1e-6. Everything public is importable from here.
+pins GrowthBook's gbstats numbers that these functions reproduce to 1e-6. Everything
+public is importable from here.
 """
 
 from __future__ import annotations

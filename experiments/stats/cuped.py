@@ -58,7 +58,9 @@ class CovariateStats:
         return (self.sum_products - self.post.sum * self.pre.sum / self.n) / (self.n - 1)
 
     @classmethod
-    def from_values(cls, post: npt.ArrayLike, pre: npt.ArrayLike, *, proportion: bool = False) -> CovariateStats:
+    def from_values(
+        cls, post: npt.ArrayLike, pre: npt.ArrayLike, *, proportion: bool = False
+    ) -> CovariateStats:
         """Sufficient statistics of paired per-subject (post, pre) values."""
         y = np.asarray(post, dtype=float).ravel()
         x = np.asarray(pre, dtype=float).ravel()
@@ -88,7 +90,9 @@ class CupedResult:
 
 
 def _joint(a: SampleStats, b: SampleStats) -> SampleStats:
-    kind = ProportionStats if isinstance(a, ProportionStats) and isinstance(b, ProportionStats) else SampleStats
+    kind = (
+        ProportionStats if isinstance(a, ProportionStats) and isinstance(b, ProportionStats) else SampleStats
+    )
     return kind(a.n + b.n, a.sum + b.sum, a.sum_squares + b.sum_squares)
 
 

@@ -123,7 +123,9 @@ def t_test(
         p_value = float(2 * scipy_stats.t.sf(abs(statistic), df))
     tail = alpha if alternative is not Alternative.TWO_SIDED else alpha / 2
     lower, upper = interval(estimate, std_error, float(scipy_stats.t.ppf(1 - tail, df)), alternative)
-    return LiftResult(status, scale, estimate, std_error, lower, upper, alpha, statistic, p_value, df, alternative)
+    return LiftResult(
+        status, scale, estimate, std_error, lower, upper, alpha, statistic, p_value, df, alternative
+    )
 
 
 def absolute_lift(control: MeanStats, treatment: MeanStats, *, alpha: float = 0.05) -> LiftResult:

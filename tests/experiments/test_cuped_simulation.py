@@ -28,7 +28,9 @@ ALPHA = 0.05
 RHO = 0.7
 
 
-def _draw(rng: np.random.Generator, runs: int, n: int, rho: float, shift: float) -> tuple[np.ndarray, np.ndarray]:
+def _draw(
+    rng: np.random.Generator, runs: int, n: int, rho: float, shift: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(post, pre) of shape (runs, n): pre ~ N(10, 2²), post correlated rho with it."""
     pre = rng.normal(10.0, 2.0, size=(runs, n))
     noise = rng.normal(0.0, 2.0 * np.sqrt(1 - rho**2), size=(runs, n))
@@ -73,7 +75,9 @@ def test_aa_with_cuped_and_peeking_at_every_look_keeps_the_false_positive_rate()
         for k in range(step, n_max + 1, step):
             cuped = cuped_adjust(control.covariate(run, k), treatment.covariate(run, k))
             assert cuped.status is Status.OK
-            result = sequential_test(cuped.control, cuped.treatment, alpha=ALPHA, tuning_n=2 * n_max, previous_p_value=previous)
+            result = sequential_test(
+                cuped.control, cuped.treatment, alpha=ALPHA, tuning_n=2 * n_max, previous_p_value=previous
+            )
             previous = result.p_value
         rejected_sequential += previous < ALPHA  # the running minimum: any look rejected
         reductions.append(cuped.variance_reduction)
@@ -87,7 +91,12 @@ def test_aa_with_cuped_and_peeking_at_every_look_keeps_the_false_positive_rate()
 
 
 def _power(
-    control: Arm, treatment: Arm, runs: int, k: int, rejects: Callable[[object, object], bool], use_cuped: bool
+    control: Arm,
+    treatment: Arm,
+    runs: int,
+    k: int,
+    rejects: Callable[[object, object], bool],
+    use_cuped: bool,
 ) -> float:
     hits = 0
     for run in range(runs):
@@ -129,5 +138,8 @@ def test_ab_with_a_correlated_covariate_needs_at_least_40_percent_fewer_subjects
     n_plain = _n_for_power(lambda k: _power(control, treatment, runs, k, rejects, False), 0.8, 10, n_max)
     n_cuped = _n_for_power(lambda k: _power(control, treatment, runs, k, rejects, True), 0.8, 10, n_max)
     reduction = 1 - n_cuped / n_plain
-    print(f"A/B rho=0.7 ({test}): n per arm for 80% power {n_plain} without CUPED, {n_cuped} with: -{reduction:.0%}")
+    print(
+        f"A/B rho=0.7 ({test}): n per arm for 80% power {n_plain} without CUPED, "
+        f"{n_cuped} with: -{reduction:.0%}"
+    )
     assert reduction >= 0.40

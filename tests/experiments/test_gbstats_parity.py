@@ -41,7 +41,12 @@ def _arm(kind: str, data: dict[str, Any]) -> MeanStats:
         return SampleStats.from_proportion(int(data["sum"]), data["n"])
     assert kind == "ratio"
     return RatioStats(
-        data["n"], data["sum_num"], data["sum_den"], data["sum_num_sq"], data["sum_den_sq"], data["sum_num_den"]
+        data["n"],
+        data["sum_num"],
+        data["sum_den"],
+        data["sum_num_sq"],
+        data["sum_den_sq"],
+        data["sum_num_den"],
     )
 
 

@@ -100,7 +100,11 @@ def test_higher_is_better_guardrail_on_a_negative_baseline_is_improved_not_harme
     rng = np.random.default_rng(11)
     control = SampleStats.from_values(rng.normal(-5.0, 1.0, 400))
     treatment = SampleStats.from_values(rng.normal(-4.0, 1.0, 400))  # -5 -> -4: better
-    kwargs = {"tolerance": 0.02, "tolerance_kind": ToleranceKind.RELATIVE, "sequential_tuning_n": sequential_tuning_n}
+    kwargs = {
+        "tolerance": 0.02,
+        "tolerance_kind": ToleranceKind.RELATIVE,
+        "sequential_tuning_n": sequential_tuning_n,
+    }
     better = harm_test(control, treatment, higher_is_better=True, **kwargs)  # type: ignore[arg-type]
     assert better.status is Status.OK
     assert not better.harmed
