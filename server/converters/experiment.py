@@ -12,7 +12,7 @@ from datetime import UTC, timedelta
 
 from tacit.experiments.assignment import WHOLE_SLOT
 from tacit.experiments.report import ChangeEntry, MetricReport, Report
-from tacit.experiments.rules import Covariate, Guardrail, Stage
+from tacit.experiments.rules import MAX_COVARIATE_LOOKBACK, Covariate, Guardrail, Stage
 from tacit.experiments.service import ArmConfig, Experiment, ExperimentDefinition, ExperimentState
 from tacit.experiments.stats import ToleranceKind
 from tacit.server.converters import to_timestamp
@@ -21,6 +21,7 @@ from tacit.v1 import experiment_pb2
 
 NAME = re.compile(r"^experiments/([a-z][a-z0-9-]{0,62})$")
 MAX_ITEMS = 32
+MAX_LOOKBACK_SECONDS = int(MAX_COVARIATE_LOOKBACK.total_seconds())
 
 STATE_TO_PROTO = {
     ExperimentState.DRAFT: experiment_pb2.EXPERIMENT_STATE_DRAFT,
@@ -109,11 +110,13 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         )
         for i, guardrail in enumerate(message.guardrails)
     )
-    covariates = tuple(
-        # The domain checks the window's range and the metric; only the shape is checked here.
-        Covariate(covariate.metric, timedelta(seconds=covariate.lookback_seconds))
-        for covariate in message.covariates
-    )
+    covariates = []
+    for i, covariate in enumerate(message.covariates):
+        # The domain checks the metric; the window is range-checked here so that no int64
+        # overflows a timedelta.
+        if not 0 < covariate.lookback_seconds <= MAX_LOOKBACK_SECONDS:
+            raise InvalidArgument(f"experiment.covariates[{i}].lookback_seconds", "must be in (0, 365 days]")
+        covariates.append(Covariate(covariate.metric, timedelta(seconds=covariate.lookback_seconds)))
     traffic_start = _finite("experiment.traffic_start", message.traffic_start)
     traffic_end = _finite("experiment.traffic_end", message.traffic_end)
     if traffic_start == 0 and traffic_end == 0:
@@ -130,7 +133,7 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         auto_advance=message.auto_advance,
         traffic_start=traffic_start,
         traffic_end=traffic_end,
-        covariates=covariates,
+        covariates=tuple(covariates),
     )
 
 
