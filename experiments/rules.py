@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
+from typing import TypeAlias
 
 from tacit.experiments.assignment import traffic_buckets, validate_arms
 from tacit.experiments.errors import SpecError
@@ -293,7 +294,7 @@ def validate_spec(spec: ExperimentSpec, registry: Mapping[str, MetricDefinition]
         raise SpecError("sequential_tuning_n", "must be positive")
 
 
-ArmStats = MeanStats | CovariateStats
+ArmStats: TypeAlias = MeanStats | CovariateStats  # noqa: UP040 - matches MeanStats' style
 
 
 def _arm_stats(
