@@ -294,7 +294,7 @@ def validate_spec(spec: ExperimentSpec, registry: Mapping[str, MetricDefinition]
         raise SpecError("sequential_tuning_n", "must be positive")
 
 
-ArmStats: TypeAlias = MeanStats | CovariateStats  # noqa: UP040 - matches MeanStats' style
+ArmStats: TypeAlias = MeanStats | CovariateStats
 
 
 def _arm_stats(
