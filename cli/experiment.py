@@ -125,6 +125,7 @@ def _fmt(value: float, percent: bool = False) -> str:
 
 def print_report(report: experiment_pb2.ExperimentReport) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -156,7 +157,7 @@ def print_report(report: experiment_pb2.ExperimentReport) -> None:
             _fmt(m.control_mean),
             _fmt(m.treatment_mean),
             _fmt(m.relative_lift, True),
-            f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}]",
+            escape(f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}]"),
             _fmt(m.p_value),
             _fmt(m.always_valid_p_value),
             _fmt(m.adjusted_p_value),
@@ -165,13 +166,14 @@ def print_report(report: experiment_pb2.ExperimentReport) -> None:
     console.print(table)
     for m in report.metrics:
         if m.cuped:
-            console.print(
+            line = (
                 f"CUPED {m.metric}: adjusted lift {_fmt(m.relative_lift, True)} "
                 f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}] p={_fmt(m.p_value)}; unadjusted "
                 f"{_fmt(m.unadjusted_relative_lift, True)} [{_fmt(m.unadjusted_ci_low, True)}, "
                 f"{_fmt(m.unadjusted_ci_high, True)}] p={_fmt(m.unadjusted_p_value)}; variance "
-                f"reduced {_fmt(m.variance_reduction * 100)}% (theta {_fmt(m.cuped_theta)})"
+                f"reduction {_fmt(m.variance_reduction, True)} (theta {_fmt(m.cuped_theta)})"
             )
+            console.print(escape(line), soft_wrap=True)
     console.print(f"[bold]recommended:[/bold] {report.recommended_action}")
     console.print(report.summary)
 
