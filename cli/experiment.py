@@ -71,6 +71,16 @@ _TOLERANCE_KINDS = {
 }
 
 
+def _covariate(text: str) -> experiment_pb2.Covariate:
+    """METRIC:DAYS — CUPED with the metric over DAYS before each subject's first exposure."""
+    metric, _, days = text.partition(":")
+    try:
+        seconds = round(float(days) * 86400)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--cuped must be METRIC:DAYS, e.g. conversion:14") from None
+    return experiment_pb2.Covariate(metric=metric, lookback_seconds=seconds)
+
+
 def _guardrail(text: str) -> experiment_pb2.Guardrail:
     """METRIC:TOLERANCE[:relative|absolute]; relative (0.02 = 2 %) unless told otherwise."""
     metric, _, rest = text.partition(":")
@@ -115,6 +125,7 @@ def _fmt(value: float, percent: bool = False) -> str:
 
 def print_report(report: experiment_pb2.ExperimentReport) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -132,7 +143,7 @@ def print_report(report: experiment_pb2.ExperimentReport) -> None:
         "treatment",
         "lift",
         "95% CI",
-        "p",
+        "p (of CI)",
         "always-valid p",
         "adj. p",
         "guardrail",
@@ -146,13 +157,23 @@ def print_report(report: experiment_pb2.ExperimentReport) -> None:
             _fmt(m.control_mean),
             _fmt(m.treatment_mean),
             _fmt(m.relative_lift, True),
-            f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}]",
+            escape(f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}]"),
             _fmt(m.p_value),
             _fmt(m.always_valid_p_value),
             _fmt(m.adjusted_p_value),
             guard,
         )
     console.print(table)
+    for m in report.metrics:
+        if m.cuped:
+            line = (
+                f"CUPED {m.metric}: adjusted lift {_fmt(m.relative_lift, True)} "
+                f"[{_fmt(m.ci_low, True)}, {_fmt(m.ci_high, True)}] p={_fmt(m.p_value)}; unadjusted "
+                f"{_fmt(m.unadjusted_relative_lift, True)} [{_fmt(m.unadjusted_ci_low, True)}, "
+                f"{_fmt(m.unadjusted_ci_high, True)}] p={_fmt(m.unadjusted_p_value)}; variance "
+                f"reduction {_fmt(m.variance_reduction, True)} (theta {_fmt(m.cuped_theta)})"
+            )
+            console.print(escape(line), soft_wrap=True)
     console.print(f"[bold]recommended:[/bold] {report.recommended_action}")
     console.print(report.summary)
 
@@ -180,6 +201,7 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
             stages=args.stage,
             auto_advance=args.auto_advance,
             control_arm=args.control or "",
+            covariates=args.cuped,
         )
         if args.traffic is not None:
             experiment.traffic_start, experiment.traffic_end = args.traffic
@@ -278,6 +300,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--stage", type=_stage, action="append", required=True, help="PERCENT[:MIN_N[:SECONDS]]"
     )
     create.add_argument("--auto-advance", action="store_true")
+    create.add_argument(
+        "--cuped",
+        type=_covariate,
+        action="append",
+        default=[],
+        help="METRIC:DAYS, analyse METRIC with CUPED, its covariate the same metric over DAYS "
+        "before each subject's first exposure (conversion, dwell_time)",
+    )
     create.add_argument(
         "--traffic",
         type=_traffic,

@@ -23,12 +23,17 @@ class MetricKind(StrEnum):
 
 @dataclass(frozen=True)
 class MetricDefinition:
-    """A named metric; `higher_is_better` tells wins from harm."""
+    """A named metric; `higher_is_better` tells wins from harm.
+
+    `supports_covariate`: the metric is one value per exposed subject, so the same metric
+    over a window before the subject's first exposure can serve as its CUPED covariate.
+    """
 
     name: str
     kind: MetricKind
     higher_is_better: bool = True
     description: str = ""
+    supports_covariate: bool = False
 
 
 def make_registry(definitions: tuple[MetricDefinition, ...]) -> Mapping[str, MetricDefinition]:
@@ -44,8 +49,8 @@ def make_registry(definitions: tuple[MetricDefinition, ...]) -> Mapping[str, Met
 BUILTIN_METRICS: Mapping[str, MetricDefinition] = make_registry(
     (
         MetricDefinition("click_through", MetricKind.PROPORTION, True, "share of subjects who clicked"),
-        MetricDefinition("conversion", MetricKind.PROPORTION, True, "share of subjects who converted"),
-        MetricDefinition("dwell_time", MetricKind.MEAN, True, "mean dwell time per subject"),
+        MetricDefinition("conversion", MetricKind.PROPORTION, True, "share of subjects who converted", True),
+        MetricDefinition("dwell_time", MetricKind.MEAN, True, "mean dwell time per subject", True),
         MetricDefinition("revenue_per_click", MetricKind.RATIO, True, "total revenue / total clicks"),
     )
 )

@@ -1,10 +1,13 @@
 """The significance report: every number behind a decision, a summary in words, a chart.
 
-A `Report` is built from a `rules.Evaluation` (nothing is re-derived here: fixed-horizon
-p-values come from `stats.welch_t_test`, intervals from `stats` lifts and the sequential
-test). It round-trips through plain JSON so that each stored state change carries the
-numbers that justified it. `render_chart` draws lift and its bands over time per metric
-with the stage changes marked.
+A `Report` is built from a `rules.Evaluation` (nothing is re-derived here). Every
+interval sits beside the p-value of its own test: the absolute and relative lifts each
+carry their Welch t p (`stats.absolute_lift` / `stats.relative_lift`), the always-valid
+band its always-valid p. With a covariate (CUPED) the lifts and the always-valid test are
+on the adjusted statistic, and the unadjusted lifts with their own p-values sit beside
+them with the variance reduction achieved. It round-trips through plain JSON so that each
+stored state change carries the numbers that justified it. `render_chart` draws lift and
+its bands over time per metric with the stage changes marked.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from tacit.experiments.rules import Action, Evaluation, ExperimentSpec, MetricResult
-from tacit.experiments.stats import MeanStats, welch_t_test
 
 __all__ = ["ChangeEntry", "MetricReport", "Report", "build_report", "render_chart"]
 
@@ -37,10 +39,11 @@ class MetricReport:
     absolute_lift: float
     absolute_ci_lower: float
     absolute_ci_upper: float
+    absolute_p_value: float  # Welch t of the absolute lift (the test of its CI)
     relative_lift: float
     relative_ci_lower: float
     relative_ci_upper: float
-    p_value: float  # fixed-horizon Welch t (for reference; decisions use the always-valid p)
+    relative_p_value: float  # Welch t of the relative lift (the test of its CI)
     always_valid_p_value: float
     always_valid_ci_lower: float
     always_valid_ci_upper: float
@@ -48,6 +51,19 @@ class MetricReport:
     harmed: bool = False
     cleared: bool = False
     tolerance: float = math.nan
+    # CUPED: the lifts above are adjusted; these are the same tests without the covariate.
+    cuped: bool = False
+    covariate_lookback_seconds: float = math.nan
+    cuped_theta: float = math.nan
+    variance_reduction: float = math.nan  # 1 − Var(adjusted difference)/Var(unadjusted)
+    unadjusted_absolute_lift: float = math.nan
+    unadjusted_absolute_ci_lower: float = math.nan
+    unadjusted_absolute_ci_upper: float = math.nan
+    unadjusted_absolute_p_value: float = math.nan
+    unadjusted_relative_lift: float = math.nan
+    unadjusted_relative_ci_lower: float = math.nan
+    unadjusted_relative_ci_upper: float = math.nan
+    unadjusted_relative_p_value: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -78,11 +94,7 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
-        metric_names = {f.name for f in fields(MetricReport)}
-        metrics = tuple(
-            MetricReport(**{k: _nan_if_none(v) for k, v in item.items() if k in metric_names})
-            for item in data.get("metrics", ())
-        )
+        metrics = tuple(_metric_from_dict(item) for item in data.get("metrics", ()))
         return cls(
             experiment_id=data["experiment_id"],
             evaluated_at=datetime.fromisoformat(data["evaluated_at"]),
@@ -96,6 +108,16 @@ class Report:
             metrics=metrics,
             summary=data["summary"],
         )
+
+
+def _metric_from_dict(item: Mapping[str, Any]) -> MetricReport:
+    names = {f.name for f in fields(MetricReport)}
+    values = {k: _nan_if_none(v) for k, v in item.items() if k in names}
+    # Reports stored before each interval had its own p carried one Welch p (absolute).
+    if "p_value" in item and "absolute_p_value" not in item:
+        values["absolute_p_value"] = _nan_if_none(item["p_value"])
+    values.setdefault("relative_p_value", math.nan)
+    return MetricReport(**values)
 
 
 def _json_safe(value: Any) -> Any:
@@ -128,27 +150,29 @@ class ChangeEntry:
     report: Report | None
 
 
-def _metric_report(
-    result: MetricResult, control: MeanStats, treatment: MeanStats, alpha: float
-) -> MetricReport:
-    fixed = welch_t_test(control, treatment, alpha=alpha)
+def _metric_report(result: MetricResult, spec: ExperimentSpec) -> MetricReport:
     harm = result.harm
+    cuped = result.cuped
+    plain_absolute = result.unadjusted_absolute or result.absolute
+    plain_relative = result.unadjusted_relative or result.relative
+    covariate = spec.covariate_for(result.metric)
     return MetricReport(
         metric=result.metric,
         role=result.role.value,
         higher_is_better=result.higher_is_better,
         status=result.sequential.status.value,
-        control_count=int(control.n),
-        treatment_count=int(treatment.n),
+        control_count=result.control_count,
+        treatment_count=result.treatment_count,
         control_mean=result.control_mean,
         treatment_mean=result.treatment_mean,
         absolute_lift=result.absolute.estimate,
         absolute_ci_lower=result.absolute.ci_lower,
         absolute_ci_upper=result.absolute.ci_upper,
+        absolute_p_value=result.absolute.p_value,
         relative_lift=result.relative.estimate,
         relative_ci_lower=result.relative.ci_lower,
         relative_ci_upper=result.relative.ci_upper,
-        p_value=fixed.p_value,
+        relative_p_value=result.relative.p_value,
         always_valid_p_value=result.sequential.p_value,
         always_valid_ci_lower=result.sequential.ci_lower,
         always_valid_ci_upper=result.sequential.ci_upper,
@@ -156,6 +180,18 @@ def _metric_report(
         harmed=bool(harm and harm.harmed),
         cleared=bool(harm and harm.cleared),
         tolerance=harm.tolerance if harm is not None else math.nan,
+        cuped=cuped is not None,
+        covariate_lookback_seconds=covariate.lookback.total_seconds() if covariate else math.nan,
+        cuped_theta=cuped.theta if cuped is not None else math.nan,
+        variance_reduction=cuped.variance_reduction if cuped is not None else math.nan,
+        unadjusted_absolute_lift=plain_absolute.estimate,
+        unadjusted_absolute_ci_lower=plain_absolute.ci_lower,
+        unadjusted_absolute_ci_upper=plain_absolute.ci_upper,
+        unadjusted_absolute_p_value=plain_absolute.p_value,
+        unadjusted_relative_lift=plain_relative.estimate,
+        unadjusted_relative_ci_lower=plain_relative.ci_lower,
+        unadjusted_relative_ci_upper=plain_relative.ci_upper,
+        unadjusted_relative_p_value=plain_relative.p_value,
     )
 
 
@@ -177,12 +213,23 @@ def _summary(
     stage = spec.stages[evaluation.stage_index]
     where = f"stage {evaluation.stage_index + 1} of {len(spec.stages)} ({stage.percent:g}% exposure)"
     primary = next(m for m in metrics if m.role == "primary")
+    confidence = f"{(1 - spec.alpha) * 100:g}%"
+    adjusted = ""
+    if primary.cuped:
+        adjusted = (
+            f" CUPED-adjusted (variance {_percent(-primary.variance_reduction)}; unadjusted "
+            f"{_percent(primary.unadjusted_relative_lift)}, {confidence} CI "
+            f"{_percent(primary.unadjusted_relative_ci_lower)} to "
+            f"{_percent(primary.unadjusted_relative_ci_upper)}, "
+            f"p={_number(primary.unadjusted_relative_p_value)})."
+        )
     lift = (
         f"{primary.metric}: treatment {_number(primary.treatment_mean)} vs control "
         f"{_number(primary.control_mean)}, "
         f"relative lift {_percent(primary.relative_lift)} "
-        f"(95% CI {_percent(primary.relative_ci_lower)} to {_percent(primary.relative_ci_upper)}), "
-        f"always-valid p={_number(primary.always_valid_p_value)}."
+        f"({confidence} CI {_percent(primary.relative_ci_lower)} to {_percent(primary.relative_ci_upper)}, "
+        f"p={_number(primary.relative_p_value)}), "
+        f"always-valid p={_number(primary.always_valid_p_value)}.{adjusted}"
     )
     guardrails = [m for m in metrics if m.role == "guardrail"]
     guard_words = ""
@@ -232,20 +279,13 @@ def build_report(
     experiment_id: str,
     spec: ExperimentSpec,
     evaluation: Evaluation,
-    metric_stats: Mapping[str, Mapping[str, MeanStats]],
     arm_counts: Mapping[str, int],
     evaluated_at: datetime,
     state: str,
     auto_applied: bool = False,
 ) -> Report:
     """The report for one evaluation; `auto_applied` says the action was carried out."""
-    control, treatment = spec.control_arm, spec.treatment_arm
-    metrics = tuple(
-        _metric_report(
-            result, metric_stats[result.metric][control], metric_stats[result.metric][treatment], spec.alpha
-        )
-        for result in evaluation.metrics
-    )
+    metrics = tuple(_metric_report(result, spec) for result in evaluation.metrics)
     return Report(
         experiment_id=experiment_id,
         evaluated_at=evaluated_at,

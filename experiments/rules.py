@@ -26,12 +26,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
+from typing import TypeAlias
 
 from tacit.experiments.assignment import traffic_buckets, validate_arms
 from tacit.experiments.errors import SpecError
 from tacit.experiments.metrics import BUILTIN_METRICS, MetricDefinition, MetricKind
 from tacit.experiments.stats import (
     Correction,
+    CovariateStats,
+    CupedResult,
     HarmResult,
     LiftResult,
     MeanStats,
@@ -43,6 +46,7 @@ from tacit.experiments.stats import (
     ToleranceKind,
     absolute_lift,
     adjust_p_values,
+    cuped_adjust,
     harm_test,
     relative_lift,
     sequential_test,
@@ -52,6 +56,7 @@ from tacit.experiments.stats import (
 __all__ = [
     "Action",
     "Arm",
+    "Covariate",
     "Evaluation",
     "ExperimentSpec",
     "Guardrail",
@@ -112,6 +117,18 @@ class Guardrail:
 
 
 @dataclass(frozen=True)
+class Covariate:
+    """CUPED for `metric`: its own value over `lookback` before each subject's first exposure."""
+
+    metric: str
+    lookback: timedelta
+
+
+# The longest pre-exposure window a covariate may read.
+MAX_COVARIATE_LOOKBACK = timedelta(days=365)
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """A controlled rollout of one treatment against control."""
 
@@ -126,15 +143,31 @@ class ExperimentSpec:
     srm_threshold: float = 0.001
     correction: Correction = Correction.HOLM
     sequential_tuning_n: float = 5000
+    covariates: tuple[Covariate, ...] = ()
 
     @property
     def treatment_arm(self) -> str:
         return next(arm.name for arm in self.arms if arm.name != self.control_arm)
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Primary, secondary and guardrail metrics, each once, in that order."""
+        names = (self.primary_metric, *self.secondary_metrics, *(g.metric for g in self.guardrails))
+        return tuple(dict.fromkeys(names))
+
+    def covariate_for(self, metric: str) -> Covariate | None:
+        return next((c for c in self.covariates if c.metric == metric), None)
+
 
 @dataclass(frozen=True)
 class MetricResult:
-    """Every number behind one metric's part in a decision."""
+    """Every number behind one metric's part in a decision.
+
+    With a covariate (CUPED), `absolute`, `relative`, `sequential` and `harm` are on the
+    adjusted statistic, `cuped` says how, and `unadjusted_absolute`/`unadjusted_relative`
+    give the same tests without the adjustment, for the report to show side by side.
+    Without one, the unadjusted fields repeat `absolute`/`relative` and `cuped` is None.
+    """
 
     metric: str
     role: MetricRole
@@ -146,6 +179,11 @@ class MetricResult:
     sequential: SequentialResult
     adjusted_p_value: float  # NaN for guardrails (not part of the corrected family)
     harm: HarmResult | None = None
+    cuped: CupedResult | None = None
+    unadjusted_absolute: LiftResult | None = None
+    unadjusted_relative: LiftResult | None = None
+    control_count: int = 0  # subjects (or decisions, for click_through) behind each arm's stats
+    treatment_count: int = 0
 
     @property
     def wins(self) -> bool:
@@ -236,25 +274,71 @@ def validate_spec(spec: ExperimentSpec, registry: Mapping[str, MetricDefinition]
             raise SpecError(f"guardrails[{index}].metric", "names an unknown metric")
         if not (math.isfinite(guardrail.tolerance) and guardrail.tolerance >= 0):
             raise SpecError(f"guardrails[{index}].tolerance", "must be finite and non-negative")
+    seen: set[str] = set()
+    for index, covariate in enumerate(spec.covariates):
+        if covariate.metric not in spec.metric_names:
+            raise SpecError(f"covariates[{index}].metric", "names none of the experiment's metrics")
+        if covariate.metric in seen:
+            raise SpecError(f"covariates[{index}].metric", "repeats an earlier covariate")
+        seen.add(covariate.metric)
+        if not registry[covariate.metric].supports_covariate:
+            raise SpecError(
+                f"covariates[{index}].metric",
+                "is not one value per subject, so it has no pre-exposure covariate (CUPED)",
+            )
+        if not timedelta(0) < covariate.lookback <= MAX_COVARIATE_LOOKBACK:
+            raise SpecError(f"covariates[{index}].lookback", "must be positive and at most 365 days")
     _check_unit_interval(spec.alpha, "alpha")
     _check_unit_interval(spec.srm_threshold, "srm_threshold")
     if not spec.sequential_tuning_n > 0:
         raise SpecError("sequential_tuning_n", "must be positive")
 
 
+ArmStats: TypeAlias = MeanStats | CovariateStats
+
+
 def _arm_stats(
-    metric_stats: Mapping[str, Mapping[str, MeanStats]],
+    metric_stats: Mapping[str, Mapping[str, ArmStats]],
     definition: MetricDefinition,
     arm: str,
-) -> MeanStats:
+    with_covariate: bool = False,
+) -> ArmStats:
     field = f"metric_stats.{definition.name}.{arm}"
     stats = metric_stats.get(definition.name, {}).get(arm)
     if stats is None:
         raise SpecError(field, "missing sufficient statistics")
-    expected = RatioStats if definition.kind is MetricKind.RATIO else SampleStats
+    expected: type = RatioStats if definition.kind is MetricKind.RATIO else SampleStats
+    if with_covariate:
+        expected = CovariateStats
     if not isinstance(stats, expected):
         raise SpecError(field, f"{definition.kind.value} metric needs {expected.__name__}")
     return stats
+
+
+@dataclass(frozen=True)
+class _Compared:
+    """One metric's arms as the tests see them (adjusted when CUPED applies)."""
+
+    control: MeanStats
+    treatment: MeanStats
+    unadjusted_control: MeanStats
+    unadjusted_treatment: MeanStats
+    cuped: CupedResult | None
+
+
+def _compared(
+    spec: ExperimentSpec,
+    metric_stats: Mapping[str, Mapping[str, ArmStats]],
+    definition: MetricDefinition,
+) -> _Compared:
+    with_covariate = spec.covariate_for(definition.name) is not None
+    control = _arm_stats(metric_stats, definition, spec.control_arm, with_covariate)
+    treatment = _arm_stats(metric_stats, definition, spec.treatment_arm, with_covariate)
+    if isinstance(control, CovariateStats) and isinstance(treatment, CovariateStats):
+        cuped = cuped_adjust(control, treatment)
+        return _Compared(cuped.control, cuped.treatment, control.post, treatment.post, cuped)
+    assert not isinstance(control, CovariateStats) and not isinstance(treatment, CovariateStats)
+    return _Compared(control, treatment, control, treatment, None)
 
 
 def evaluate(
@@ -262,7 +346,7 @@ def evaluate(
     *,
     stage_index: int,
     arm_counts: Mapping[str, int],
-    metric_stats: Mapping[str, Mapping[str, MeanStats]],
+    metric_stats: Mapping[str, Mapping[str, ArmStats]],
     elapsed: timedelta,
     registry: Mapping[str, MetricDefinition] = BUILTIN_METRICS,
 ) -> Evaluation:
@@ -270,7 +354,9 @@ def evaluate(
 
     `arm_counts` are subjects assigned per arm (for SRM and the stage minimum);
     `metric_stats[metric][arm]` are the sufficient statistics since the experiment
-    started; `elapsed` is the time spent at the current stage.
+    started — `CovariateStats` for a metric with a covariate in `spec.covariates`, whose
+    tests (and so decisions) then run on the CUPED-adjusted statistic; `elapsed` is the
+    time spent at the current stage.
     """
     validate_spec(spec, registry)
     if not 0 <= stage_index < len(spec.stages):
@@ -292,20 +378,33 @@ def evaluate(
 
     def compare(name: str, role: MetricRole, higher_is_better: bool | None) -> MetricResult:
         definition = registry[name]
-        stats_c = _arm_stats(metric_stats, definition, control)
-        stats_t = _arm_stats(metric_stats, definition, treatment)
+        arms = _compared(spec, metric_stats, definition)
+        stats_c, stats_t = arms.control, arms.treatment
         direction = definition.higher_is_better if higher_is_better is None else higher_is_better
         sequential = sequential_test(stats_c, stats_t, alpha=alpha, tuning_n=tuning_n)
+        absolute = absolute_lift(stats_c, stats_t, alpha=alpha)
+        relative = relative_lift(stats_c, stats_t, alpha=alpha)
+        if arms.cuped is None:
+            unadjusted_absolute, unadjusted_relative = absolute, relative
+        else:
+            plain_c, plain_t = arms.unadjusted_control, arms.unadjusted_treatment
+            unadjusted_absolute = absolute_lift(plain_c, plain_t, alpha=alpha)
+            unadjusted_relative = relative_lift(plain_c, plain_t, alpha=alpha)
         return MetricResult(
             metric=name,
             role=role,
             higher_is_better=direction,
-            control_mean=stats_c.mean,
-            treatment_mean=stats_t.mean,
-            absolute=absolute_lift(stats_c, stats_t, alpha=alpha),
-            relative=relative_lift(stats_c, stats_t, alpha=alpha),
+            control_mean=arms.unadjusted_control.mean,
+            treatment_mean=arms.unadjusted_treatment.mean,
+            absolute=absolute,
+            relative=relative,
             sequential=sequential,
             adjusted_p_value=math.nan,
+            cuped=arms.cuped,
+            unadjusted_absolute=unadjusted_absolute,
+            unadjusted_relative=unadjusted_relative,
+            control_count=int(stats_c.n),
+            treatment_count=int(stats_t.n),
         )
 
     family = [compare(spec.primary_metric, MetricRole.PRIMARY, None)]
@@ -315,9 +414,10 @@ def evaluate(
     guardrails = []
     for guardrail in spec.guardrails:
         result = compare(guardrail.metric, MetricRole.GUARDRAIL, guardrail.higher_is_better)
+        arms = _compared(spec, metric_stats, registry[guardrail.metric])
         harm = harm_test(
-            _arm_stats(metric_stats, registry[guardrail.metric], control),
-            _arm_stats(metric_stats, registry[guardrail.metric], treatment),
+            arms.control,
+            arms.treatment,
             higher_is_better=result.higher_is_better,
             tolerance=guardrail.tolerance,
             tolerance_kind=guardrail.tolerance_kind,

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from tacit.experiments.assignment import WHOLE_SLOT
-from tacit.experiments.rules import Arm, ExperimentSpec, Guardrail, Stage
+from tacit.experiments.rules import Arm, Covariate, ExperimentSpec, Guardrail, Stage
 from tacit.experiments.stats import ToleranceKind
 
 EXPERIMENT_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -80,6 +80,7 @@ class ExperimentDefinition:
     auto_advance: bool = False
     traffic_start: float = WHOLE_SLOT[0]
     traffic_end: float = WHOLE_SLOT[1]
+    covariates: tuple[Covariate, ...] = ()  # CUPED: per metric, a pre-exposure lookback
 
     @property
     def traffic(self) -> tuple[float, float]:
@@ -99,6 +100,7 @@ class ExperimentDefinition:
             secondary_metrics=self.secondary_metrics,
             auto_advance=self.auto_advance,
             sequential_tuning_n=sequential_tuning_n,
+            covariates=self.covariates,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +124,9 @@ class ExperimentDefinition:
             "auto_advance": self.auto_advance,
             "traffic_start": self.traffic_start,
             "traffic_end": self.traffic_end,
+            "covariates": [
+                {"metric": c.metric, "lookback_seconds": c.lookback.total_seconds()} for c in self.covariates
+            ],
         }
 
     @classmethod
@@ -154,6 +159,11 @@ class ExperimentDefinition:
             # Specs stored before traffic ranges existed have none: the whole slot.
             traffic_start=float(data.get("traffic_start", WHOLE_SLOT[0])),
             traffic_end=float(data.get("traffic_end", WHOLE_SLOT[1])),
+            # Specs stored before CUPED existed have no covariates.
+            covariates=tuple(
+                Covariate(c["metric"], timedelta(seconds=float(c["lookback_seconds"])))
+                for c in data.get("covariates", ())
+            ),
         )
 
 

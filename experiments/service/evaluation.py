@@ -37,7 +37,6 @@ class Evaluator:
             self.sequential_tuning_n
         )
 
-
     def evaluate(
         self, session: Session, row: ExperimentRecord, now: datetime, applies: frozenset[Action] = frozenset()
     ) -> tuple[Evaluation, Report]:
@@ -52,8 +51,8 @@ class Evaluator:
             default_reward=self.default_rewards.get(row.slot, 0.0),
             conversion_window=self.conversion_window,
         )
-        metrics = (spec.primary_metric, *spec.secondary_metrics, *(g.metric for g in spec.guardrails))
-        stats = repository.metric_stats(session, inputs, metrics)
+        covariates = {c.metric: c.lookback for c in spec.covariates}
+        stats = repository.metric_stats(session, inputs, spec.metric_names, covariates)
         counts = repository.arm_counts(session, inputs)
         started = records.as_utc(row.stage_started_at) or now
         evaluation = evaluate(
@@ -68,14 +67,12 @@ class Evaluator:
             experiment_id=row.experiment_id,
             spec=spec,
             evaluation=evaluation,
-            metric_stats=stats,
             arm_counts=counts,
             evaluated_at=now,
             state=row.state,
             auto_applied=evaluation.action in applies,
         )
         return evaluation, report
-
 
     def report(self, session: Session, row: ExperimentRecord, now: datetime) -> Report:
         return self.evaluate(session, row, now)[1]

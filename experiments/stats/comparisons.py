@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from scipy import stats as scipy_stats
 
-from tacit.experiments.stats.core import NAN, Alternative, Status, check_alpha
-from tacit.experiments.stats.lifts import pair_status
+from tacit.experiments.stats.core import NAN, Alternative, LiftScale, Status, check_alpha
+from tacit.experiments.stats.lifts import interval, pair_status, t_test
 from tacit.experiments.stats.sufficient import MeanStats, SampleStats
 
 
@@ -32,16 +32,6 @@ class ComparisonResult:
     alpha: float
 
 
-def _interval(
-    estimate: float, std_error: float, critical: float, alternative: Alternative
-) -> tuple[float, float]:
-    if alternative is Alternative.GREATER:
-        return estimate - critical * std_error, math.inf
-    if alternative is Alternative.LESS:
-        return -math.inf, estimate + critical * std_error
-    return estimate - critical * std_error, estimate + critical * std_error
-
-
 def _degenerate(status: Status, estimate: float, alternative: Alternative, alpha: float) -> ComparisonResult:
     return ComparisonResult(status, estimate, NAN, NAN, NAN, NAN, NAN, NAN, alternative, alpha)
 
@@ -53,45 +43,25 @@ def welch_t_test(
     alternative: Alternative = Alternative.TWO_SIDED,
     alpha: float = 0.05,
 ) -> ComparisonResult:
-    """Welch's unequal-variance t-test of m_t − m_c (scipy `ttest_ind_from_stats`).
+    """Welch's unequal-variance t-test of m_t − m_c (equals scipy `ttest_ind_from_stats`).
 
     t = (m_t − m_c) / sqrt(v_t + v_c), Welch–Satterthwaite
     df = (v_t + v_c)² / (v_t²/(n_t − 1) + v_c²/(n_c − 1)), v = variance of an arm's mean.
-    Ratio metrics enter through their delta-method v.
+    Ratio metrics enter through their delta-method v, CUPED arms through their adjusted v.
     """
-    check_alpha(alpha)
-    alternative = Alternative(alternative)
-    status = pair_status(control, treatment)
-    estimate = treatment.mean - control.mean
-    if status is not Status.OK:
-        return _degenerate(status, estimate, alternative, alpha)
-    var_t, var_c = treatment.mean_variance, control.mean_variance
-    # scipy wants per-observation standard deviations: std = sqrt(v * n).
-    result = scipy_stats.ttest_ind_from_stats(
-        treatment.mean,
-        math.sqrt(var_t * treatment.n),
-        treatment.n,
-        control.mean,
-        math.sqrt(var_c * control.n),
-        control.n,
-        equal_var=False,
-        alternative=alternative.value,
-    )
-    std_error = math.sqrt(var_t + var_c)
-    df = (var_t + var_c) ** 2 / (var_t**2 / (treatment.n - 1) + var_c**2 / (control.n - 1))
-    tail = alpha if alternative is not Alternative.TWO_SIDED else alpha / 2
-    critical = float(scipy_stats.t.ppf(1 - tail, df))
-    lower, upper = _interval(estimate, std_error, critical, alternative)
+    result = t_test(control, treatment, LiftScale.ABSOLUTE, alternative=alternative, alpha=alpha)
+    if result.status is not Status.OK:
+        return _degenerate(result.status, result.estimate, result.alternative, alpha)
     return ComparisonResult(
-        status,
-        estimate,
-        std_error,
-        float(result.statistic),
-        float(result.pvalue),
-        lower,
-        upper,
-        df,
-        alternative,
+        result.status,
+        result.estimate,
+        result.std_error,
+        result.statistic,
+        result.p_value,
+        result.ci_lower,
+        result.ci_upper,
+        result.degrees_of_freedom,
+        result.alternative,
         alpha,
     )
 
@@ -108,7 +78,7 @@ def _normal_test(
         p_value = float(2 * scipy_stats.norm.sf(abs(statistic)))
     tail = alpha if alternative is not Alternative.TWO_SIDED else alpha / 2
     critical = float(scipy_stats.norm.ppf(1 - tail))
-    lower, upper = _interval(estimate, std_error, critical, alternative)
+    lower, upper = interval(estimate, std_error, critical, alternative)
     return ComparisonResult(
         Status.OK,
         estimate,
@@ -158,11 +128,16 @@ def proportion_z_test(
     Pooled (the textbook test, statsmodels ``proportions_ztest`` default):
     SE = sqrt(p̄(1 − p̄)(1/n_t + 1/n_c)), p̄ = (x_t + x_c)/(n_t + n_c).
     Unpooled: SE = sqrt(p_t(1 − p_t)/n_t + p_c(1 − p_c)/n_c). The CI always uses the
-    unpooled SE (the pooled one is only right under the null).
+    unpooled SE (the pooled one is only right under the null). An arm below 2 subjects is
+    INSUFFICIENT_DATA; a zero unpooled SE (every arm constant) is DEGENERATE, not a
+    zero-width interval; a sum outside [0, n] is not a proportion and raises ValueError.
     """
     check_alpha(alpha)
     alternative = Alternative(alternative)
-    if control.n < 1 or treatment.n < 1:
+    for name, arm in (("control", control), ("treatment", treatment)):
+        if not 0 <= arm.sum <= arm.n:
+            raise ValueError(f"{name}: a proportion needs 0 <= successes (sum) <= n")
+    if control.n < 2 or treatment.n < 2:
         return _degenerate(Status.INSUFFICIENT_DATA, NAN, alternative, alpha)
     p_c, p_t = control.mean, treatment.mean
     estimate = p_t - p_c
@@ -174,9 +149,13 @@ def proportion_z_test(
         test_se = unpooled_se
     if test_se <= 0:
         return _degenerate(Status.ZERO_VARIANCE, estimate, alternative, alpha)
+    if unpooled_se <= 0:
+        # Every outcome within each arm is the same (0/50 vs 50/50): the pooled test has an
+        # error under the null, but the interval would have zero width. Say so.
+        return _degenerate(Status.DEGENERATE, estimate, alternative, alpha)
     result = _normal_test(estimate, test_se, alternative, alpha)
     tail = alpha if alternative is not Alternative.TWO_SIDED else alpha / 2
-    lower, upper = _interval(estimate, unpooled_se, float(scipy_stats.norm.ppf(1 - tail)), alternative)
+    lower, upper = interval(estimate, unpooled_se, float(scipy_stats.norm.ppf(1 - tail)), alternative)
     return ComparisonResult(
         Status.OK,
         estimate,

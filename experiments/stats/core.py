@@ -15,6 +15,9 @@ class Status(StrEnum):
     ZERO_VARIANCE = "zero_variance"  # the standard error of the difference is 0
     ZERO_BASELINE = "zero_baseline"  # relative lift with a control mean of 0
     ZERO_DENOMINATOR = "zero_denominator"  # ratio metric whose denominator sums to 0
+    # The interval would have zero width although the test has a positive standard error
+    # (e.g. 0/50 vs 50/50 under the pooled two-proportion test): no honest interval exists.
+    DEGENERATE = "degenerate"
 
 
 class Alternative(StrEnum):

@@ -51,8 +51,10 @@ def harm_test(
 ) -> HarmResult:
     """One-sided test that a guardrail degraded by more than the tolerated harm.
 
-    Definitions (θ = m_t − m_c for ABSOLUTE tolerance, m_t/m_c − 1 for RELATIVE, so a
-    relative tolerance 0.02 means "2 % of the control mean"):
+    Definitions (θ = m_t − m_c for ABSOLUTE tolerance, (m_t − m_c)/|m_c| for RELATIVE, so
+    a relative tolerance 0.02 means "2 % of the control mean's magnitude" — dividing by
+    |m_c| keeps the direction right on a negative baseline: −5 → −4 is +20 %, an improvement
+    when higher is better):
 
     * degradation D = −θ if `higher_is_better` else θ (positive = worse);
     * harmed  ⇔ lower bound of D > tolerance: we are confident the metric got worse by
@@ -71,6 +73,8 @@ def harm_test(
     tolerance_kind = ToleranceKind(tolerance_kind)
     scale = LiftScale.RELATIVE if tolerance_kind is ToleranceKind.RELATIVE else LiftScale.ABSOLUTE
     sign = -1.0 if higher_is_better else 1.0
+    if scale is LiftScale.RELATIVE and control.unadjusted_mean < 0:
+        sign = -sign  # θ/|m_c| = −θ/m_c when the baseline is negative
     if sequential_tuning_n is None:
         status, estimate, std_error = effect(control, treatment, scale)
         half_width = float(scipy_stats.norm.ppf(1 - alpha)) * std_error

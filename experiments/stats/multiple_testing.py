@@ -22,7 +22,8 @@ def adjust_p_values(
 ) -> tuple[float, ...]:
     """Holm (family-wise) or Benjamini–Hochberg (FDR) adjusted p-values, same order.
 
-    NaN p-values (degenerate metrics) stay NaN and do not count toward the family.
+    NaN p-values (degenerate metrics) stay NaN and do not count toward the family; any
+    other value outside [0, 1] (or an infinity) is not a p-value and raises ValueError.
     Holm is p_(i)·(m − i + 1) with a running maximum, capped at 1, computed here with
     numpy because statsmodels' Holm branch runs a full ``gc.collect()`` per call (~100 ms
     in a large process); tests check it equals ``multipletests(method="holm")``.
@@ -31,6 +32,11 @@ def adjust_p_values(
     method = Correction(method)
     values = np.asarray(p_values, dtype=float)
     adjusted = np.full(values.shape, np.nan)
+    if values.ndim != 1:
+        raise ValueError("p_values must be a flat sequence")
+    invalid = ~np.isnan(values) & ~((values >= 0) & (values <= 1))
+    if invalid.any():
+        raise ValueError(f"p_values[{int(np.argmax(invalid))}] is outside [0, 1]")
     finite = np.isfinite(values)
     if not finite.any():
         return tuple(float(v) for v in adjusted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import brentq
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
@@ -36,15 +37,31 @@ def _means_effect(minimum_detectable_effect: float, std_dev: float) -> float:
     return minimum_detectable_effect / std_dev
 
 
+# Every test here needs two subjects per arm, so no sample size is below this.
+MIN_SAMPLE_SIZE = 2
+
+
 def _solve_n(effect: float, alpha: float, power: float, ratio: float, alt: Alternative) -> int:
-    n = NormalIndPower().solve_power(
-        effect_size=effect,
-        alpha=alpha,
-        power=power,
-        ratio=ratio,
-        alternative=Alternative(alt).statsmodels_name,
-    )
-    return math.ceil(float(np.asarray(n).item()) - 1e-9)
+    """Smallest control size whose `NormalIndPower` power reaches `power`, at least 2.
+
+    Solved with scipy's brentq on statsmodels' power function over a bracket that always
+    holds the root (statsmodels' own `solve_power` fails when the answer is below ~2, as
+    for an effect of 3 standard deviations).
+    """
+    alt = Alternative(alt)
+    if alt is not Alternative.TWO_SIDED and (effect > 0) != (alt is Alternative.GREATER):
+        raise ValueError("minimum_detectable_effect points away from the one-sided alternative")
+
+    def shortfall(n: float) -> float:
+        return _solve_power(effect, n, alpha, ratio, alt) - power
+
+    if shortfall(MIN_SAMPLE_SIZE) >= 0:
+        return MIN_SAMPLE_SIZE
+    high = 2.0 * MIN_SAMPLE_SIZE
+    while shortfall(high) < 0:
+        high *= 2
+    n = brentq(shortfall, MIN_SAMPLE_SIZE, high, xtol=1e-10, rtol=1e-12)
+    return max(MIN_SAMPLE_SIZE, math.ceil(float(n) - 1e-9))
 
 
 def _solve_power(effect: float, n: float, alpha: float, ratio: float, alt: Alternative) -> float:
@@ -72,7 +89,7 @@ def required_sample_size_proportions(
     """Control-arm size (treatment = ratio × it) to detect an absolute rate change.
 
     Cohen's h = 2·asin(√p_t) − 2·asin(√p_c) (statsmodels `proportion_effectsize`),
-    solved with `NormalIndPower`; rounded up.
+    solved on `NormalIndPower`'s power function; rounded up, never below 2.
     """
     _check_power_inputs(alpha, power, ratio)
     effect = _proportion_effect(baseline_rate, minimum_detectable_effect)
@@ -106,7 +123,7 @@ def required_sample_size_means(
     """Control-arm size to detect a mean difference (effect size d = effect / std_dev).
 
     n_c = (z_{1−α/2} + z_{power})² · (1 + 1/ratio) / d² for the two-sided z-test
-    (statsmodels `NormalIndPower`), rounded up.
+    (statsmodels `NormalIndPower`), rounded up, never below 2 (so a 3-SD effect gives 2).
     """
     _check_power_inputs(alpha, power, ratio)
     effect = _means_effect(minimum_detectable_effect, std_dev)

@@ -36,6 +36,18 @@ def _sample_variance(n: int, total: float, total_squares: float) -> float:
     return variance
 
 
+def _check_moments(name: str, n: int, total: float, total_squares: float) -> None:
+    """Refuse moments no data set can have: a sum without observations, or a sum of
+    squares below sum²/n (Cauchy–Schwarz), beyond floating-point rounding."""
+    if n == 0:
+        if total != 0 or total_squares != 0:
+            raise ValueError(f"{name}: an empty arm (n = 0) must have zero sums")
+        return
+    floor = total * total / n
+    if total_squares < floor - 1e-9 * max(abs(floor), 1.0):
+        raise ValueError(f"{name}: sum of squares is below sum**2 / n, which no data can give")
+
+
 @dataclass(frozen=True)
 class SampleStats:
     """Count, sum and sum of squares of one arm's per-subject values (mean/proportion)."""
@@ -49,6 +61,12 @@ class SampleStats:
         _check_finite(sum=self.sum, sum_squares=self.sum_squares)
         if self.sum_squares < 0:
             raise ValueError("sum_squares must be non-negative")
+        _check_moments("sample stats", self.n, self.sum, self.sum_squares)
+
+    @property
+    def unadjusted_mean(self) -> float:
+        """The mean before any covariate adjustment (the same as `mean` here)."""
+        return self.mean
 
     @classmethod
     def from_values(cls, values: npt.ArrayLike) -> SampleStats:
@@ -57,12 +75,15 @@ class SampleStats:
         return cls(int(array.size), float(array.sum()), float(np.square(array).sum()))
 
     @classmethod
-    def from_proportion(cls, successes: int, n: int) -> SampleStats:
-        """Sufficient statistics of n 0/1 outcomes with `successes` ones (x == x**2)."""
+    def from_proportion(cls, successes: int, n: int) -> ProportionStats:
+        """n 0/1 outcomes with `successes` ones, with gbstats' variance p(1 − p).
+
+        For the unbiased convention p(1 − p)·n/(n − 1) build ``SampleStats(n, s, s)``.
+        """
         _check_count(successes)
         if successes > n:
             raise ValueError("successes must not exceed n")
-        return cls(n, float(successes), float(successes))
+        return ProportionStats(n, float(successes), float(successes))
 
     @property
     def mean(self) -> float:
@@ -78,6 +99,32 @@ class SampleStats:
     def mean_variance(self) -> float:
         """Variance of the sample mean, variance / n."""
         return self.variance / self.n if self.n >= 2 else NAN
+
+
+@dataclass(frozen=True)
+class ProportionStats(SampleStats):
+    """0/1 outcomes per subject (sum = successes = sum of squares), variance p(1 − p).
+
+    This is gbstats' `ProportionStatistic` convention (the maximum-likelihood variance),
+    so proportion results equal GrowthBook's; `SampleStats(n, s, s)` keeps the unbiased
+    p(1 − p)·n/(n − 1). A sum outside [0, n] is refused: no 0/1 data can give it.
+    """
+
+    def __post_init__(self) -> None:
+        _check_count(self.n)
+        _check_finite(sum=self.sum, sum_squares=self.sum_squares)
+        if not 0 <= self.sum <= self.n:
+            raise ValueError("proportion stats: successes must lie in [0, n] (a mean in [0, 1])")
+        if self.sum_squares != self.sum:
+            raise ValueError("proportion stats: 0/1 outcomes have sum of squares equal to sum")
+
+    @property
+    def variance(self) -> float:
+        """p(1 − p) (gbstats); NaN below two observations, like every arm here."""
+        if self.n < 2:
+            return NAN
+        p = self.sum / self.n
+        return p * (1 - p)
 
 
 @dataclass(frozen=True)
@@ -106,6 +153,8 @@ class RatioStats:
         )
         if self.sum_num_sq < 0 or self.sum_den_sq < 0:
             raise ValueError("sums of squares must be non-negative")
+        _check_moments("ratio numerator", self.n, self.sum_num, self.sum_num_sq)
+        _check_moments("ratio denominator", self.n, self.sum_den, self.sum_den_sq)
 
     @classmethod
     def from_values(cls, numerators: npt.ArrayLike, denominators: npt.ArrayLike) -> RatioStats:
@@ -144,6 +193,10 @@ class RatioStats:
         return self.sum_num / self.sum_den if self.sum_den != 0 else NAN
 
     @property
+    def unadjusted_mean(self) -> float:
+        return self.mean
+
+    @property
     def mean_variance(self) -> float:
         """Delta-method variance of the ratio R = X̄ / Ȳ.
 
@@ -162,7 +215,26 @@ class RatioStats:
         return max(variance, 0.0)
 
 
-MeanStats = SampleStats | RatioStats
+@dataclass(frozen=True)
+class AdjustedStats:
+    """One arm's covariate-adjusted (CUPED) mean, built by `stats.cuped.cuped_adjust`.
+
+    `mean` = ȳ − θ·x̄ and `variance` = s_y² + θ²·s_x² − 2θ·s_xy (per subject, as gbstats'
+    `RegressionAdjustedStatistic`); `unadjusted_mean` = ȳ is the relative lift's baseline.
+    """
+
+    n: int
+    mean: float
+    unadjusted_mean: float
+    variance: float
+
+    @property
+    def mean_variance(self) -> float:
+        """Variance of the adjusted mean, variance / n."""
+        return self.variance / self.n if self.n >= 2 else NAN
+
+
+MeanStats = SampleStats | RatioStats | AdjustedStats
 
 
 @dataclass(frozen=True)

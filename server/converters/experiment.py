@@ -12,7 +12,7 @@ from datetime import UTC, timedelta
 
 from tacit.experiments.assignment import WHOLE_SLOT
 from tacit.experiments.report import ChangeEntry, MetricReport, Report
-from tacit.experiments.rules import Guardrail, Stage
+from tacit.experiments.rules import MAX_COVARIATE_LOOKBACK, Covariate, Guardrail, Stage
 from tacit.experiments.service import ArmConfig, Experiment, ExperimentDefinition, ExperimentState
 from tacit.experiments.stats import ToleranceKind
 from tacit.server.converters import to_timestamp
@@ -21,6 +21,7 @@ from tacit.v1 import experiment_pb2
 
 NAME = re.compile(r"^experiments/([a-z][a-z0-9-]{0,62})$")
 MAX_ITEMS = 32
+MAX_LOOKBACK_SECONDS = int(MAX_COVARIATE_LOOKBACK.total_seconds())
 
 STATE_TO_PROTO = {
     ExperimentState.DRAFT: experiment_pb2.EXPERIMENT_STATE_DRAFT,
@@ -79,6 +80,7 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         ("arms", message.arms),
         ("stages", message.stages),
         ("guardrails", message.guardrails),
+        ("covariates", message.covariates),
     ):
         if len(items) > MAX_ITEMS:
             raise InvalidArgument(f"experiment.{field}", f"has more than {MAX_ITEMS} entries")
@@ -108,6 +110,13 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         )
         for i, guardrail in enumerate(message.guardrails)
     )
+    covariates = []
+    for i, covariate in enumerate(message.covariates):
+        # The domain checks the metric; the window is range-checked here so that no int64
+        # overflows a timedelta.
+        if not 0 < covariate.lookback_seconds <= MAX_LOOKBACK_SECONDS:
+            raise InvalidArgument(f"experiment.covariates[{i}].lookback_seconds", "must be in (0, 365 days]")
+        covariates.append(Covariate(covariate.metric, timedelta(seconds=covariate.lookback_seconds)))
     traffic_start = _finite("experiment.traffic_start", message.traffic_start)
     traffic_end = _finite("experiment.traffic_end", message.traffic_end)
     if traffic_start == 0 and traffic_end == 0:
@@ -124,6 +133,7 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         auto_advance=message.auto_advance,
         traffic_start=traffic_start,
         traffic_end=traffic_end,
+        covariates=tuple(covariates),
     )
 
 
@@ -160,6 +170,10 @@ def experiment_to_proto(experiment: Experiment) -> experiment_pb2.Experiment:
         exposure_percent=experiment.exposure_percent,
         traffic_start=definition.traffic_start,
         traffic_end=definition.traffic_end,
+        covariates=[
+            experiment_pb2.Covariate(metric=c.metric, lookback_seconds=int(c.lookback.total_seconds()))
+            for c in definition.covariates
+        ],
     )
     if experiment.stage_started_at is not None:
         message.stage_start_time.CopyFrom(to_timestamp(experiment.stage_started_at))
@@ -175,7 +189,8 @@ def _metric_to_proto(metric: MetricReport, treatment_arm: str) -> experiment_pb2
         relative_lift=metric.relative_lift,
         ci_low=metric.relative_ci_lower,
         ci_high=metric.relative_ci_upper,
-        p_value=metric.p_value,
+        p_value=metric.relative_p_value,
+        absolute_p_value=metric.absolute_p_value,
         always_valid_p_value=metric.always_valid_p_value,
         guardrail=metric.role == "guardrail",
         harmed=metric.harmed,
@@ -190,6 +205,17 @@ def _metric_to_proto(metric: MetricReport, treatment_arm: str) -> experiment_pb2
         control_count=metric.control_count,
         treatment_count=metric.treatment_count,
         status=metric.status,
+        cuped=metric.cuped,
+        cuped_theta=metric.cuped_theta,
+        variance_reduction=metric.variance_reduction,
+        unadjusted_relative_lift=metric.unadjusted_relative_lift,
+        unadjusted_ci_low=metric.unadjusted_relative_ci_lower,
+        unadjusted_ci_high=metric.unadjusted_relative_ci_upper,
+        unadjusted_p_value=metric.unadjusted_relative_p_value,
+        unadjusted_absolute_lift=metric.unadjusted_absolute_lift,
+        unadjusted_absolute_ci_low=metric.unadjusted_absolute_ci_lower,
+        unadjusted_absolute_ci_high=metric.unadjusted_absolute_ci_upper,
+        unadjusted_absolute_p_value=metric.unadjusted_absolute_p_value,
     )
 
 
@@ -237,13 +263,25 @@ def report_from_proto(message: experiment_pb2.ExperimentReport) -> Report:
                 relative_lift=m.relative_lift,
                 relative_ci_lower=m.ci_low,
                 relative_ci_upper=m.ci_high,
-                p_value=m.p_value,
+                relative_p_value=m.p_value,
+                absolute_p_value=m.absolute_p_value,
                 always_valid_p_value=m.always_valid_p_value,
                 always_valid_ci_lower=m.always_valid_ci_low,
                 always_valid_ci_upper=m.always_valid_ci_high,
                 adjusted_p_value=m.adjusted_p_value,
                 harmed=m.harmed,
                 cleared=m.cleared,
+                cuped=m.cuped,
+                cuped_theta=m.cuped_theta,
+                variance_reduction=m.variance_reduction,
+                unadjusted_relative_lift=m.unadjusted_relative_lift,
+                unadjusted_relative_ci_lower=m.unadjusted_ci_low,
+                unadjusted_relative_ci_upper=m.unadjusted_ci_high,
+                unadjusted_relative_p_value=m.unadjusted_p_value,
+                unadjusted_absolute_lift=m.unadjusted_absolute_lift,
+                unadjusted_absolute_ci_lower=m.unadjusted_absolute_ci_low,
+                unadjusted_absolute_ci_upper=m.unadjusted_absolute_ci_high,
+                unadjusted_absolute_p_value=m.unadjusted_absolute_p_value,
             )
             for m in message.metrics
         ),

@@ -390,7 +390,13 @@ def test_report_numbers_come_from_the_stored_decisions(service: ExperimentServic
     expected = relative_lift(SampleStats.from_proportion(40, 100), SampleStats.from_proportion(55, 100))
     assert primary.relative_lift == pytest.approx(expected.estimate)
     assert primary.relative_ci_lower == pytest.approx(expected.ci_lower)
-    assert 0 < primary.p_value < 0.05 and primary.always_valid_p_value > primary.p_value
+    # Each interval beside the p of its own test (the relative p is the delta-method Welch t).
+    assert primary.relative_p_value == pytest.approx(expected.p_value)
+    # 40/100 -> 55/100: the absolute difference is significant, the relative lift (whose CI
+    # contains 0) is not; the old report printed the absolute p beside the relative CI.
+    assert primary.relative_ci_lower < 0 < primary.absolute_ci_lower
+    assert 0 < primary.absolute_p_value < 0.05 < primary.relative_p_value
+    assert primary.always_valid_p_value > primary.absolute_p_value
     assert "click_through" in report.summary
     # Reports round-trip through their stored JSON form (NaN survives as null).
     from tacit.experiments.report import Report
@@ -419,8 +425,9 @@ def test_spec_errors_and_conflicts_in_the_domain(service: ExperimentService) -> 
 
 
 def test_relative_lift_of_a_constant_zero_treatment_falls_back_to_the_absolute_error() -> None:
-    # Control 10/100: v_c = 0.1*0.9*100/99/100 = 9.0909e-4, SE(d) = 0.030151; /0.1 = 0.30151.
+    # Control 10/100: v_c = 0.1*0.9/100 = 9e-4 (gbstats' p(1-p), changed on purpose from the
+    # unbiased 9.0909e-4), SE(d) = 0.03; /0.1 = 0.3.
     result = relative_lift(SampleStats.from_proportion(10, 100), SampleStats.from_proportion(0, 100))
     assert result.status is Status.OK and result.estimate == -1
-    assert round(result.std_error, 5) == 0.30151
+    assert round(result.std_error, 5) == 0.3
     assert result.ci_upper < 0

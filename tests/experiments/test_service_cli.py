@@ -43,3 +43,29 @@ def test_cli_creates_steers_and_reports(
     bad[1] = "cli-bad"
     assert main(base + bad) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_cli_creates_a_cuped_experiment_and_prints_both_lifts(
+    start_server: Callable[..., ServerHandle], capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = start_server(learner={"enabled": False})
+    base = ["experiment", "--target", handle.target, "--data-dir", str(handle.data_dir)]
+    create = [
+        "create", "cli-cuped", "--slot", "home",
+        "--arm", "control:static:first:0.5", "--arm", "treatment:uniform:0.5",
+        "--primary", "conversion", "--cuped", "conversion:14", "--stage", "100",
+    ]  # fmt: skip
+    assert main(base + create) == 0
+    out = capsys.readouterr().out
+    assert '"metric": "conversion"' in out and '"lookback_seconds": "1209600"' in out
+    assert main(base + ["start", "cli-cuped"]) == 0
+    capsys.readouterr()
+    assert main(base + ["report", "cli-cuped"]) == 0
+    out = capsys.readouterr().out
+    assert "CUPED conversion: adjusted lift n/a [n/a, n/a] p=n/a; unadjusted n/a [n/a, n/a]" in out
+    assert "variance reduction n/a" in out
+    bad = [*create[:-4], "--cuped", "conversion:x", "--stage", "100"]
+    bad[1] = "cli-bad"
+    with pytest.raises(SystemExit):
+        main(base + bad)
+    assert "--cuped must be METRIC:DAYS" in capsys.readouterr().err

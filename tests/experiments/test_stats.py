@@ -162,16 +162,21 @@ def test_proportion_z_test_by_hand_and_against_statsmodels() -> None:
 
 def test_absolute_and_relative_lift_by_hand() -> None:
     absolute = absolute_lift(CONTROL, TREATMENT)
-    # 3.5 +- 1.959964 * 1.554563 = 3.5 +- 3.046888
-    assert round(absolute.ci_lower, 4) == 0.4531
-    assert round(absolute.ci_upper, 4) == 6.5469
+    # Welch t, as gbstats (changed on purpose from the normal critical value 1.959964):
+    # 3.5 +- t_{0.975, df=5.520788} * 1.554563 = 3.5 +- 2.499331 * 1.554563 = 3.5 +- 3.885368
+    assert round(absolute.ci_lower, 4) == -0.3854
+    assert round(absolute.ci_upper, 4) == 7.3854
+    assert round(absolute.p_value, 4) == 0.0691  # the same Welch t as welch_t_test
     relative = relative_lift(CONTROL, TREATMENT)
     # r = 6/2.5 - 1 = 1.4; Var = v_t/m_c^2 + m_t^2 v_c/m_c^4 = 2/6.25 + 36*(5/12)/39.0625
     #   = 0.32 + 0.384 = 0.704, SE = 0.839047
     assert relative.scale is LiftScale.RELATIVE
     assert round(relative.estimate, 6) == 1.4
     assert round(relative.std_error, 6) == 0.839047
-    assert round(relative.ci_lower, 4) == round(1.4 - 1.959964 * math.sqrt(0.704), 4)
+    # CI 1.4 - 2.499331 * 0.839047 = -0.697056; its own p: 2 * t.sf(1.4 / 0.839047, 5.520788)
+    assert round(relative.ci_lower, 4) == round(1.4 - 2.499331 * math.sqrt(0.704), 4)
+    assert round(relative.p_value, 4) == 0.1505
+    assert round(relative.degrees_of_freedom, 6) == 5.520788
 
 
 def test_relative_lift_delta_method_matches_numeric_gradient() -> None:

@@ -66,8 +66,16 @@ class Guardrail(_message.Message):
     tolerance_kind: ToleranceKind
     def __init__(self, metric: _Optional[str] = ..., tolerance: _Optional[float] = ..., tolerance_kind: _Optional[_Union[ToleranceKind, str]] = ...) -> None: ...
 
+class Covariate(_message.Message):
+    __slots__ = ("metric", "lookback_seconds")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    LOOKBACK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    lookback_seconds: int
+    def __init__(self, metric: _Optional[str] = ..., lookback_seconds: _Optional[int] = ...) -> None: ...
+
 class Experiment(_message.Message):
-    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time", "control_arm", "update_time", "stage_start_time", "exposure_percent", "traffic_start", "traffic_end")
+    __slots__ = ("name", "slot", "arms", "primary_metric", "secondary_metrics", "guardrails", "stages", "state", "stage_index", "auto_advance", "create_time", "control_arm", "update_time", "stage_start_time", "exposure_percent", "traffic_start", "traffic_end", "covariates")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +93,7 @@ class Experiment(_message.Message):
     EXPOSURE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_START_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_END_FIELD_NUMBER: _ClassVar[int]
+    COVARIATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     slot: str
     arms: _containers.RepeatedCompositeFieldContainer[Arm]
@@ -102,7 +111,8 @@ class Experiment(_message.Message):
     exposure_percent: float
     traffic_start: float
     traffic_end: float
-    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_arm: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposure_percent: _Optional[float] = ..., traffic_start: _Optional[float] = ..., traffic_end: _Optional[float] = ...) -> None: ...
+    covariates: _containers.RepeatedCompositeFieldContainer[Covariate]
+    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., primary_metric: _Optional[str] = ..., secondary_metrics: _Optional[_Iterable[str]] = ..., guardrails: _Optional[_Iterable[_Union[Guardrail, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., stage_index: _Optional[int] = ..., auto_advance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., control_arm: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposure_percent: _Optional[float] = ..., traffic_start: _Optional[float] = ..., traffic_end: _Optional[float] = ..., covariates: _Optional[_Iterable[_Union[Covariate, _Mapping]]] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("experiment_id", "experiment", "request_id")
@@ -155,7 +165,7 @@ class GetExperimentReportRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class MetricResult(_message.Message):
-    __slots__ = ("metric", "arm", "control_mean", "treatment_mean", "relative_lift", "ci_low", "ci_high", "p_value", "always_valid_p_value", "guardrail", "harmed", "role", "absolute_lift", "absolute_ci_low", "absolute_ci_high", "always_valid_ci_low", "always_valid_ci_high", "adjusted_p_value", "cleared", "control_count", "treatment_count", "status")
+    __slots__ = ("metric", "arm", "control_mean", "treatment_mean", "relative_lift", "ci_low", "ci_high", "p_value", "always_valid_p_value", "guardrail", "harmed", "role", "absolute_lift", "absolute_ci_low", "absolute_ci_high", "always_valid_ci_low", "always_valid_ci_high", "adjusted_p_value", "cleared", "control_count", "treatment_count", "status", "absolute_p_value", "cuped", "cuped_theta", "variance_reduction", "unadjusted_relative_lift", "unadjusted_ci_low", "unadjusted_ci_high", "unadjusted_p_value", "unadjusted_absolute_lift", "unadjusted_absolute_ci_low", "unadjusted_absolute_ci_high", "unadjusted_absolute_p_value")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     CONTROL_MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +188,18 @@ class MetricResult(_message.Message):
     CONTROL_COUNT_FIELD_NUMBER: _ClassVar[int]
     TREATMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    ABSOLUTE_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CUPED_FIELD_NUMBER: _ClassVar[int]
+    CUPED_THETA_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_RELATIVE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_ABSOLUTE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_ABSOLUTE_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_ABSOLUTE_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_ABSOLUTE_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     metric: str
     arm: str
     control_mean: float
@@ -200,7 +222,19 @@ class MetricResult(_message.Message):
     control_count: int
     treatment_count: int
     status: str
-    def __init__(self, metric: _Optional[str] = ..., arm: _Optional[str] = ..., control_mean: _Optional[float] = ..., treatment_mean: _Optional[float] = ..., relative_lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., always_valid_p_value: _Optional[float] = ..., guardrail: _Optional[bool] = ..., harmed: _Optional[bool] = ..., role: _Optional[str] = ..., absolute_lift: _Optional[float] = ..., absolute_ci_low: _Optional[float] = ..., absolute_ci_high: _Optional[float] = ..., always_valid_ci_low: _Optional[float] = ..., always_valid_ci_high: _Optional[float] = ..., adjusted_p_value: _Optional[float] = ..., cleared: _Optional[bool] = ..., control_count: _Optional[int] = ..., treatment_count: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+    absolute_p_value: float
+    cuped: bool
+    cuped_theta: float
+    variance_reduction: float
+    unadjusted_relative_lift: float
+    unadjusted_ci_low: float
+    unadjusted_ci_high: float
+    unadjusted_p_value: float
+    unadjusted_absolute_lift: float
+    unadjusted_absolute_ci_low: float
+    unadjusted_absolute_ci_high: float
+    unadjusted_absolute_p_value: float
+    def __init__(self, metric: _Optional[str] = ..., arm: _Optional[str] = ..., control_mean: _Optional[float] = ..., treatment_mean: _Optional[float] = ..., relative_lift: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., always_valid_p_value: _Optional[float] = ..., guardrail: _Optional[bool] = ..., harmed: _Optional[bool] = ..., role: _Optional[str] = ..., absolute_lift: _Optional[float] = ..., absolute_ci_low: _Optional[float] = ..., absolute_ci_high: _Optional[float] = ..., always_valid_ci_low: _Optional[float] = ..., always_valid_ci_high: _Optional[float] = ..., adjusted_p_value: _Optional[float] = ..., cleared: _Optional[bool] = ..., control_count: _Optional[int] = ..., treatment_count: _Optional[int] = ..., status: _Optional[str] = ..., absolute_p_value: _Optional[float] = ..., cuped: _Optional[bool] = ..., cuped_theta: _Optional[float] = ..., variance_reduction: _Optional[float] = ..., unadjusted_relative_lift: _Optional[float] = ..., unadjusted_ci_low: _Optional[float] = ..., unadjusted_ci_high: _Optional[float] = ..., unadjusted_p_value: _Optional[float] = ..., unadjusted_absolute_lift: _Optional[float] = ..., unadjusted_absolute_ci_low: _Optional[float] = ..., unadjusted_absolute_ci_high: _Optional[float] = ..., unadjusted_absolute_p_value: _Optional[float] = ...) -> None: ...
 
 class ArmCount(_message.Message):
     __slots__ = ("arm", "subjects")
