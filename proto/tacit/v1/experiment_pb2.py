@@ -25,49 +25,49 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tacit/v1/experiment.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x03\x41rm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"J\n\x05Stage\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x12\n\nmin_sample\x18\x02 \x01(\x03\x12\x1c\n\x14min_duration_seconds\x18\x03 \x01(\x03\"_\n\tGuardrail\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x11\n\ttolerance\x18\x02 \x01(\x01\x12/\n\x0etolerance_kind\x18\x03 \x01(\x0e\x32\x17.tacit.v1.ToleranceKind\"\x8a\x04\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\t\x12\x1b\n\x04\x61rms\x18\x03 \x03(\x0b\x32\r.tacit.v1.Arm\x12\x16\n\x0eprimary_metric\x18\x04 \x01(\t\x12\x19\n\x11secondary_metrics\x18\x05 \x03(\t\x12\'\n\nguardrails\x18\x06 \x03(\x0b\x32\x13.tacit.v1.Guardrail\x12\x1f\n\x06stages\x18\x07 \x03(\x0b\x32\x0f.tacit.v1.Stage\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x13\n\x0bstage_index\x18\t \x01(\x05\x12\x14\n\x0c\x61uto_advance\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ontrol_arm\x18\x0c \x01(\t\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10stage_start_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x65xposure_percent\x18\x0f \x01(\x01\x12\x15\n\rtraffic_start\x18\x10 \x01(\x01\x12\x13\n\x0btraffic_end\x18\x11 \x01(\x01\"n\n\x17\x43reateExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12(\n\nexperiment\x18\x02 \x01(\x0b\x32\x14.tacit.v1.Experiment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x16ListExperimentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\t\"]\n\x17ListExperimentsResponse\x12)\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x14.tacit.v1.Experiment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x17\x45xperimentActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x1aGetExperimentReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe1\x03\n\x0cMetricResult\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontrol_mean\x18\x03 \x01(\x01\x12\x16\n\x0etreatment_mean\x18\x04 \x01(\x01\x12\x15\n\rrelative_lift\x18\x05 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x06 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x07 \x01(\x01\x12\x0f\n\x07p_value\x18\x08 \x01(\x01\x12\x1c\n\x14\x61lways_valid_p_value\x18\t \x01(\x01\x12\x11\n\tguardrail\x18\n \x01(\x08\x12\x0e\n\x06harmed\x18\x0b \x01(\x08\x12\x0c\n\x04role\x18\x0c \x01(\t\x12\x15\n\rabsolute_lift\x18\r \x01(\x01\x12\x17\n\x0f\x61\x62solute_ci_low\x18\x0e \x01(\x01\x12\x18\n\x10\x61\x62solute_ci_high\x18\x0f \x01(\x01\x12\x1b\n\x13\x61lways_valid_ci_low\x18\x10 \x01(\x01\x12\x1c\n\x14\x61lways_valid_ci_high\x18\x11 \x01(\x01\x12\x18\n\x10\x61\x64justed_p_value\x18\x12 \x01(\x01\x12\x0f\n\x07\x63leared\x18\x13 \x01(\x08\x12\x15\n\rcontrol_count\x18\x14 \x01(\x03\x12\x17\n\x0ftreatment_count\x18\x15 \x01(\x03\x12\x0e\n\x06status\x18\x16 \x01(\t\")\n\x08\x41rmCount\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x01(\x03\"\xd0\x02\n\x10\x45xperimentReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07metrics\x18\x02 \x03(\x0b\x32\x16.tacit.v1.MetricResult\x12\x13\n\x0bsrm_p_value\x18\x03 \x01(\x01\x12\x1a\n\x12recommended_action\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x13\n\x0bstage_index\x18\x06 \x01(\x05\x12\x18\n\x10\x65xposure_percent\x18\x07 \x01(\x01\x12&\n\narm_counts\x18\x08 \x03(\x0b\x32\x12.tacit.v1.ArmCount\x12\x0f\n\x07reasons\x18\t \x03(\t\x12\x31\n\revaluate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05state\x18\x0b \x01(\x0e\x32\x19.tacit.v1.ExperimentState\"p\n\x1cListExperimentChangesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1b\n\x13include_evaluations\x18\x04 \x01(\x08\"\xbe\x02\n\x10\x45xperimentChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x0b\x63hange_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12-\n\nfrom_state\x18\x05 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12+\n\x08to_state\x18\x06 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x18\n\x10\x66rom_stage_index\x18\x07 \x01(\x05\x12\x16\n\x0eto_stage_index\x18\x08 \x01(\x05\x12\x0e\n\x06reason\x18\t \x01(\t\x12*\n\x06report\x18\n \x01(\x0b\x32\x1a.tacit.v1.ExperimentReport\"e\n\x1dListExperimentChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.tacit.v1.ExperimentChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xe8\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPERIMENT_STATE_DRAFT\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x45XPERIMENT_STATE_PAUSED\x10\x03\x12 \n\x1c\x45XPERIMENT_STATE_ROLLED_BACK\x10\x04\x12\x1c\n\x18\x45XPERIMENT_STATE_SHIPPED\x10\x05\x12\x1c\n\x18\x45XPERIMENT_STATE_STOPPED\x10\x06*i\n\rToleranceKind\x12\x1e\n\x1aTOLERANCE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17TOLERANCE_KIND_RELATIVE\x10\x01\x12\x1b\n\x17TOLERANCE_KIND_ABSOLUTE\x10\x02\x32\xc6\x06\n\x11\x45xperimentService\x12K\n\x10\x43reateExperiment\x12!.tacit.v1.CreateExperimentRequest\x1a\x14.tacit.v1.Experiment\x12\x45\n\rGetExperiment\x12\x1e.tacit.v1.GetExperimentRequest\x1a\x14.tacit.v1.Experiment\x12V\n\x0fListExperiments\x12 .tacit.v1.ListExperimentsRequest\x1a!.tacit.v1.ListExperimentsResponse\x12J\n\x0fStartExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12L\n\x11\x41\x64vanceExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12J\n\x0fPauseExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12RollbackExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12\x43oncludeExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12W\n\x13GetExperimentReport\x12$.tacit.v1.GetExperimentReportRequest\x1a\x1a.tacit.v1.ExperimentReport\x12h\n\x15ListExperimentChanges\x12&.tacit.v1.ListExperimentChangesRequest\x1a\'.tacit.v1.ListExperimentChangesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tacit/v1/experiment.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x03\x41rm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12 \n\x18learn_from_all_decisions\x18\x04 \x01(\x08\"J\n\x05Stage\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x12\n\nmin_sample\x18\x02 \x01(\x03\x12\x1c\n\x14min_duration_seconds\x18\x03 \x01(\x03\"_\n\tGuardrail\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x11\n\ttolerance\x18\x02 \x01(\x01\x12/\n\x0etolerance_kind\x18\x03 \x01(\x0e\x32\x17.tacit.v1.ToleranceKind\"\x8a\x04\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\t\x12\x1b\n\x04\x61rms\x18\x03 \x03(\x0b\x32\r.tacit.v1.Arm\x12\x16\n\x0eprimary_metric\x18\x04 \x01(\t\x12\x19\n\x11secondary_metrics\x18\x05 \x03(\t\x12\'\n\nguardrails\x18\x06 \x03(\x0b\x32\x13.tacit.v1.Guardrail\x12\x1f\n\x06stages\x18\x07 \x03(\x0b\x32\x0f.tacit.v1.Stage\x12(\n\x05state\x18\x08 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x13\n\x0bstage_index\x18\t \x01(\x05\x12\x14\n\x0c\x61uto_advance\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ontrol_arm\x18\x0c \x01(\t\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10stage_start_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x65xposure_percent\x18\x0f \x01(\x01\x12\x15\n\rtraffic_start\x18\x10 \x01(\x01\x12\x13\n\x0btraffic_end\x18\x11 \x01(\x01\"n\n\x17\x43reateExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12(\n\nexperiment\x18\x02 \x01(\x0b\x32\x14.tacit.v1.Experiment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x16ListExperimentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\t\"]\n\x17ListExperimentsResponse\x12)\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x14.tacit.v1.Experiment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x17\x45xperimentActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x1aGetExperimentReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe1\x03\n\x0cMetricResult\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontrol_mean\x18\x03 \x01(\x01\x12\x16\n\x0etreatment_mean\x18\x04 \x01(\x01\x12\x15\n\rrelative_lift\x18\x05 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x06 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x07 \x01(\x01\x12\x0f\n\x07p_value\x18\x08 \x01(\x01\x12\x1c\n\x14\x61lways_valid_p_value\x18\t \x01(\x01\x12\x11\n\tguardrail\x18\n \x01(\x08\x12\x0e\n\x06harmed\x18\x0b \x01(\x08\x12\x0c\n\x04role\x18\x0c \x01(\t\x12\x15\n\rabsolute_lift\x18\r \x01(\x01\x12\x17\n\x0f\x61\x62solute_ci_low\x18\x0e \x01(\x01\x12\x18\n\x10\x61\x62solute_ci_high\x18\x0f \x01(\x01\x12\x1b\n\x13\x61lways_valid_ci_low\x18\x10 \x01(\x01\x12\x1c\n\x14\x61lways_valid_ci_high\x18\x11 \x01(\x01\x12\x18\n\x10\x61\x64justed_p_value\x18\x12 \x01(\x01\x12\x0f\n\x07\x63leared\x18\x13 \x01(\x08\x12\x15\n\rcontrol_count\x18\x14 \x01(\x03\x12\x17\n\x0ftreatment_count\x18\x15 \x01(\x03\x12\x0e\n\x06status\x18\x16 \x01(\t\")\n\x08\x41rmCount\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x10\n\x08subjects\x18\x02 \x01(\x03\"\xd0\x02\n\x10\x45xperimentReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07metrics\x18\x02 \x03(\x0b\x32\x16.tacit.v1.MetricResult\x12\x13\n\x0bsrm_p_value\x18\x03 \x01(\x01\x12\x1a\n\x12recommended_action\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x13\n\x0bstage_index\x18\x06 \x01(\x05\x12\x18\n\x10\x65xposure_percent\x18\x07 \x01(\x01\x12&\n\narm_counts\x18\x08 \x03(\x0b\x32\x12.tacit.v1.ArmCount\x12\x0f\n\x07reasons\x18\t \x03(\t\x12\x31\n\revaluate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05state\x18\x0b \x01(\x0e\x32\x19.tacit.v1.ExperimentState\"p\n\x1cListExperimentChangesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1b\n\x13include_evaluations\x18\x04 \x01(\x08\"\xbe\x02\n\x10\x45xperimentChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x0b\x63hange_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12-\n\nfrom_state\x18\x05 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12+\n\x08to_state\x18\x06 \x01(\x0e\x32\x19.tacit.v1.ExperimentState\x12\x18\n\x10\x66rom_stage_index\x18\x07 \x01(\x05\x12\x16\n\x0eto_stage_index\x18\x08 \x01(\x05\x12\x0e\n\x06reason\x18\t \x01(\t\x12*\n\x06report\x18\n \x01(\x0b\x32\x1a.tacit.v1.ExperimentReport\"e\n\x1dListExperimentChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.tacit.v1.ExperimentChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xe8\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPERIMENT_STATE_DRAFT\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x45XPERIMENT_STATE_PAUSED\x10\x03\x12 \n\x1c\x45XPERIMENT_STATE_ROLLED_BACK\x10\x04\x12\x1c\n\x18\x45XPERIMENT_STATE_SHIPPED\x10\x05\x12\x1c\n\x18\x45XPERIMENT_STATE_STOPPED\x10\x06*i\n\rToleranceKind\x12\x1e\n\x1aTOLERANCE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17TOLERANCE_KIND_RELATIVE\x10\x01\x12\x1b\n\x17TOLERANCE_KIND_ABSOLUTE\x10\x02\x32\xc6\x06\n\x11\x45xperimentService\x12K\n\x10\x43reateExperiment\x12!.tacit.v1.CreateExperimentRequest\x1a\x14.tacit.v1.Experiment\x12\x45\n\rGetExperiment\x12\x1e.tacit.v1.GetExperimentRequest\x1a\x14.tacit.v1.Experiment\x12V\n\x0fListExperiments\x12 .tacit.v1.ListExperimentsRequest\x1a!.tacit.v1.ListExperimentsResponse\x12J\n\x0fStartExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12L\n\x11\x41\x64vanceExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12J\n\x0fPauseExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12RollbackExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12M\n\x12\x43oncludeExperiment\x12!.tacit.v1.ExperimentActionRequest\x1a\x14.tacit.v1.Experiment\x12W\n\x13GetExperimentReport\x12$.tacit.v1.GetExperimentReportRequest\x1a\x1a.tacit.v1.ExperimentReport\x12h\n\x15ListExperimentChanges\x12&.tacit.v1.ListExperimentChangesRequest\x1a\'.tacit.v1.ListExperimentChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tacit.v1.experiment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPERIMENTSTATE']._serialized_start=2673
-  _globals['_EXPERIMENTSTATE']._serialized_end=2905
-  _globals['_TOLERANCEKIND']._serialized_start=2907
-  _globals['_TOLERANCEKIND']._serialized_end=3012
+  _globals['_EXPERIMENTSTATE']._serialized_start=2707
+  _globals['_EXPERIMENTSTATE']._serialized_end=2939
+  _globals['_TOLERANCEKIND']._serialized_start=2941
+  _globals['_TOLERANCEKIND']._serialized_end=3046
   _globals['_ARM']._serialized_start=72
-  _globals['_ARM']._serialized_end=123
-  _globals['_STAGE']._serialized_start=125
-  _globals['_STAGE']._serialized_end=199
-  _globals['_GUARDRAIL']._serialized_start=201
-  _globals['_GUARDRAIL']._serialized_end=296
-  _globals['_EXPERIMENT']._serialized_start=299
-  _globals['_EXPERIMENT']._serialized_end=821
-  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=823
-  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=933
-  _globals['_GETEXPERIMENTREQUEST']._serialized_start=935
-  _globals['_GETEXPERIMENTREQUEST']._serialized_end=971
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=973
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=1050
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=1052
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=1145
-  _globals['_EXPERIMENTACTIONREQUEST']._serialized_start=1147
-  _globals['_EXPERIMENTACTIONREQUEST']._serialized_end=1222
-  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_start=1224
-  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_end=1266
-  _globals['_METRICRESULT']._serialized_start=1269
-  _globals['_METRICRESULT']._serialized_end=1750
-  _globals['_ARMCOUNT']._serialized_start=1752
-  _globals['_ARMCOUNT']._serialized_end=1793
-  _globals['_EXPERIMENTREPORT']._serialized_start=1796
-  _globals['_EXPERIMENTREPORT']._serialized_end=2132
-  _globals['_LISTEXPERIMENTCHANGESREQUEST']._serialized_start=2134
-  _globals['_LISTEXPERIMENTCHANGESREQUEST']._serialized_end=2246
-  _globals['_EXPERIMENTCHANGE']._serialized_start=2249
-  _globals['_EXPERIMENTCHANGE']._serialized_end=2567
-  _globals['_LISTEXPERIMENTCHANGESRESPONSE']._serialized_start=2569
-  _globals['_LISTEXPERIMENTCHANGESRESPONSE']._serialized_end=2670
-  _globals['_EXPERIMENTSERVICE']._serialized_start=3015
-  _globals['_EXPERIMENTSERVICE']._serialized_end=3853
+  _globals['_ARM']._serialized_end=157
+  _globals['_STAGE']._serialized_start=159
+  _globals['_STAGE']._serialized_end=233
+  _globals['_GUARDRAIL']._serialized_start=235
+  _globals['_GUARDRAIL']._serialized_end=330
+  _globals['_EXPERIMENT']._serialized_start=333
+  _globals['_EXPERIMENT']._serialized_end=855
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=857
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=967
+  _globals['_GETEXPERIMENTREQUEST']._serialized_start=969
+  _globals['_GETEXPERIMENTREQUEST']._serialized_end=1005
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=1007
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=1084
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=1086
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=1179
+  _globals['_EXPERIMENTACTIONREQUEST']._serialized_start=1181
+  _globals['_EXPERIMENTACTIONREQUEST']._serialized_end=1256
+  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_start=1258
+  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_end=1300
+  _globals['_METRICRESULT']._serialized_start=1303
+  _globals['_METRICRESULT']._serialized_end=1784
+  _globals['_ARMCOUNT']._serialized_start=1786
+  _globals['_ARMCOUNT']._serialized_end=1827
+  _globals['_EXPERIMENTREPORT']._serialized_start=1830
+  _globals['_EXPERIMENTREPORT']._serialized_end=2166
+  _globals['_LISTEXPERIMENTCHANGESREQUEST']._serialized_start=2168
+  _globals['_LISTEXPERIMENTCHANGESREQUEST']._serialized_end=2280
+  _globals['_EXPERIMENTCHANGE']._serialized_start=2283
+  _globals['_EXPERIMENTCHANGE']._serialized_end=2601
+  _globals['_LISTEXPERIMENTCHANGESRESPONSE']._serialized_start=2603
+  _globals['_LISTEXPERIMENTCHANGESRESPONSE']._serialized_end=2704
+  _globals['_EXPERIMENTSERVICE']._serialized_start=3049
+  _globals['_EXPERIMENTSERVICE']._serialized_end=3887
 # @@protoc_insertion_point(module_scope)

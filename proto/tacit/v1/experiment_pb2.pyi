@@ -37,14 +37,16 @@ TOLERANCE_KIND_RELATIVE: ToleranceKind
 TOLERANCE_KIND_ABSOLUTE: ToleranceKind
 
 class Arm(_message.Message):
-    __slots__ = ("name", "policy", "weight")
+    __slots__ = ("name", "policy", "weight", "learn_from_all_decisions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LEARN_FROM_ALL_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     weight: float
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    learn_from_all_decisions: bool
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[float] = ..., learn_from_all_decisions: _Optional[bool] = ...) -> None: ...
 
 class Stage(_message.Message):
     __slots__ = ("percent", "min_sample", "min_duration_seconds")
