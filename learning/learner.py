@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +37,7 @@ from tacit.learning.registry import (
     ChallengerSpec,
     Checkpoint,
     bandit_task,
+    challenger_task,
     expired_checkpoints,
     load_slot_model,
     lock_task,
@@ -227,6 +228,13 @@ class Learner:
                 .where(Decision.event_id.in_([row.event_id for row in rows]))
                 .values(learn_state=LEARN_IN_MODEL)
             )
+        if self.challenger_source is not None and any(
+            row.policy.startswith("bandit:")
+            and row.experiment_id is not None
+            and challenger_task(row.experiment_id, row.arm) not in self._challengers
+            for row in rows
+        ):
+            self.refresh_challengers()  # an experiment started since the last look
         for row in rows:
             config = self.slots.get(row.slot)
             model = self._models.get(row.slot)
@@ -371,9 +379,13 @@ class Learner:
             self.next_rebuild_at = next_nightly(now, self.rebuild_hour_utc)
         return [self.rebuild(slot) for slot in self.pending_rebuilds()]
 
-    def _replay(self, slot: str, model: SlotModel) -> None:
-        """Feeds the slot's remaining learned decisions to `model`, in the learner's order, page by page."""
+    def _replay(
+        self, slot: str, model: SlotModel, challengers: Mapping[str, SlotModel] | None = None
+    ) -> None:
+        """Feeds the slot's remaining learned decisions to `model` (and each challenger the ones it
+        learns from), in the learner's order, page by page."""
         config = self.slots[slot]
+        targets = [(self._challenger_specs[task], fresh) for task, fresh in (challengers or {}).items()]
         after: tuple[datetime, str] | None = None
         while True:
             query = (
@@ -391,13 +403,12 @@ class Learner:
                 rows = session.execute(query).scalars().all()
             for row in rows:
                 reward = row.reward if row.reward is not None else config.default_reward
-                model.learn(
-                    row.context,
-                    row.candidate_features,
-                    row.chosen_index,
-                    reward,
-                    row.probabilities[row.chosen_index],
-                )
+                example = (row.context, row.candidate_features, row.chosen_index, reward)
+                probability = row.probabilities[row.chosen_index]
+                model.learn(*example, probability)
+                for spec, challenger in targets:
+                    if spec.learns_from(row.experiment_id, row.arm):
+                        challenger.learn(*example, probability)
             if not rows:
                 return
             last = rows[-1]
@@ -423,8 +434,15 @@ class Learner:
         fresh = SlotModel(
             self._models[slot].vw_args, model_version="rebuilding", random_seed=self.random_seed
         )
+        # The slot's challengers learned from the same log: rebuilt from it too, their old versions
+        # deleted (a challenger task carries no marker of its own).
+        fresh_challengers = {
+            task: SlotModel(spec.vw_args, model_version="rebuilding", random_seed=self.random_seed)
+            for task, spec in self._challenger_specs.items()
+            if spec.slot == slot
+        }
         try:
-            self._replay(slot, fresh)
+            self._replay(slot, fresh, fresh_challengers)
             with self.db.transaction() as session:
                 lock_task(session, task)
                 current = newest_row(session, task)
@@ -449,6 +467,16 @@ class Learner:
                     row.details = {**details, "rebuilt_as": checkpoint.version}
                     row.active = False
                     retired.append(Path(row.path))
+                for challenger_task_name, challenger in fresh_challengers.items():
+                    replaced = register_checkpoint(session, challenger, challenger_task_name, self.models_dir)
+                    for row in session.execute(
+                        select(ModelVersion).where(
+                            ModelVersion.task == challenger_task_name,
+                            ModelVersion.version != replaced.version,
+                        )
+                    ).scalars():
+                        retired.append(Path(row.path))
+                        session.delete(row)
                 session.execute(
                     update(Decision)
                     .where(Decision.slot == slot, Decision.learn_state == LEARN_IN_MODEL)
@@ -466,7 +494,8 @@ class Learner:
                 if self.on_rebuilt is not None:
                     self.on_rebuilt(session, result)
         except BaseException:
-            fresh.close()
+            for model in (fresh, *fresh_challengers.values()):
+                model.close()
             raise
         # Only after the commit: a serving process that already opened an old file reads it
         # whole (unlink keeps an open file intact); one that has not gets "missing", keeps the
@@ -475,6 +504,10 @@ class Learner:
             path.unlink(missing_ok=True)
         previous, self._models[slot] = self._models[slot], fresh
         previous.close()
+        for challenger_task_name, challenger in fresh_challengers.items():
+            self._challengers.pop(challenger_task_name).close()
+            self._challengers[challenger_task_name] = challenger
+            self._challengers_dirty.discard(challenger_task_name)
         self._saved_examples[slot] = fresh.examples_learned
         self._dirty.discard(slot)
         self.rebuilds.append(result)
