@@ -303,13 +303,13 @@ class ServingModels:
                 raise ModelIntegrityError(
                     f"model {bandit_task(spec.slot)} {spec.pinned_version} is not registered"
                 )
-            checkpoint, vw_args = found
-            return load_slot_model(vw_args or self._slot_args[spec.slot], checkpoint, self._random_seed)
+            pinned, vw_args = found
+            return load_slot_model(vw_args or self._slot_args[spec.slot], pinned, self._random_seed)
         with self._db.transaction() as session:
-            checkpoint = newest_checkpoint(session, spec.task)
-        if current is not None and (checkpoint is None or checkpoint.version == current.model_version):
+            newest = newest_checkpoint(session, spec.task)
+        if current is not None and (newest is None or newest.version == current.model_version):
             return current
-        return load_slot_model(spec.vw_args, checkpoint, self._random_seed)
+        return load_slot_model(spec.vw_args, newest, self._random_seed)
 
     def versions(self) -> dict[str, str]:
         """The checkpoint version every slot (and every challenger task) serves now."""

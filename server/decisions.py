@@ -519,7 +519,9 @@ class DecisionEngine:
             try:
                 model = self.models.challenger(spec_for(slot, assignment))
             except ModelIntegrityError:
-                raise Unavailable("the arm's model checkpoint cannot be loaded", "MODEL_UNAVAILABLE") from None  # noqa: E501
+                raise Unavailable(
+                    "the arm's model checkpoint cannot be loaded", "MODEL_UNAVAILABLE"
+                ) from None
             prediction = model.predict(context, candidates)
             return prediction.probabilities, prediction.model_version
         if policy == "static:first":

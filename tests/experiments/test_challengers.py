@@ -236,6 +236,8 @@ def test_learning_challenger_beats_static_first_ships_and_becomes_the_slots_poli
     source = next(r for r in _versions(handle, task) if r.version == origin["version"])
     assert slot_row.sha256 == source.sha256
     runtime = handle.running.runtime
+    # Serving processes hot-reload the challenger's newest checkpoint (the metrics gauge reads this).
+    _wait_for(lambda: runtime.models.versions().get(task) == _versions(handle, task)[-1].version)
     _wait_for(lambda: runtime.models.get("home").vw_args == GOOD)
     _wait_for(lambda: runtime.learner is not None and runtime.learner._models["home"].vw_args == GOOD)
     slot_model = models.GetModel(
