@@ -36,7 +36,7 @@ from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore, require_private
-from tacit.server.challengers import challenger_source, policy_check, promoter
+from tacit.server.challengers import arm_models, challenger_source, policy_check, promoter
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
@@ -395,7 +395,13 @@ def create_server(
     predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)
     experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens), runtime.keyring.digest), server
+        ExperimentServicer(
+            runtime.experiments,
+            caller_role(runtime.tokens),
+            runtime.keyring.digest,
+            arm_models(runtime.db, runtime.experiments),
+        ),
+        server,
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
     health_servicer = HealthServicer()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tacit.learning.registry import (
     ChallengerSpec,
     ModelIntegrityError,
     bandit_task,
+    challenger_task,
     file_sha256,
     newest_checkpoint,
     pin_version,
@@ -55,6 +57,48 @@ def assigned_spec(slot: str, experiment_id: str, arm: str, policy: str) -> Chall
 
 def spec_for(slot: str, assignment: ArmAssignment) -> ChallengerSpec:
     return assigned_spec(slot, assignment.experiment_id, assignment.arm, assignment.policy)
+
+
+@dataclass(frozen=True)
+class ArmModel:
+    """The model behind an experiment arm now (for the experiment report)."""
+
+    arm: str
+    policy: str
+    task: str
+    version: str
+    examples: int
+
+
+def arm_models(db: Database, experiments: ExperimentService) -> Callable[[str], list[ArmModel]]:
+    """Per arm of an experiment: the registered checkpoint it serves (serving processes load the
+    newest within learner.reload_interval_seconds)."""
+
+    def models(experiment_id: str) -> list[ArmModel]:
+        definition = experiments.get(experiment_id).definition
+        out = []
+        with db.transaction() as session:
+            for arm in definition.arms:
+                challenger = Challenger(experiment_id, definition.slot, arm.name, arm.policy)
+                if arm.policy == "bandit" or challenger.pinned_version:
+                    task = bandit_task(definition.slot)
+                    if challenger.pinned_version:
+                        found = version_checkpoint(session, task, challenger.pinned_version)
+                        checkpoint = found[0] if found is not None else None
+                    else:
+                        checkpoint = newest_checkpoint(session, task)
+                elif challenger.vw_args:
+                    task = challenger_task(experiment_id, arm.name)
+                    checkpoint = newest_checkpoint(session, task)
+                else:
+                    out.append(ArmModel(arm.name, arm.policy, "", arm.policy, 0))
+                    continue
+                version = checkpoint.version if checkpoint is not None else "v000000"
+                examples = checkpoint.examples if checkpoint is not None else 0
+                out.append(ArmModel(arm.name, arm.policy, task, version, examples))
+        return out
+
+    return models
 
 
 def challenger_source(experiments: ExperimentService) -> Callable[[], list[ChallengerSpec]]:
@@ -107,7 +151,7 @@ def promoter(models_dir: Path, configured_args: Callable[[str], str]) -> Callabl
 
     def promote(session: Session, winner: Challenger) -> str:
         if winner.vw_args:
-            task = f"challenger:{winner.experiment_id}:{winner.arm}"
+            task = challenger_task(winner.experiment_id, winner.arm)
             source = newest_checkpoint(session, task)
             if source is None:  # never learned: its fresh workspace is what it served
                 fresh = SlotModel(winner.vw_args)

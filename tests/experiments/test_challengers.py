@@ -229,6 +229,15 @@ def test_learning_challenger_beats_static_first_ships_and_becomes_the_slots_poli
         reported.task == task and reported.vw_args == GOOD and reported.examples == newest_challenger.examples
     )
 
+    report = stub.GetExperimentReport(
+        experiment_pb2.GetExperimentReportRequest(name="experiments/squarecb"),
+        metadata=handle.metadata(Role.EXPERIMENTER),
+    )
+    arm_models = {m.arm: m for m in report.arm_models}
+    assert (arm_models["control"].task, arm_models["control"].version) == ("", "static:first")
+    assert arm_models["challenger"].task == task and arm_models["challenger"].examples > 0
+    assert arm_models["challenger"].version in {row.version for row in _versions(handle, task)}
+
     # The slot's policy is now the winner's: its arguments and a copy of its checkpoint.
     origin = slot_row.details[PROMOTED]
     assert slot_row.details["vw_args"] == GOOD
@@ -295,6 +304,17 @@ def test_worse_challenger_is_rolled_back_and_a_pinned_model_serves_its_checkpoin
     rollback = next(c for c in _changes(handle, "blind") if c.action == "rollback")
     assert rollback.actor == "system" and "significantly worse" in rollback.reason
     assert not any(c.action == "promote" for c in _changes(handle, "blind"))
+
+    report = stub.GetExperimentReport(
+        experiment_pb2.GetExperimentReportRequest(name="experiments/blind"),
+        metadata=handle.metadata(Role.EXPERIMENTER),
+    )
+    pinned_model = next(m for m in report.arm_models if m.arm == "pinned")
+    assert (pinned_model.task, pinned_model.version, pinned_model.examples) == (
+        bandit_task("home"),
+        pinned.version,
+        pinned.examples,
+    )
 
     # The pinned arm served exactly the checkpoint's probabilities: each logged probability vector
     # equals a raw VW workspace's prediction from that checkpoint file, for the same example.
