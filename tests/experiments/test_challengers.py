@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,11 +21,21 @@ import pytest
 import vowpalwabbit
 from sqlalchemy import select
 
-from tacit.learning.bandit import build_example
-from tacit.learning.registry import PINNED, PROMOTED, bandit_task, challenger_task
+from tacit.experiments.service import Challenger
+from tacit.learning.bandit import SlotModel, build_example
+from tacit.learning.registry import (
+    PINNED,
+    PROMOTED,
+    ServingModels,
+    bandit_task,
+    challenger_task,
+    register_checkpoint,
+)
 from tacit.server.auth import Role
+from tacit.server.challengers import promoter
 from tacit.sim.client import rank_request, visit_candidates, visit_context
 from tacit.sim.world import ContentSite
+from tacit.store.db import Database
 from tacit.store.schema import Decision, ModelVersion
 from tacit.v1 import (
     decision_pb2,
@@ -379,3 +390,38 @@ def test_unusable_challenger_policies_are_refused_naming_the_field(
             experiment_pb2.GetExperimentRequest(name="experiments/bad"),
             metadata=handle.metadata(Role.EXPERIMENTER),
         )
+
+
+def test_a_shipped_pinned_model_becomes_the_slots_policy_with_the_arguments_it_was_saved_with(
+    database_url: str, tmp_path: Path
+) -> None:
+    saved_with = "--cb_explore_adf --epsilon 0.2 -q UA"
+    db = Database.open(database_url)
+    models_dir = tmp_path / "models"
+    trained = SlotModel(saved_with)
+    for i in range(20):
+        trained.learn({"device": "mobile"}, [{"id": "a"}, {"id": "b"}], i % 2, float(i % 2), 0.5)
+    with db.transaction() as session:
+        source = register_checkpoint(session, trained, bandit_task("home"), models_dir)
+    trained.close()
+    winner = Challenger("pin", "home", "treatment", f"model:{source.version}")
+    with db.transaction() as session:
+        change = promoter(models_dir, lambda slot: "--cb_explore_adf --squarecb")(session, winner)
+    promoted = _newest_row(db, bandit_task("home"))
+    assert promoted.version != source.version and promoted.examples == 20
+    assert promoted.details["vw_args"] == saved_with
+    assert promoted.details[PROMOTED]["version"] == source.version
+    assert f"model:{source.version}" in change and promoted.version in change
+    # The slot's configured arguments differ: the promoted version is served with its own.
+    serving = ServingModels(db, {"home": "--cb_explore_adf --squarecb"})
+    assert serving.get("home").vw_args == saved_with
+    assert serving.get("home").model_version == promoted.version
+    serving.close()
+    db.dispose()
+
+
+def _newest_row(db: Database, task: str) -> ModelVersion:
+    with db.transaction() as session:
+        return session.execute(
+            select(ModelVersion).where(ModelVersion.task == task).order_by(ModelVersion.id.desc()).limit(1)
+        ).scalar_one()
