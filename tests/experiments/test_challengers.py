@@ -190,7 +190,7 @@ def test_learning_challenger_beats_static_first_ships_and_becomes_the_slots_poli
         handle,
         "squarecb",
         [("control", "static:first"), ("challenger", f"bandit:{GOOD}")],
-        [(50, 120), (75, 200), (100, 300)],
+        [(70, 100), (85, 150), (100, 200)],
     )
     driver = Driver(handle, ContentSite(seed=21))
     looks = _drive_until_decided(handle, stub, "squarecb", driver)
