@@ -205,6 +205,8 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
         )
         if args.traffic is not None:
             experiment.traffic_start, experiment.traffic_end = args.traffic
+        for arm in experiment.arms:
+            arm.learn_from_all_decisions = arm.name in args.learn_from_all
         request = experiment_pb2.CreateExperimentRequest(
             experiment_id=args.id, experiment=experiment, request_id=args.request_id or ""
         )
@@ -286,6 +288,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     create.add_argument("--slot", required=True)
     create.add_argument("--arm", type=_arm, action="append", required=True, help="NAME:POLICY:WEIGHT")
     create.add_argument("--control", default=None, help="control arm (default: the first)")
+    create.add_argument(
+        "--learn-from-all",
+        action="append",
+        default=[],
+        metavar="ARM",
+        help="this bandit:<config> arm learns from every decision of the slot (importance-weighted)",
+    )
     create.add_argument("--primary", required=True, help="primary metric")
     create.add_argument("--secondary", action="append", default=[])
     create.add_argument(

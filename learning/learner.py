@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +33,11 @@ from sqlalchemy.orm import Session
 from tacit.learning.bandit import SlotModel
 from tacit.learning.registry import (
     REBUILD_PENDING,
+    ChallengerSource,
+    ChallengerSpec,
+    Checkpoint,
     bandit_task,
+    challenger_task,
     expired_checkpoints,
     load_slot_model,
     lock_task,
@@ -107,8 +111,10 @@ class Learner:
         rebuild_mode: RebuildMode = "immediate",
         rebuild_hour_utc: int = 3,
         on_rebuilt: RebuildHook | None = None,
+        challengers: ChallengerSource | None = None,
     ):
         self.db = db
+        self.challenger_source = challengers
         self.slots = slots
         self.models_dir = models_dir
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
@@ -127,6 +133,10 @@ class Learner:
         self._models: dict[str, SlotModel] = {}
         self._dirty: set[str] = set()
         self._newest_learned: dict[str, datetime] = {}
+        # bandit:<config> challenger arms: their own workspaces, by registry task.
+        self._challenger_specs: dict[str, ChallengerSpec] = {}
+        self._challengers: dict[str, SlotModel] = {}
+        self._challengers_dirty: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with db.transaction() as session:
@@ -142,6 +152,61 @@ class Learner:
             if checkpoint is not None:
                 self._models[slot].examples_learned = checkpoint.examples
             self._saved_examples[slot] = self._models[slot].examples_learned
+        self.refresh_challengers()
+
+    def refresh_challengers(self) -> None:
+        """Loads the challengers experiments now route to (newest checkpoint or fresh); drops ended ones.
+
+        A challenger learns only decisions the learner reads after it is loaded.
+        """
+        if self.challenger_source is None:
+            return
+        specs = {
+            spec.task: spec for spec in self.challenger_source() if spec.vw_args and spec.slot in self.slots
+        }
+        for task in [t for t in self._challengers if t not in specs]:
+            self._challenger_specs.pop(task, None)
+            self._challengers_dirty.discard(task)
+            self._challengers.pop(task).close()
+        for task, spec in specs.items():
+            if task in self._challengers:
+                continue
+            with self.db.transaction() as session:
+                checkpoint = newest_checkpoint(session, task)
+            model = load_slot_model(spec.vw_args, checkpoint, self.random_seed)
+            if checkpoint is not None:
+                model.examples_learned = checkpoint.examples
+            self._challengers[task] = model
+            self._challenger_specs[task] = spec
+
+    def _adopt(self, slot: str, checkpoint: Checkpoint) -> None:
+        """Replaces the slot's model by a promoted checkpoint (a shipped challenger) registered by
+        the experiment service; the slot learns on from it, with its arguments."""
+        model = load_slot_model(self.slots[slot].vw_args, checkpoint, self.random_seed)
+        model.examples_learned = checkpoint.examples
+        previous, self._models[slot] = self._models[slot], model
+        previous.close()
+        self._saved_examples[slot] = model.examples_learned
+        logger.info("slot adopted a promoted model", extra={"slot": slot, "version": checkpoint.version})
+
+    def adopt_promotions(self) -> list[str]:
+        """Adopts each slot checkpoint a promotion registered after this learner's model; returns slots."""
+        adopted = []
+        for slot in sorted(self._models):
+            with self.db.transaction() as session:
+                checkpoint = newest_checkpoint(session, bandit_task(slot))
+            if self._is_promotion(slot, checkpoint):
+                assert checkpoint is not None
+                self._adopt(slot, checkpoint)
+                adopted.append(slot)
+        return adopted
+
+    def _is_promotion(self, slot: str, checkpoint: Checkpoint | None) -> bool:
+        return (
+            checkpoint is not None
+            and checkpoint.vw_args is not None
+            and checkpoint.version != self._models[slot].model_version
+        )
 
     def step(self, now: datetime | None = None) -> int:
         """Learns from the next batch of ready decisions; returns how many."""
@@ -163,6 +228,13 @@ class Learner:
                 .where(Decision.event_id.in_([row.event_id for row in rows]))
                 .values(learn_state=LEARN_IN_MODEL)
             )
+        if self.challenger_source is not None and any(
+            row.policy.startswith("bandit:")
+            and row.experiment_id is not None
+            and challenger_task(row.experiment_id, row.arm) not in self._challengers
+            for row in rows
+        ):
+            self.refresh_challengers()  # an experiment started since the last look
         for row in rows:
             config = self.slots.get(row.slot)
             model = self._models.get(row.slot)
@@ -177,6 +249,18 @@ class Learner:
                 row.probabilities[row.chosen_index],
             )
             self._dirty.add(row.slot)
+            for task, spec in self._challenger_specs.items():
+                if spec.slot == row.slot and spec.learns_from(row.experiment_id, row.arm):
+                    # Off-policy for decisions another policy made: VW weighs the cost by the
+                    # logged probability (IPS), so every arm's decisions are usable.
+                    self._challengers[task].learn(
+                        row.context,
+                        row.candidate_features,
+                        row.chosen_index,
+                        reward,
+                        row.probabilities[row.chosen_index],
+                    )
+                    self._challengers_dirty.add(task)
             created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
             newest = self._newest_learned.get(row.slot)
             if newest is None or created > newest:
@@ -221,20 +305,28 @@ class Learner:
         mode), or checkpointed with the ``rebuild_pending`` marker (nightly mode).
         """
         done = []
+        promoted = set(self.adopt_promotions())
         for slot in sorted(self._dirty):
             erased = self._erased_before_checkpoint(slot)
-            if erased and self.rebuild_mode == "immediate":
+            if erased and self.rebuild_mode == "immediate" and slot not in promoted:
                 self.rebuild(slot)
                 done.append(slot)
                 continue
+            adopt: Checkpoint | None = None
             with self.db.transaction() as session:
-                register_checkpoint(
-                    session,
-                    self._models[slot],
-                    bandit_task(slot),
-                    self.models_dir,
-                    newly_erased=1 if erased else 0,
-                )
+                saved, challenger_files = self._register_challengers(session, slot)
+                lock_task(session, bandit_task(slot))
+                newest = newest_checkpoint(session, bandit_task(slot))
+                if self._is_promotion(slot, newest):
+                    adopt = newest  # promoted since adopt_promotions looked: never overwrite it
+                else:
+                    register_checkpoint(
+                        session,
+                        self._models[slot],
+                        bandit_task(slot),
+                        self.models_dir,
+                        newly_erased=1 if erased else 0,
+                    )
                 session.execute(
                     update(Decision)
                     .where(Decision.slot == slot, Decision.learn_state == LEARN_IN_MODEL)
@@ -243,12 +335,30 @@ class Learner:
                 expired = expired_checkpoints(
                     session, bandit_task(slot), self.keep_checkpoints, self.checkpoint_grace
                 )
-            for path in expired:
+            for path in (*expired, *challenger_files):
                 path.unlink(missing_ok=True)
+            self._challengers_dirty -= saved
+            if adopt is not None:
+                self._adopt(slot, adopt)
             self._saved_examples[slot] = self._models[slot].examples_learned
             done.append(slot)
         self._dirty.clear()
+        self.refresh_challengers()
         return done
+
+    def _register_challengers(self, session: Session, slot: str) -> tuple[set[str], list[Path]]:
+        """Checkpoints the slot's challengers that learned, in the transaction that marks the
+        decisions checkpointed (a crash replays them to the slot and its challengers alike).
+        Returns the tasks saved and the expired files to delete after the commit."""
+        saved: set[str] = set()
+        files: list[Path] = []
+        for task in sorted(self._challengers_dirty):
+            if self._challenger_specs[task].slot != slot:
+                continue
+            register_checkpoint(session, self._challengers[task], task, self.models_dir)
+            files += expired_checkpoints(session, task, self.keep_checkpoints, self.checkpoint_grace)
+            saved.add(task)
+        return saved, files
 
     def pending_rebuilds(self) -> list[str]:
         """Slots whose newest checkpoint is marked as holding an erased subject's decisions."""
@@ -269,9 +379,13 @@ class Learner:
             self.next_rebuild_at = next_nightly(now, self.rebuild_hour_utc)
         return [self.rebuild(slot) for slot in self.pending_rebuilds()]
 
-    def _replay(self, slot: str, model: SlotModel) -> None:
-        """Feeds the slot's remaining learned decisions to `model`, in the learner's order, page by page."""
+    def _replay(
+        self, slot: str, model: SlotModel, challengers: Mapping[str, SlotModel] | None = None
+    ) -> None:
+        """Feeds the slot's remaining learned decisions to `model` (and each challenger the ones it
+        learns from), in the learner's order, page by page."""
         config = self.slots[slot]
+        targets = [(self._challenger_specs[task], fresh) for task, fresh in (challengers or {}).items()]
         after: tuple[datetime, str] | None = None
         while True:
             query = (
@@ -289,13 +403,12 @@ class Learner:
                 rows = session.execute(query).scalars().all()
             for row in rows:
                 reward = row.reward if row.reward is not None else config.default_reward
-                model.learn(
-                    row.context,
-                    row.candidate_features,
-                    row.chosen_index,
-                    reward,
-                    row.probabilities[row.chosen_index],
-                )
+                example = (row.context, row.candidate_features, row.chosen_index, reward)
+                probability = row.probabilities[row.chosen_index]
+                model.learn(*example, probability)
+                for spec, challenger in targets:
+                    if spec.learns_from(row.experiment_id, row.arm):
+                        challenger.learn(*example, probability)
             if not rows:
                 return
             last = rows[-1]
@@ -310,7 +423,6 @@ class Learner:
         ``on_rebuilt``), every version marked ``rebuild_pending`` is retired and its
         file deleted after the commit. Serving processes swap at their next reload.
         """
-        config = self.slots[slot]
         task = bandit_task(slot)
         with self.db.transaction() as session:
             old = newest_row(session, task)
@@ -318,9 +430,19 @@ class Learner:
             examples_before = old.examples if old is not None else 0
             erasures_seen = pending_erasures(old.details) if old is not None else 0
         examples_before = max(examples_before, self._models[slot].examples_learned)
-        fresh = SlotModel(config.vw_args, model_version="rebuilding", random_seed=self.random_seed)
+        # The slot's arguments now: configured, or a promoted challenger's.
+        fresh = SlotModel(
+            self._models[slot].vw_args, model_version="rebuilding", random_seed=self.random_seed
+        )
+        # The slot's challengers learned from the same log: rebuilt from it too, their old versions
+        # deleted (a challenger task carries no marker of its own).
+        fresh_challengers = {
+            task: SlotModel(spec.vw_args, model_version="rebuilding", random_seed=self.random_seed)
+            for task, spec in self._challenger_specs.items()
+            if spec.slot == slot
+        }
         try:
-            self._replay(slot, fresh)
+            self._replay(slot, fresh, fresh_challengers)
             with self.db.transaction() as session:
                 lock_task(session, task)
                 current = newest_row(session, task)
@@ -345,6 +467,16 @@ class Learner:
                     row.details = {**details, "rebuilt_as": checkpoint.version}
                     row.active = False
                     retired.append(Path(row.path))
+                for challenger_task_name, challenger in fresh_challengers.items():
+                    replaced = register_checkpoint(session, challenger, challenger_task_name, self.models_dir)
+                    for row in session.execute(
+                        select(ModelVersion).where(
+                            ModelVersion.task == challenger_task_name,
+                            ModelVersion.version != replaced.version,
+                        )
+                    ).scalars():
+                        retired.append(Path(row.path))
+                        session.delete(row)
                 session.execute(
                     update(Decision)
                     .where(Decision.slot == slot, Decision.learn_state == LEARN_IN_MODEL)
@@ -362,7 +494,8 @@ class Learner:
                 if self.on_rebuilt is not None:
                     self.on_rebuilt(session, result)
         except BaseException:
-            fresh.close()
+            for model in (fresh, *fresh_challengers.values()):
+                model.close()
             raise
         # Only after the commit: a serving process that already opened an old file reads it
         # whole (unlink keeps an open file intact); one that has not gets "missing", keeps the
@@ -371,6 +504,10 @@ class Learner:
             path.unlink(missing_ok=True)
         previous, self._models[slot] = self._models[slot], fresh
         previous.close()
+        for challenger_task_name, challenger in fresh_challengers.items():
+            self._challengers.pop(challenger_task_name).close()
+            self._challengers[challenger_task_name] = challenger
+            self._challengers_dirty.discard(challenger_task_name)
         self._saved_examples[slot] = fresh.examples_learned
         self._dirty.discard(slot)
         self.rebuilds.append(result)
@@ -421,5 +558,5 @@ class Learner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        for model in self._models.values():
+        for model in (*self._models.values(), *self._challengers.values()):
             model.close()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,10 +32,50 @@ REBUILD_PENDING = "rebuild_pending"
 """Bandit checkpoint detail: it learned from an erased subject; ``{"erasures": n, "since": iso}``."""
 RETRAIN_REQUIRED = "retrain_required"
 """Classifier detail: trained on a window that held an erased subject; same shape."""
+PROMOTED = "promoted_from"
+"""Bandit checkpoint detail: the slot's policy came from a shipped challenger
+(``{"experiment_id", "arm", "policy", "task", "version"}``); the checkpoint is served and learned
+with its own ``vw_args`` instead of ``slots.<name>.vw_args``. Later checkpoints inherit it."""
+PINNED = "pinned"
+"""Bandit checkpoint detail: a model:<version> arm serves it, so retention keeps its file."""
 
 
 def bandit_task(slot: str) -> str:
     return f"bandit:{slot}"
+
+
+def challenger_task(experiment_id: str, arm: str) -> str:
+    """The registry task of a bandit:<config> challenger arm (ids and arm names are file-name safe)."""
+    return f"challenger:{experiment_id}:{arm}"
+
+
+@dataclass(frozen=True)
+class ChallengerSpec:
+    """A challenger arm as learning sees it: which slot, which arm, and its policy.
+
+    ``vw_args`` set: a bandit:<config> workspace of its own, checkpointed under ``task``.
+    ``pinned_version`` set: a model:<version> arm serving that checkpoint of the slot.
+    """
+
+    slot: str
+    experiment_id: str
+    arm: str
+    vw_args: str = ""
+    pinned_version: str = ""
+    learn_from_all: bool = False
+
+    @property
+    def task(self) -> str:
+        return challenger_task(self.experiment_id, self.arm)
+
+    def learns_from(self, experiment_id: str | None, arm: str) -> bool:
+        """True for a decision this challenger learns from: its own arm's, or all of the slot's."""
+        if not self.vw_args:
+            return False
+        return self.learn_from_all or (experiment_id == self.experiment_id and arm == self.arm)
+
+
+ChallengerSource = Callable[[], Sequence[ChallengerSpec]]
 
 
 def needs_retraining(details: Mapping[str, Any] | None) -> bool:
@@ -99,13 +140,84 @@ class Checkpoint:
     path: Path
     sha256: str
     examples: int
+    # The arguments the checkpoint must be loaded with instead of the configured ones: set for a
+    # promoted slot checkpoint and for challengers (their own config); None otherwise.
+    vw_args: str | None = None
+
+
+def _checkpoint(row: ModelVersion) -> Checkpoint:
+    details = row.details or {}
+    own_args = PROMOTED in details or not row.task.startswith("bandit:")
+    return Checkpoint(
+        row.task,
+        row.version,
+        Path(row.path),
+        row.sha256,
+        row.examples,
+        details.get("vw_args") if own_args else None,
+    )
 
 
 def newest_checkpoint(session: Session, task: str) -> Checkpoint | None:
     row = newest_row(session, task)
+    return None if row is None else _checkpoint(row)
+
+
+def version_checkpoint(session: Session, task: str, version: str) -> tuple[Checkpoint, str] | None:
+    """One registered version of ``task`` (active or not) and the VW arguments it was saved with."""
+    row = session.execute(
+        select(ModelVersion).where(ModelVersion.task == task, ModelVersion.version == version)
+    ).scalar_one_or_none()
     if row is None:
         return None
-    return Checkpoint(row.task, row.version, Path(row.path), row.sha256, row.examples)
+    return _checkpoint(row), str((row.details or {}).get("vw_args", ""))
+
+
+def pin_version(session: Session, task: str, version: str) -> None:
+    """Marks a version as served by a model:<version> arm, so retention keeps it."""
+    lock_task(session, task)
+    row = session.execute(
+        select(ModelVersion).where(ModelVersion.task == task, ModelVersion.version == version)
+    ).scalar_one()
+    if PINNED not in (row.details or {}):
+        row.details = {**(row.details or {}), PINNED: True}
+
+
+def promote_checkpoint(
+    session: Session, slot: str, source: Checkpoint, vw_args: str, models_dir: Path, origin: Mapping[str, str]
+) -> Checkpoint:
+    """Registers a copy of ``source`` as the slot's next version, served and learned with ``vw_args``.
+
+    ``origin`` (experiment, arm, policy, source task and version) is kept in the row's details.
+    """
+    if not source.path.exists() or file_sha256(source.path) != source.sha256:
+        raise ModelIntegrityError(f"model {source.task} {source.version} fails its hash check")
+    task = bandit_task(slot)
+    lock_task(session, task)
+    version = next_version(session, task)
+    path = models_dir / _task_dir(task) / f"{version}.vw"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    shutil.copyfile(source.path, tmp)
+    tmp.replace(path)
+    row = ModelVersion(
+        task=task,
+        version=version,
+        path=str(path),
+        sha256=file_sha256(path),
+        created_at=datetime.now(UTC),
+        examples=source.examples,
+        metrics={},
+        details={"vw_args": vw_args, PROMOTED: dict(origin)},
+        active=True,
+    )
+    session.add(row)
+    session.flush()
+    return _checkpoint(row)
+
+
+def _task_dir(task: str) -> str:
+    return task.replace(":", "_")
 
 
 def next_version(session: Session, task: str) -> str:
@@ -116,12 +228,14 @@ def next_version(session: Session, task: str) -> str:
     return f"v{number:06d}"
 
 
-def load_slot_model(
-    vw_args: str, checkpoint: Checkpoint | None, random_seed: int | None = None
-) -> SlotModel:
-    """A serving model from a checkpoint (verified against its hash) or a fresh one."""
+def load_slot_model(vw_args: str, checkpoint: Checkpoint | None, random_seed: int | None = None) -> SlotModel:
+    """A serving model from a checkpoint (verified against its hash) or a fresh one.
+
+    A checkpoint that names its own arguments (promoted, or a challenger's) is loaded with them.
+    """
     if checkpoint is None:
         return SlotModel(vw_args, model_version="v000000", random_seed=random_seed)
+    vw_args = checkpoint.vw_args or vw_args
     if not checkpoint.path.exists() or file_sha256(checkpoint.path) != checkpoint.sha256:
         raise ModelIntegrityError(f"model {checkpoint.task} {checkpoint.version} fails its hash check")
     try:
@@ -136,39 +250,89 @@ def load_slot_model(
 
 
 class ServingModels:
-    """The newest checkpoint of every slot, swapped in without a restart."""
+    """The newest checkpoint of every slot, and of every challenger arm, swapped in without a restart.
 
-    def __init__(self, db: Database, slot_args: dict[str, str], random_seed: int | None = None):
+    Challengers: a bandit:<config> arm serves the newest checkpoint of its own task (a fresh
+    workspace with its arguments until the learner registers one); a model:<version> arm
+    serves that checkpoint of the slot, loaded once and never changed.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        slot_args: dict[str, str],
+        random_seed: int | None = None,
+        challengers: ChallengerSource | None = None,
+    ):
         self._db = db
         self._slot_args = slot_args
         self._random_seed = random_seed
+        self._challenger_source = challengers
         self._models: dict[str, SlotModel] = {}
+        self._challengers: dict[str, SlotModel] = {}  # by challenger task
+        self._pinned: dict[tuple[str, str], SlotModel] = {}  # by (slot, version)
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self.refresh()
 
     def get(self, slot: str) -> SlotModel:
         return self._models[slot]
 
+    def challenger(self, spec: ChallengerSpec) -> SlotModel:
+        """The model of a challenger arm; loaded on first use when `refresh` has not yet."""
+        key = (spec.slot, spec.pinned_version)
+        model = self._pinned.get(key) if spec.pinned_version else self._challengers.get(spec.task)
+        if model is not None:
+            return model
+        with self._load_lock:
+            model = self._pinned.get(key) if spec.pinned_version else self._challengers.get(spec.task)
+            if model is None:
+                model = self._load_challenger(spec, None)
+                with self._lock:
+                    if spec.pinned_version:
+                        self._pinned[key] = model
+                    else:
+                        self._challengers[spec.task] = model
+            return model
+
+    def _load_challenger(self, spec: ChallengerSpec, current: SlotModel | None) -> SlotModel:
+        if spec.pinned_version:
+            with self._db.transaction() as session:
+                found = version_checkpoint(session, bandit_task(spec.slot), spec.pinned_version)
+            if found is None:
+                raise ModelIntegrityError(
+                    f"model {bandit_task(spec.slot)} {spec.pinned_version} is not registered"
+                )
+            pinned, vw_args = found
+            return load_slot_model(vw_args or self._slot_args[spec.slot], pinned, self._random_seed)
+        with self._db.transaction() as session:
+            newest = newest_checkpoint(session, spec.task)
+        if current is not None and (newest is None or newest.version == current.model_version):
+            return current
+        return load_slot_model(spec.vw_args, newest, self._random_seed)
+
     def versions(self) -> dict[str, str]:
-        """The checkpoint version every slot serves now."""
+        """The checkpoint version every slot (and every challenger task) serves now."""
         with self._lock:
-            return {slot: model.model_version for slot, model in self._models.items()}
+            served = {slot: model.model_version for slot, model in self._models.items()}
+            served.update({task: model.model_version for task, model in self._challengers.items()})
+            return served
 
     def refresh(self) -> list[str]:
-        """Loads any newer checkpoint; returns the slots that changed."""
+        """Loads any newer checkpoint; returns the slots (and challenger tasks) that changed."""
         changed = []
-        for slot, vw_args in self._slot_args.items():
+        for slot, configured_args in self._slot_args.items():
             with self._db.transaction() as session:
                 checkpoint = newest_checkpoint(session, bandit_task(slot))
             current = self._models.get(slot)
             if current is not None and (checkpoint is None or checkpoint.version == current.model_version):
                 continue
             try:
-                model = load_slot_model(vw_args, checkpoint, self._random_seed)
+                model = load_slot_model(configured_args, checkpoint, self._random_seed)
             except ModelIntegrityError:
                 logger.error("checkpoint rejected", extra={"slot": slot})
                 if current is None:
-                    model = load_slot_model(vw_args, None, self._random_seed)
+                    model = load_slot_model(configured_args, None, self._random_seed)
                 else:
                     continue
             with self._lock:
@@ -176,13 +340,52 @@ class ServingModels:
             if old is not None:
                 old.close()
             changed.append(slot)
+        if self._challenger_source is not None:
+            changed += self._refresh_challengers(self._challenger_source())
+        return changed
+
+    def _refresh_challengers(self, specs: Sequence[ChallengerSpec]) -> list[str]:
+        changed = []
+        live_tasks = {spec.task for spec in specs if spec.vw_args}
+        live_pins = {(spec.slot, spec.pinned_version) for spec in specs if spec.pinned_version}
+        for spec in specs:
+            if spec.slot not in self._slot_args:
+                continue
+            if spec.pinned_version and (spec.slot, spec.pinned_version) in self._pinned:
+                continue
+            current = None if spec.pinned_version else self._challengers.get(spec.task)
+            try:
+                with self._load_lock:
+                    model = self._load_challenger(spec, current)
+            except ModelIntegrityError:
+                logger.error("challenger checkpoint rejected", extra={"slot": spec.slot})
+                continue
+            if model is current:
+                continue
+            with self._lock:
+                if spec.pinned_version:
+                    old = self._pinned.get((spec.slot, spec.pinned_version))
+                    self._pinned[(spec.slot, spec.pinned_version)] = model
+                else:
+                    old = self._challengers.get(spec.task)
+                    self._challengers[spec.task] = model
+            if old is not None:
+                old.close()
+            changed.append(spec.task)
+        with self._lock:
+            gone = [self._challengers.pop(t) for t in list(self._challengers) if t not in live_tasks]
+            gone += [self._pinned.pop(k) for k in list(self._pinned) if k not in live_pins]
+        for model in gone:
+            model.close()
         return changed
 
     def close(self) -> None:
         with self._lock:
-            for model in self._models.values():
+            for model in (*self._models.values(), *self._challengers.values(), *self._pinned.values()):
                 model.close()
             self._models.clear()
+            self._challengers.clear()
+            self._pinned.clear()
 
 
 def expired_checkpoints(
@@ -202,6 +405,8 @@ def expired_checkpoints(
     ).scalars()
     paths = []
     for row in rows:
+        if PINNED in (row.details or {}):
+            continue  # a model:<version> arm serves it
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
         if moment - created < grace:
             continue
@@ -225,7 +430,7 @@ def register_checkpoint(
     """
     lock_task(session, task)
     version = next_version(session, task)
-    path = models_dir / task.replace(":", "_") / f"{version}.vw"
+    path = models_dir / _task_dir(task) / f"{version}.vw"
     model.save(path)
     now = datetime.now(UTC)
     row = ModelVersion(
@@ -244,22 +449,24 @@ def register_checkpoint(
     # so an erasure marking the previous version cannot slip in between.
     session.flush()
     since: str | None = None
+    previous = session.execute(
+        select(ModelVersion)
+        .where(ModelVersion.task == task, ModelVersion.active.is_(True), ModelVersion.id < row.id)
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    details: dict[str, Any] = {"vw_args": model.vw_args}
+    if previous is not None and PROMOTED in (previous.details or {}):
+        details[PROMOTED] = previous.details[PROMOTED]  # the slot's policy still comes from it
     if erasures_held is None:
-        previous = session.execute(
-            select(ModelVersion)
-            .where(ModelVersion.task == task, ModelVersion.active.is_(True), ModelVersion.id < row.id)
-            .order_by(ModelVersion.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
         erasures_held = newly_erased
         if previous is not None:
             erasures_held += pending_erasures(previous.details)
             since = (previous.details or {}).get(REBUILD_PENDING, {}).get("since")
     if erasures_held > 0:
-        row.details = {
-            "vw_args": model.vw_args,
-            REBUILD_PENDING: {"erasures": erasures_held, "since": since or now.isoformat()},
-        }
+        details[REBUILD_PENDING] = {"erasures": erasures_held, "since": since or now.isoformat()}
+    if details != row.details:
+        row.details = details
         session.flush()
     model.model_version = version
     return Checkpoint(task, version, path, row.sha256, model.examples_learned)

@@ -36,6 +36,7 @@ from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore, require_private
+from tacit.server.challengers import arm_models, challenger_source, policy_check, promoter
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
@@ -192,7 +193,21 @@ class Runtime:
             analyzer,
             BoundaryLimits(max_text_chars=settings.privacy.max_text_chars),
         )
-        models = ServingModels(db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()}, seed)
+        experiments = ExperimentService(
+            db,
+            slots=settings.slots.keys(),
+            default_rewards={slot: cfg.default_reward for slot, cfg in settings.slots.items()},
+            conversion_window=timedelta(seconds=settings.experiments.conversion_window_seconds),
+            refresh_seconds=settings.experiments.refresh_seconds,
+            refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
+            sequential_tuning_n=settings.experiments.sequential_tuning_n,
+            policy_check=policy_check(db),
+            on_ship=promoter(data_dir / "models", lambda slot: settings.slots[slot].vw_args),
+        )
+        challengers = challenger_source(experiments)
+        models = ServingModels(
+            db, {slot: cfg.vw_args for slot, cfg in settings.slots.items()}, seed, challengers=challengers
+        )
         decision_log = DecisionLog(
             db,
             settings.decision_log.flush_interval_ms,
@@ -218,18 +233,10 @@ class Runtime:
                 rebuild_mode=settings.privacy.erasure_model_rebuild,
                 rebuild_hour_utc=settings.privacy.erasure_rebuild_hour_utc,
                 on_rebuilt=audit_rebuilds(boundary.policies.version, keyring.active_key_id),
+                challengers=challengers,
             )
         profiles = ProfileStore(db)
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)
-        experiments = ExperimentService(
-            db,
-            slots=settings.slots.keys(),
-            default_rewards={slot: cfg.default_reward for slot, cfg in settings.slots.items()},
-            conversion_window=timedelta(seconds=settings.experiments.conversion_window_seconds),
-            refresh_seconds=settings.experiments.refresh_seconds,
-            refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
-            sequential_tuning_n=settings.experiments.sequential_tuning_n,
-        )
         experiments.refresh_routes()
         engine.assigner = experiments.assigner
         return cls(
@@ -391,7 +398,13 @@ def create_server(
     predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)
     experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens), runtime.keyring.digest), server
+        ExperimentServicer(
+            runtime.experiments,
+            caller_role(runtime.tokens),
+            runtime.keyring.digest,
+            arm_models(runtime.db, runtime.experiments),
+        ),
+        server,
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
     health_servicer = HealthServicer()

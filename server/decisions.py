@@ -27,10 +27,12 @@ from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.expression import ColumnElement
 
 from tacit.experiments.service import ArmAssignment
+from tacit.experiments.service.definitions import is_challenger
 from tacit.learning.profiles import ProfileStore
-from tacit.learning.registry import ServingModels
+from tacit.learning.registry import ModelIntegrityError, ServingModels
 from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
+from tacit.server.challengers import spec_for
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
@@ -458,18 +460,9 @@ class DecisionEngine:
             candidate_dropped += dropped
         assignment = self.assigner(request.slot, subject) if self.assigner is not None else None
         policy = assignment.policy if assignment is not None else "bandit"
-        model = self.models.get(request.slot)
-        probabilities: tuple[float, ...]
-        if policy == "bandit":
-            prediction = model.predict(shared_context, candidate_features)
-            probabilities = prediction.probabilities
-            model_version = prediction.model_version
-        elif policy == "static:first":
-            probabilities = (1.0,) + (0.0,) * (len(eligible) - 1)
-            model_version = "static:first"
-        else:
-            probabilities = (1.0 / len(eligible),) * len(eligible)
-            model_version = "uniform"
+        probabilities, model_version = self._policy_probabilities(
+            request.slot, assignment, policy, shared_context, candidate_features
+        )
         chosen = self._sample(probabilities)
         order = _ranking_order(probabilities, chosen)
         deadline = now + timedelta(seconds=slot.reward_window_seconds)
@@ -509,6 +502,31 @@ class DecisionEngine:
             dropped_context_fields=context.audit.dropped_undeclared,
             dropped_candidate_fields=candidate_dropped,
         )
+
+    def _policy_probabilities(
+        self,
+        slot: str,
+        assignment: ArmAssignment | None,
+        policy: str,
+        context: Mapping[str, Value],
+        candidates: Sequence[Mapping[str, Value]],
+    ) -> tuple[tuple[float, ...], str]:
+        """The arm's policy: the slot's model, a challenger's (own workspace, pinned checkpoint) or a rule."""
+        if policy == "bandit":
+            prediction = self.models.get(slot).predict(context, candidates)
+            return prediction.probabilities, prediction.model_version
+        if assignment is not None and is_challenger(policy):
+            try:
+                model = self.models.challenger(spec_for(slot, assignment))
+            except ModelIntegrityError:
+                raise Unavailable(
+                    "the arm's model checkpoint cannot be loaded", "MODEL_UNAVAILABLE"
+                ) from None
+            prediction = model.predict(context, candidates)
+            return prediction.probabilities, prediction.model_version
+        if policy == "static:first":
+            return (1.0,) + (0.0,) * (len(candidates) - 1), "static:first"
+        return (1.0 / len(candidates),) * len(candidates), "uniform"
 
     def _profile_context(self, subject: str, names: Sequence[str], now: datetime) -> dict[str, Value]:
         """The subject's profile features from memory; a miss starts a background fill."""

@@ -76,7 +76,7 @@ DECISIONS_PENDING = Gauge(
 # --- Models, learner and audit chain (set by MetricsSampler) -------------------------------------
 MODEL_VERSION = Gauge(
     "tacit_model_version",
-    "Checkpoint version number each serving process uses for a slot (0 = untrained)",
+    "Checkpoint version number each serving process uses for a slot or a challenger task (0 = untrained)",
     ["slot"],
     multiprocess_mode="liveall",
 )

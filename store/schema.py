@@ -202,7 +202,7 @@ class ExperimentRecord(Base):
 class ExperimentChange(Base):
     """One step of an experiment's history: who, when, what, and the report behind it.
 
-    `action` is create/start/advance/pause/resume/rollback/ship/conclude/hold or
+    `action` is create/start/advance/pause/resume/rollback/ship/promote/conclude/hold or
     `evaluate` (a periodic report with no state change, kept for the lift-over-time chart).
     """
 

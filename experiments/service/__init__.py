@@ -22,6 +22,7 @@ from tacit.experiments.service.definitions import (
     SYSTEM_ACTOR,
     ArmAssignment,
     ArmConfig,
+    Challenger,
     Experiment,
     ExperimentDefinition,
     ExperimentState,
@@ -31,6 +32,7 @@ from tacit.experiments.service.lifecycle import ExperimentService
 __all__ = [
     "ArmAssignment",
     "ArmConfig",
+    "Challenger",
     "Experiment",
     "ExperimentDefinition",
     "ExperimentService",

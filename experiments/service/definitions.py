@@ -17,6 +17,21 @@ EXPERIMENT_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
 POLICIES = ("bandit", "static:first", "uniform")
+# Challenger policies: "bandit:<VW arguments>" (a second VW workspace for the slot, learning
+# online) and "model:<version>" (a pinned checkpoint of the slot, never learning). The server
+# checks their content (the experiments layer knows nothing of VW: `PolicyCheck`).
+BANDIT_CHALLENGER = "bandit:"
+PINNED_MODEL = "model:"
+CHALLENGER_PREFIXES = (BANDIT_CHALLENGER, PINNED_MODEL)
+# Decisions store the policy in 128 characters.
+MAX_POLICY_CHARS = 128
+# A challenger's checkpoints are registered as `challenger:<experiment id>:<arm>` (96 characters
+# at most), so its arm name is short and file-name safe.
+CHALLENGER_ARM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,20}$")
+
+
+def is_challenger(policy: str) -> bool:
+    return policy.startswith(CHALLENGER_PREFIXES)
 
 
 SYSTEM_ACTOR = "system"
@@ -46,7 +61,8 @@ class ArmAssignment:
     """The experiment arm that serves a subject on a slot, and that arm's policy.
 
     Policies: "bandit" (the slot's VW model), "static:first" (the first eligible
-    candidate), "uniform" (uniform random over eligible candidates).
+    candidate), "uniform" (uniform random over eligible candidates), "bandit:<VW arguments>"
+    (this arm's own VW workspace) and "model:<version>" (a pinned checkpoint of the slot).
     """
 
     experiment_id: str
@@ -59,6 +75,32 @@ class ArmConfig:
     name: str
     policy: str
     weight: float
+    # bandit:<config> only: learn from every decision of the slot (importance-weighted by
+    # its logged probability) instead of only the decisions this arm made.
+    learn_from_all: bool = False
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """An arm with a challenger policy, in an experiment that routes its slot's traffic."""
+
+    experiment_id: str
+    slot: str
+    arm: str
+    policy: str
+    learn_from_all: bool = False
+
+    @property
+    def vw_args(self) -> str:
+        """The VW arguments of a bandit:<config> challenger ("" for a pinned model)."""
+        return (
+            self.policy.removeprefix(BANDIT_CHALLENGER) if self.policy.startswith(BANDIT_CHALLENGER) else ""
+        )
+
+    @property
+    def pinned_version(self) -> str:
+        """The checkpoint version of a model:<version> arm ("" for a bandit challenger)."""
+        return self.policy.removeprefix(PINNED_MODEL) if self.policy.startswith(PINNED_MODEL) else ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +132,18 @@ class ExperimentDefinition:
     def control(self) -> str:
         return self.control_arm or (self.arms[0].name if self.arms else "")
 
+    @property
+    def treatment(self) -> str:
+        """The arm that takes all traffic when the experiment ships (the first non-control arm)."""
+        return next((a.name for a in self.arms if a.name != self.control), "")
+
+    def challengers(self) -> tuple[Challenger, ...]:
+        return tuple(
+            Challenger(self.experiment_id, self.slot, a.name, a.policy, a.learn_from_all)
+            for a in self.arms
+            if is_challenger(a.policy)
+        )
+
     def spec(self, sequential_tuning_n: float = 5000) -> ExperimentSpec:
         return ExperimentSpec(
             arms=tuple(Arm(arm.name, arm.weight) for arm in self.arms),
@@ -105,7 +159,11 @@ class ExperimentDefinition:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "arms": [{"name": a.name, "policy": a.policy, "weight": a.weight} for a in self.arms],
+            "arms": [
+                {"name": a.name, "policy": a.policy, "weight": a.weight}
+                | ({"learn_from_all": True} if a.learn_from_all else {})
+                for a in self.arms
+            ],
             "control_arm": self.control,
             "primary_metric": self.primary_metric,
             "secondary_metrics": list(self.secondary_metrics),
@@ -134,7 +192,10 @@ class ExperimentDefinition:
         return cls(
             experiment_id=experiment_id,
             slot=slot,
-            arms=tuple(ArmConfig(a["name"], a["policy"], float(a["weight"])) for a in data["arms"]),
+            arms=tuple(
+                ArmConfig(a["name"], a["policy"], float(a["weight"]), bool(a.get("learn_from_all", False)))
+                for a in data["arms"]
+            ),
             control_arm=data["control_arm"],
             primary_metric=data["primary_metric"],
             secondary_metrics=tuple(data["secondary_metrics"]),

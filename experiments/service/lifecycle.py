@@ -19,13 +19,18 @@ from tacit.experiments.report import ChangeEntry, Report
 from tacit.experiments.rules import Action, validate_spec, validate_traffic_range
 from tacit.experiments.service import records
 from tacit.experiments.service.definitions import (
+    CHALLENGER_ARM_NAME,
     EXPERIMENT_ID,
+    HOLDS_SLOT,
+    MAX_POLICY_CHARS,
     POLICIES,
     SYSTEM_ACTOR,
     ArmAssignment,
+    Challenger,
     Experiment,
     ExperimentDefinition,
     ExperimentState,
+    is_challenger,
 )
 from tacit.experiments.service.evaluation import Evaluator
 from tacit.experiments.service.snapshot import AssignmentSnapshot
@@ -33,6 +38,15 @@ from tacit.store.db import Database
 from tacit.store.schema import ExperimentChange, ExperimentRecord
 
 logger = logging.getLogger("tacit.experiments")
+
+PolicyCheck = Callable[[str, str], None]
+"""Checks a challenger policy (slot, policy) and raises ValueError with a message when it is unusable.
+
+The server supplies it (VW arguments, registered checkpoints: knowledge this layer does not have)."""
+
+ShipHook = Callable[[Session, Challenger], str]
+"""Called inside the transaction that ships an experiment whose winner is a challenger; makes it the
+slot's policy and returns what changed (recorded in the experiment's history as a "promote" change)."""
 
 
 class ExperimentService:
@@ -50,8 +64,12 @@ class ExperimentService:
         sequential_tuning_n: float = 5000,
         registry: Mapping[str, MetricDefinition] = BUILTIN_METRICS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        policy_check: PolicyCheck | None = None,
+        on_ship: ShipHook | None = None,
     ) -> None:
         self.db = db
+        self.policy_check = policy_check
+        self.on_ship = on_ship
         self.slots = frozenset(slots) if slots is not None else None
         self.default_rewards = dict(default_rewards or {})
         self.conversion_window = conversion_window
@@ -433,6 +451,23 @@ class ExperimentService:
 
     # ------------------------------------------------------------------ assignment
 
+    def challengers(self) -> list[Challenger]:
+        """Challenger arms of the experiments that route traffic (running, paused, rolled back, shipped):
+        what the learner trains and serving processes load."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(ExperimentRecord)
+                .where(ExperimentRecord.state.in_([s.value for s in HOLDS_SLOT]))
+                .order_by(ExperimentRecord.experiment_id)
+            ).scalars()
+            return [
+                challenger
+                for row in rows
+                for challenger in ExperimentDefinition.from_json(
+                    row.experiment_id, row.slot, row.spec
+                ).challengers()
+            ]
+
     def assigner(self, slot: str, subject_pseudonym: str) -> ArmAssignment | None:
         """The arm serving this subject on `slot`, from the in-memory snapshot (no DB per Rank)."""
         return self._snapshot.assign(slot, subject_pseudonym)
@@ -449,8 +484,31 @@ class ExperimentService:
         if self.slots is not None and definition.slot not in self.slots:
             raise SpecError("experiment.slot", "is not a configured slot")
         for index, arm in enumerate(definition.arms):
-            if arm.policy not in POLICIES:
-                raise SpecError(f"experiment.arms[{index}].policy", f"must be one of {list(POLICIES)}")
+            field = f"experiment.arms[{index}]"
+            if arm.policy in POLICIES:
+                if arm.learn_from_all:
+                    raise SpecError(f"{field}.learn_from_all", "applies to bandit:<config> arms only")
+                continue
+            if not is_challenger(arm.policy):
+                raise SpecError(
+                    f"{field}.policy",
+                    f"must be one of {list(POLICIES)}, bandit:<VW arguments> or model:<version>",
+                )
+            if len(arm.policy) > MAX_POLICY_CHARS:
+                raise SpecError(f"{field}.policy", f"is longer than {MAX_POLICY_CHARS} characters")
+            if arm.learn_from_all and not arm.policy.startswith("bandit:"):
+                raise SpecError(f"{field}.learn_from_all", "applies to bandit:<config> arms only")
+            if not CHALLENGER_ARM_NAME.match(arm.name):
+                raise SpecError(
+                    f"{field}.name",
+                    f"an arm with a challenger policy must match {CHALLENGER_ARM_NAME.pattern}",
+                )
+            if self.policy_check is None:
+                raise SpecError(f"{field}.policy", "challenger policies need the server's model registry")
+            try:
+                self.policy_check(definition.slot, arm.policy)
+            except ValueError as error:
+                raise SpecError(f"{field}.policy", str(error)) from None
         try:
             validate_traffic_range(definition.traffic_start, definition.traffic_end)
             validate_spec(definition.spec(self.sequential_tuning_n), self.registry)
@@ -463,7 +521,7 @@ class ExperimentService:
         last = row.stage_index == len(row.spec["stages"]) - 1
         if last:
             row.ended_at = now
-            return records.transition(
+            shipped = records.transition(
                 session,
                 row,
                 now,
@@ -474,6 +532,8 @@ class ExperimentService:
                 reason or "shipped",
                 report,
             )
+            self._promote(session, row, now, actor, shipped.definition)
+            return shipped
         row.stage_started_at = now
         return records.transition(
             session,
@@ -486,6 +546,24 @@ class ExperimentService:
             reason or "advanced",
             report,
         )
+
+    def _promote(
+        self,
+        session: Session,
+        row: ExperimentRecord,
+        now: datetime,
+        actor: str,
+        definition: ExperimentDefinition,
+    ) -> None:
+        """A shipped challenger becomes the slot's policy in the shipping transaction (a "promote" change)."""
+        winner = next((c for c in definition.challengers() if c.arm == definition.treatment), None)
+        if winner is None or self.on_ship is None:
+            return
+        change = self.on_ship(session, winner)
+        records.record(
+            session, row, now, actor, "promote", ExperimentState.SHIPPED, row.stage_index, change, None
+        )
+        logger.info("shipped challenger promoted", extra={"experiment_id": row.experiment_id})
 
     def _mutate(
         self,

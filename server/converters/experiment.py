@@ -85,7 +85,12 @@ def definition_from_proto(experiment_id: str, message: experiment_pb2.Experiment
         if len(items) > MAX_ITEMS:
             raise InvalidArgument(f"experiment.{field}", f"has more than {MAX_ITEMS} entries")
     arms = tuple(
-        ArmConfig(arm.name, arm.policy, _finite(f"experiment.arms[{i}].weight", arm.weight))
+        ArmConfig(
+            arm.name,
+            arm.policy,
+            _finite(f"experiment.arms[{i}].weight", arm.weight),
+            arm.learn_from_all_decisions,
+        )
         for i, arm in enumerate(message.arms)
     )
     stages = []
@@ -142,7 +147,12 @@ def experiment_to_proto(experiment: Experiment) -> experiment_pb2.Experiment:
     message = experiment_pb2.Experiment(
         name=f"experiments/{definition.experiment_id}",
         slot=definition.slot,
-        arms=[experiment_pb2.Arm(name=a.name, policy=a.policy, weight=a.weight) for a in definition.arms],
+        arms=[
+            experiment_pb2.Arm(
+                name=a.name, policy=a.policy, weight=a.weight, learn_from_all_decisions=a.learn_from_all
+            )
+            for a in definition.arms
+        ],
         primary_metric=definition.primary_metric,
         secondary_metrics=list(definition.secondary_metrics),
         guardrails=[

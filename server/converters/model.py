@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from tacit.learning.evaluation import DriftSummary
-from tacit.learning.registry import needs_retraining
+from tacit.learning.registry import PROMOTED, needs_retraining
 from tacit.learning.registry_models import ModelRecord
 from tacit.server.converters import to_timestamp
 from tacit.server.errors import InvalidArgument
@@ -40,7 +42,16 @@ def model_message(record: ModelRecord) -> model_pb2.Model:
         create_time=to_timestamp(record.created_at),
         examples=record.examples,
         needs_retraining=needs_retraining(record.details),
+        vw_args=str(record.details.get("vw_args", "")) if record.details else "",
+        promoted_from=_promoted_from(record.details),
     )
+
+
+def _promoted_from(details: Mapping[str, Any] | None) -> str:
+    origin = (details or {}).get(PROMOTED)
+    if not isinstance(origin, dict):
+        return ""
+    return f"experiments/{origin.get('experiment_id', '')}/arms/{origin.get('arm', '')}"
 
 
 def finite_or(value: float, default: float = 0.0) -> float:

@@ -15,6 +15,7 @@ from tacit.experiments.errors import ExperimentConflict, ExperimentExists, Exper
 from tacit.experiments.service import Experiment, ExperimentService
 from tacit.server import converters
 from tacit.server.auth import TokenStore
+from tacit.server.challengers import ArmModel
 from tacit.server.converters import experiment as convert
 from tacit.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tacit.v1 import experiment_pb2, experiment_pb2_grpc
@@ -58,8 +59,10 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
         service: ExperimentService,
         role_of: Callable[[grpc.ServicerContext], str],
         request_digest: Callable[[str], str] | None = None,
+        arm_models: Callable[[str], list[ArmModel]] | None = None,
     ):
         self._service = service
+        self._arm_models = arm_models
         self._role_of = role_of
         # Client request ids are kept (idempotency keys) only as keyed digests.
         self._request_digest = request_digest
@@ -148,7 +151,15 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
     ) -> experiment_pb2.ExperimentReport:
         experiment_id = convert.experiment_id_from_name("name", request.name)
         with _domain_errors():
-            return convert.report_to_proto(self._service.report(experiment_id))
+            report = convert.report_to_proto(self._service.report(experiment_id))
+            if self._arm_models is not None:
+                report.arm_models.extend(
+                    experiment_pb2.ArmModel(
+                        arm=m.arm, policy=m.policy, task=m.task, version=m.version, examples=m.examples
+                    )
+                    for m in self._arm_models(experiment_id)
+                )
+            return report
 
     def ListExperimentChanges(  # noqa: N802
         self, request: experiment_pb2.ListExperimentChangesRequest, context: grpc.ServicerContext

@@ -42,7 +42,9 @@ from tacit.v1 import model_pb2, model_pb2_grpc
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_POLICIES = 16
-TASK = re.compile(r"^(conversion|churn|bandit:[a-z][a-z0-9_\-]{0,63})$")
+TASK = re.compile(
+    r"^(conversion|churn|bandit:[a-z][a-z0-9_\-]{0,63}|challenger:[a-z][a-z0-9\-]{0,62}:[a-z0-9][a-z0-9_\-]{0,20})$"
+)
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
 
 

@@ -37,14 +37,16 @@ TOLERANCE_KIND_RELATIVE: ToleranceKind
 TOLERANCE_KIND_ABSOLUTE: ToleranceKind
 
 class Arm(_message.Message):
-    __slots__ = ("name", "policy", "weight")
+    __slots__ = ("name", "policy", "weight", "learn_from_all_decisions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LEARN_FROM_ALL_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     weight: float
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    learn_from_all_decisions: bool
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[float] = ..., learn_from_all_decisions: _Optional[bool] = ...) -> None: ...
 
 class Stage(_message.Message):
     __slots__ = ("percent", "min_sample", "min_duration_seconds")
@@ -245,7 +247,7 @@ class ArmCount(_message.Message):
     def __init__(self, arm: _Optional[str] = ..., subjects: _Optional[int] = ...) -> None: ...
 
 class ExperimentReport(_message.Message):
-    __slots__ = ("name", "metrics", "srm_p_value", "recommended_action", "summary", "stage_index", "exposure_percent", "arm_counts", "reasons", "evaluate_time", "state")
+    __slots__ = ("name", "metrics", "srm_p_value", "recommended_action", "summary", "stage_index", "exposure_percent", "arm_counts", "reasons", "evaluate_time", "state", "arm_models")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     SRM_P_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +259,7 @@ class ExperimentReport(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    ARM_MODELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     metrics: _containers.RepeatedCompositeFieldContainer[MetricResult]
     srm_p_value: float
@@ -268,7 +271,22 @@ class ExperimentReport(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     evaluate_time: _timestamp_pb2.Timestamp
     state: ExperimentState
-    def __init__(self, name: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., srm_p_value: _Optional[float] = ..., recommended_action: _Optional[str] = ..., summary: _Optional[str] = ..., stage_index: _Optional[int] = ..., exposure_percent: _Optional[float] = ..., arm_counts: _Optional[_Iterable[_Union[ArmCount, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., evaluate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ...) -> None: ...
+    arm_models: _containers.RepeatedCompositeFieldContainer[ArmModel]
+    def __init__(self, name: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., srm_p_value: _Optional[float] = ..., recommended_action: _Optional[str] = ..., summary: _Optional[str] = ..., stage_index: _Optional[int] = ..., exposure_percent: _Optional[float] = ..., arm_counts: _Optional[_Iterable[_Union[ArmCount, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., evaluate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., arm_models: _Optional[_Iterable[_Union[ArmModel, _Mapping]]] = ...) -> None: ...
+
+class ArmModel(_message.Message):
+    __slots__ = ("arm", "policy", "task", "version", "examples")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    policy: str
+    task: str
+    version: str
+    examples: int
+    def __init__(self, arm: _Optional[str] = ..., policy: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., examples: _Optional[int] = ...) -> None: ...
 
 class ListExperimentChangesRequest(_message.Message):
     __slots__ = ("name", "page_size", "page_token", "include_evaluations")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tacit/v1/model.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12-\n\x07metrics\x18\x05 \x03(\x0b\x32\x1c.tacit.v1.Model.MetricsEntry\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10needs_retraining\x18\x07 \x01(\x08\x12\x10\n\x08\x65xamples\x18\x14 \x01(\x03\x12\x14\n\x0cnew_examples\x18\x15 \x01(\x03\x12\x19\n\x11pending_decisions\x18\x16 \x01(\x03\x12\x1c\n\x14learning_lag_seconds\x18\x17 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"H\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.tacit.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x17\x45valuatePoliciesRequest\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12\x10\n\x08policies\x18\x02 \x03(\t\"n\n\x0ePolicyEstimate\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x11\n\testimator\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x04 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x05 \x01(\x01\x12\t\n\x01n\x18\x06 \x01(\x03\"G\n\x18\x45valuatePoliciesResponse\x12+\n\testimates\x18\x01 \x03(\x0b\x32\x18.tacit.v1.PolicyEstimate\"%\n\x15GetDriftReportRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\",\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\xbb\x01\n\x0fRewardRateDrift\x12\x16\n\x0ereference_rate\x18\x01 \x01(\x01\x12\x14\n\x0c\x63urrent_rate\x18\x02 \x01(\x01\x12\x17\n\x0freference_count\x18\x03 \x01(\x03\x12\x15\n\rcurrent_count\x18\x04 \x01(\x03\x12\t\n\x01z\x18\x05 \x01(\x01\x12\x0f\n\x07p_value\x18\x06 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x07 \x01(\x08\x12\r\n\x05\x61lpha\x18\x08 \x01(\x01\x12\x0e\n\x06status\x18\t \x01(\t\"\x8e\x04\n\x0b\x44riftReport\x12\x0c\n\x04task\x18\x01 \x01(\t\x12(\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x16.tacit.v1.FeatureDrift\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x1b\n\x0eprediction_psi\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x18\n\x10\x64rifted_features\x18\x06 \x03(\t\x12\x34\n\x11reward_rate_drift\x18\x07 \x01(\x0b\x32\x19.tacit.v1.RewardRateDrift\x12\x38\n\x14reference_start_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12reference_end_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63urrent_start_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x63urrent_end_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0freference_count\x18\x0c \x01(\x03\x12\x15\n\rcurrent_count\x18\r \x01(\x03\x12\x15\n\rmodel_version\x18\x0e \x01(\tB\x11\n\x0f_prediction_psi2\xb4\x02\n\x0cModelService\x12G\n\nListModels\x12\x1b.tacit.v1.ListModelsRequest\x1a\x1c.tacit.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x19.tacit.v1.GetModelRequest\x1a\x0f.tacit.v1.Model\x12Y\n\x10\x45valuatePolicies\x12!.tacit.v1.EvaluatePoliciesRequest\x1a\".tacit.v1.EvaluatePoliciesResponse\x12H\n\x0eGetDriftReport\x12\x1f.tacit.v1.GetDriftReportRequest\x1a\x15.tacit.v1.DriftReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tacit/v1/model.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12-\n\x07metrics\x18\x05 \x03(\x0b\x32\x1c.tacit.v1.Model.MetricsEntry\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10needs_retraining\x18\x07 \x01(\x08\x12\x10\n\x08\x65xamples\x18\x14 \x01(\x03\x12\x14\n\x0cnew_examples\x18\x15 \x01(\x03\x12\x19\n\x11pending_decisions\x18\x16 \x01(\x03\x12\x1c\n\x14learning_lag_seconds\x18\x17 \x01(\x01\x12\x0f\n\x07vw_args\x18\x18 \x01(\t\x12\x15\n\rpromoted_from\x18\x19 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"H\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.tacit.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x17\x45valuatePoliciesRequest\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12\x10\n\x08policies\x18\x02 \x03(\t\"n\n\x0ePolicyEstimate\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x11\n\testimator\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x04 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x05 \x01(\x01\x12\t\n\x01n\x18\x06 \x01(\x03\"G\n\x18\x45valuatePoliciesResponse\x12+\n\testimates\x18\x01 \x03(\x0b\x32\x18.tacit.v1.PolicyEstimate\"%\n\x15GetDriftReportRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\",\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\xbb\x01\n\x0fRewardRateDrift\x12\x16\n\x0ereference_rate\x18\x01 \x01(\x01\x12\x14\n\x0c\x63urrent_rate\x18\x02 \x01(\x01\x12\x17\n\x0freference_count\x18\x03 \x01(\x03\x12\x15\n\rcurrent_count\x18\x04 \x01(\x03\x12\t\n\x01z\x18\x05 \x01(\x01\x12\x0f\n\x07p_value\x18\x06 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x07 \x01(\x08\x12\r\n\x05\x61lpha\x18\x08 \x01(\x01\x12\x0e\n\x06status\x18\t \x01(\t\"\x8e\x04\n\x0b\x44riftReport\x12\x0c\n\x04task\x18\x01 \x01(\t\x12(\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x16.tacit.v1.FeatureDrift\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x1b\n\x0eprediction_psi\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x18\n\x10\x64rifted_features\x18\x06 \x03(\t\x12\x34\n\x11reward_rate_drift\x18\x07 \x01(\x0b\x32\x19.tacit.v1.RewardRateDrift\x12\x38\n\x14reference_start_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12reference_end_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63urrent_start_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x63urrent_end_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0freference_count\x18\x0c \x01(\x03\x12\x15\n\rcurrent_count\x18\r \x01(\x03\x12\x15\n\rmodel_version\x18\x0e \x01(\tB\x11\n\x0f_prediction_psi2\xb4\x02\n\x0cModelService\x12G\n\nListModels\x12\x1b.tacit.v1.ListModelsRequest\x1a\x1c.tacit.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x19.tacit.v1.GetModelRequest\x1a\x0f.tacit.v1.Model\x12Y\n\x10\x45valuatePolicies\x12!.tacit.v1.EvaluatePoliciesRequest\x1a\".tacit.v1.EvaluatePoliciesResponse\x12H\n\x0eGetDriftReport\x12\x1f.tacit.v1.GetDriftReportRequest\x1a\x15.tacit.v1.DriftReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,29 +35,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODEL_METRICSENTRY']._loaded_options = None
   _globals['_MODEL_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_MODEL']._serialized_start=68
-  _globals['_MODEL']._serialized_end=403
-  _globals['_MODEL_METRICSENTRY']._serialized_start=357
-  _globals['_MODEL_METRICSENTRY']._serialized_end=403
-  _globals['_LISTMODELSREQUEST']._serialized_start=405
-  _globals['_LISTMODELSREQUEST']._serialized_end=477
-  _globals['_LISTMODELSRESPONSE']._serialized_start=479
-  _globals['_LISTMODELSRESPONSE']._serialized_end=557
-  _globals['_GETMODELREQUEST']._serialized_start=559
-  _globals['_GETMODELREQUEST']._serialized_end=590
-  _globals['_EVALUATEPOLICIESREQUEST']._serialized_start=592
-  _globals['_EVALUATEPOLICIESREQUEST']._serialized_end=649
-  _globals['_POLICYESTIMATE']._serialized_start=651
-  _globals['_POLICYESTIMATE']._serialized_end=761
-  _globals['_EVALUATEPOLICIESRESPONSE']._serialized_start=763
-  _globals['_EVALUATEPOLICIESRESPONSE']._serialized_end=834
-  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=836
-  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=873
-  _globals['_FEATUREDRIFT']._serialized_start=875
-  _globals['_FEATUREDRIFT']._serialized_end=919
-  _globals['_REWARDRATEDRIFT']._serialized_start=922
-  _globals['_REWARDRATEDRIFT']._serialized_end=1109
-  _globals['_DRIFTREPORT']._serialized_start=1112
-  _globals['_DRIFTREPORT']._serialized_end=1638
-  _globals['_MODELSERVICE']._serialized_start=1641
-  _globals['_MODELSERVICE']._serialized_end=1949
+  _globals['_MODEL']._serialized_end=443
+  _globals['_MODEL_METRICSENTRY']._serialized_start=397
+  _globals['_MODEL_METRICSENTRY']._serialized_end=443
+  _globals['_LISTMODELSREQUEST']._serialized_start=445
+  _globals['_LISTMODELSREQUEST']._serialized_end=517
+  _globals['_LISTMODELSRESPONSE']._serialized_start=519
+  _globals['_LISTMODELSRESPONSE']._serialized_end=597
+  _globals['_GETMODELREQUEST']._serialized_start=599
+  _globals['_GETMODELREQUEST']._serialized_end=630
+  _globals['_EVALUATEPOLICIESREQUEST']._serialized_start=632
+  _globals['_EVALUATEPOLICIESREQUEST']._serialized_end=689
+  _globals['_POLICYESTIMATE']._serialized_start=691
+  _globals['_POLICYESTIMATE']._serialized_end=801
+  _globals['_EVALUATEPOLICIESRESPONSE']._serialized_start=803
+  _globals['_EVALUATEPOLICIESRESPONSE']._serialized_end=874
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=876
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=913
+  _globals['_FEATUREDRIFT']._serialized_start=915
+  _globals['_FEATUREDRIFT']._serialized_end=959
+  _globals['_REWARDRATEDRIFT']._serialized_start=962
+  _globals['_REWARDRATEDRIFT']._serialized_end=1149
+  _globals['_DRIFTREPORT']._serialized_start=1152
+  _globals['_DRIFTREPORT']._serialized_end=1678
+  _globals['_MODELSERVICE']._serialized_start=1681
+  _globals['_MODELSERVICE']._serialized_end=1989
 # @@protoc_insertion_point(module_scope)

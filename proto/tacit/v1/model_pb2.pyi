@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("name", "task", "version", "active", "metrics", "create_time", "needs_retraining", "examples", "new_examples", "pending_decisions", "learning_lag_seconds")
+    __slots__ = ("name", "task", "version", "active", "metrics", "create_time", "needs_retraining", "examples", "new_examples", "pending_decisions", "learning_lag_seconds", "vw_args", "promoted_from")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class Model(_message.Message):
     NEW_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     PENDING_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VW_ARGS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FROM_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     version: str
@@ -40,7 +42,9 @@ class Model(_message.Message):
     new_examples: int
     pending_decisions: int
     learning_lag_seconds: float
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., active: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., needs_retraining: _Optional[bool] = ..., examples: _Optional[int] = ..., new_examples: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., learning_lag_seconds: _Optional[float] = ...) -> None: ...
+    vw_args: str
+    promoted_from: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., active: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., needs_retraining: _Optional[bool] = ..., examples: _Optional[int] = ..., new_examples: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., learning_lag_seconds: _Optional[float] = ..., vw_args: _Optional[str] = ..., promoted_from: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task", "page_size", "page_token")
