@@ -56,6 +56,7 @@ from tacit.store.schema import ModelVersion
 
 __all__ = [
     "ENGAGEMENT_TASK",
+    "EngagementError",
     "EngagementBundle",
     "EngagementData",
     "EngagementJob",
@@ -262,8 +263,6 @@ def regression_metrics(labels: ArrayLike, predictions: ArrayLike) -> dict[str, f
         "mae": float(np.mean(np.abs(error))) if y.size else math.nan,
         "r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else math.nan,
     }
-
-
 
 
 @dataclass(frozen=True, eq=False)
