@@ -231,6 +231,7 @@ class Retrainer:
         self.interval_seconds = interval_seconds
         self._clock = clock
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> list[RunRecord]:
@@ -377,8 +378,16 @@ class Retrainer:
             )
         return True
 
+    def wake(self) -> None:
+        """Runs the next check now instead of at the end of the interval (operators and tests)."""
+        self._wake.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
+        while True:
+            self._wake.wait(self.interval_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.run_once()
             except StorageUnavailable:
@@ -392,6 +401,7 @@ class Retrainer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
 

@@ -1,9 +1,12 @@
 """PredictEngagement: boundary → profile → overrides → the active engagement model.
 
-The same documented fallbacks and errors as `tacit.server.predictions` (default
-profile for a subject with no history; MODEL_NOT_FOUND, MODEL_INTEGRITY,
-FEATURE_MISSING as FAILED_PRECONDITION; a numeric override that is not a number
-is INVALID_ARGUMENT naming ``context.values[<name>]``), for the task ``engagement``.
+The same documented errors as `tacit.server.predictions` (MODEL_NOT_FOUND,
+MODEL_INTEGRITY, FEATURE_MISSING as FAILED_PRECONDITION; a numeric override that
+is not a number is INVALID_ARGUMENT naming ``context.values[<name>]``), for the
+task ``engagement``. One fallback differs: a subject with no stored history gets
+the model's mean baseline (``default_profile = true``) whatever the context —
+every training snapshot has history, so the model was never fitted on a subject
+without one and would only extrapolate.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ class EngagementPredictions:
                 f"the active {ENGAGEMENT_TASK} model is not served: {error}", "MODEL_INTEGRITY"
             ) from None
         profile = self.profiles.lookup(pseudonym, now)
+        baseline = served.bundle.model.baseline
+        if profile.default:
+            return EngagementResult(baseline, baseline, served.version, True)
         row = {**profile.features.as_dict(), **overrides}
         try:
             expected = float(served.predict([row])[0])
@@ -86,4 +92,4 @@ class EngagementPredictions:
                 "which is missing at serving time",
                 "FEATURE_MISSING",
             ) from None
-        return EngagementResult(expected, served.bundle.model.baseline, served.version, profile.default)
+        return EngagementResult(expected, baseline, served.version, False)
