@@ -2,7 +2,7 @@
 checks drift and age, trains a candidate on fresh data, scores both versions on a fresh holdout
 and promotes only a candidate that is not worse beyond the tolerance.
 
-Both scenarios use one simulated history of 14 weeks sent with TrackEvents; the active version
+Both scenarios use one simulated history of 13 weeks (80 subjects) sent with TrackEvents; the active version
 is trained on what was known six weeks ago. Then either
 * the site changes (dwell on mobile x2.5, on desktop x0.67 for the last six weeks): the drift
   triggers a retrain, the candidate that learned the new behaviour wins on the holdout; or
@@ -73,7 +73,7 @@ def history_with_active_model(
     now: datetime, **retraining: object,
 ) -> ServerHandle:  # fmt: skip
     handle = start_server(database_url, retraining={**RETRAINING, **retraining})
-    events = simulate_events(n_subjects=110, days=98, seed=11, end=now, dwell_shift=shift)
+    events = simulate_events(n_subjects=80, days=91, seed=11, end=now, dwell_shift=shift)
     assert send_events(handle.channel, handle.metadata(Role.SERVICE), events) == len(events)
     run_engagement_training(
         handle.running.runtime.db,
@@ -220,5 +220,7 @@ def test_the_scheduler_runs_on_its_cadence_in_the_learner_process_only(
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
     # A process without the learner (workers 1..n) has no scheduler.
-    serving_only = start_server(database_url, learner={"enabled": False})
+    serving_only = start_server(
+        database_url, learner={"enabled": False}, privacy={"keys_file": str(handle.settings.keys_path)}
+    )
     assert serving_only.running.runtime.retrainer is None
