@@ -6,7 +6,8 @@ active version:
 1. **drift** — PSI of the behaviour features and of the predictions, the active
    version's training window vs the subjects active in the last ``recent``
    (``tacit.learning.evaluation.model_drift``, the same figures as `tacit drift`);
-2. **age** — how long ago the active version was registered;
+2. **age** — how long ago the active version was registered (and whether an erasure
+   marked it: trigger ``erasure``);
 3. nothing reached its limit → the run ends ``fresh``; otherwise
 4. **train** — a candidate on the fresh data: snapshots of the last
    ``training_span`` before the holdout, registered *inactive*;
@@ -50,7 +51,7 @@ from tacit.learning.engagement import (
 )
 from tacit.learning.evaluation import model_drift
 from tacit.learning.profiles import as_utc, iter_histories
-from tacit.learning.registry import ModelIntegrityError, lock_task
+from tacit.learning.registry import ModelIntegrityError, lock_task, needs_retraining
 from tacit.learning.registry_models import active_record
 from tacit.store.db import Database, StorageUnavailable
 from tacit.store.schema import ModelVersion, RetrainingRun
@@ -245,7 +246,10 @@ class Retrainer:
             return None
         run = _Run(self.db, task, active.version, self.policy.tolerance)
         try:
-            return self._check(task, run, active.version, active.created_at, load_engagement(active))
+            bundle = load_engagement(active)
+            return self._check(
+                task, run, active.version, active.created_at, bundle, needs_retraining(active.details)
+            )
         except (StorageUnavailable, KeyboardInterrupt):
             raise
         except (EngagementError, ModelIntegrityError) as error:
@@ -257,7 +261,7 @@ class Retrainer:
             return run.finish("failed")
 
     def _check(
-        self, task: str, run: _Run, version: str, created_at: datetime, bundle: EngagementBundle
+        self, task: str, run: _Run, version: str, created_at: datetime, bundle: EngagementBundle, erased: bool
     ) -> RunRecord:
         policy = self.policy
         model = bundle.model
@@ -279,14 +283,18 @@ class Retrainer:
                 "current_rows": report.n_current,
                 "reference_rows": report.n_reference,
             },
-            ("drifted: " + ", ".join(report.drifted_features)) if report.stale else "no drift",
+            ("drifted: " + (", ".join(report.drifted_features) or "predictions"))
+            if report.stale
+            else "no drift",
         )
         age = (self._clock() - created_at).total_seconds()
         max_age = policy.max_age.total_seconds() if policy.max_age is not None else math.inf
         if age > max_age:
             triggers.append("age")
-        run.step("age", {"age_seconds": age, "max_age_seconds": max_age},
+        run.step("age", {"age_seconds": age, "max_age_seconds": max_age, "erasure_marked": float(erased)},
                  "older than the maximum age" if age > max_age else "young enough")  # fmt: skip
+        if erased:
+            triggers.append("erasure")
         if not triggers:
             return run.finish("fresh")
 
