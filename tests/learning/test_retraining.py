@@ -24,9 +24,10 @@ import pytest
 
 from tacit.cli import main as tacit_main
 from tacit.learning.engagement import EngagementJob, run_engagement_training
+from tacit.learning.registry import needs_retraining
 from tacit.learning.registry_models import active_record, get_record
 from tacit.server.auth import Role
-from tacit.v1 import model_pb2, model_pb2_grpc, prediction_pb2, prediction_pb2_grpc
+from tacit.v1 import audit_pb2, audit_pb2_grpc, model_pb2, model_pb2_grpc, prediction_pb2, prediction_pb2_grpc
 from tests.conftest import ServerHandle
 from tests.server.test_bad_input import field_violations
 
@@ -224,3 +225,27 @@ def test_the_scheduler_runs_on_its_cadence_in_the_learner_process_only(
         database_url, learner={"enabled": False}, privacy={"keys_file": str(handle.settings.keys_path)}
     )
     assert serving_only.running.runtime.retrainer is None
+
+
+def test_an_erasure_in_the_active_versions_data_triggers_a_retrain(
+    database_url: str, start_server: Callable[..., ServerHandle]
+) -> None:
+    handle = start_server(database_url, retraining={**RETRAINING, "psi_threshold": 1e9})
+    events = simulate_events(n_subjects=60, days=56, seed=2)
+    send_events(handle.channel, handle.metadata(), events)
+    db = handle.running.runtime.db
+    run_engagement_training(db, handle.data_dir / "models", EngagementJob(snapshot_every=timedelta(days=3.5)))
+    erased = audit_pb2_grpc.AuditServiceStub(handle.channel).EraseSubject(
+        audit_pb2.EraseSubjectRequest(subject_id=events[0].subject_id), metadata=handle.metadata(Role.AUDITOR)
+    )
+    assert erased.events_erased > 0
+    before = active_record(db, "engagement")
+    assert before is not None and needs_retraining(before.details)
+    retrainer = handle.running.runtime.retrainer
+    assert retrainer is not None
+    retrainer.wake()
+    run = first_finished_run(handle)
+    assert list(run.triggers) == ["erasure"] and steps(run)["age"].figures["erasure_marked"] == 1.0
+    assert run.outcome in {"promoted", "refused"} and run.candidate_version == "v000002"
+    # The candidate was trained after the erasure: it is not marked.
+    assert not needs_retraining(get_record(db, "engagement", "v000002").details)
