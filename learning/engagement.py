@@ -31,6 +31,7 @@ from typing import Any
 import joblib
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
@@ -305,8 +306,14 @@ def train_engagement(
     random_state: int = 0,
     min_rows: int = 60,
     feature_names: tuple[str, ...] = FEATURE_NAMES,
+    refit_on_all: bool = False,
 ) -> EngagementModel:
-    """Fits every candidate on the oldest rows, picks by validation RMSE, reports test metrics."""
+    """Fits every candidate on the oldest rows, picks by validation RMSE, reports test metrics.
+
+    ``refit_on_all`` refits the chosen setting on every row before returning it, for a caller
+    that scores the result on a holdout of its own (the retraining scheduler): the reported
+    validation and test figures are then those of the selection fit, not of the returned model.
+    """
     y = np.asarray(labels, dtype=np.float64)
     seconds = np.array([t.timestamp() for t in times], dtype=np.float64)
     if not len(rows) == y.size == seconds.size:
@@ -351,10 +358,15 @@ def train_engagement(
         base = regression_metrics(y[mask], np.full(int(mask.sum()), baseline))
         metrics.update({f"{window}_baseline_{k}": v for k, v in base.items() if k != "r2"})
     metrics["test_rmse_skill"] = 1.0 - metrics["test_rmse"] / metrics["test_baseline_rmse"]
+    fitted = train
+    if refit_on_all:
+        chosen = clone(chosen).fit(matrix, y)
+        fitted = np.ones(n, dtype=bool)
+        baseline = float(y.mean())
     metrics.update(
         {
             "baseline_mean": baseline,
-            "n_train": float(train.sum()),
+            "n_train": float(fitted.sum()),
             "n_validation": float(validation.sum()),
             "n_test": float(test.sum()),
         }
@@ -366,7 +378,7 @@ def train_engagement(
         baseline=baseline,
         metrics=metrics,
         feature_names=feature_names,
-        training_window=(float(seconds[train].min()), float(seconds[train].max())),
+        training_window=(float(seconds[fitted].min()), float(seconds[fitted].max())),
         data_hash=_data_hash(matrix, y, seconds),
     )
 

@@ -308,7 +308,12 @@ class Retrainer:
         del histories
         training, holdout = _split(data, cutoff)
         candidate_model = train_engagement(
-            training.rows, training.labels, training.times, random_state=policy.seed, min_rows=policy.min_rows
+            training.rows,
+            training.labels,
+            training.times,
+            random_state=policy.seed,
+            min_rows=policy.min_rows,
+            refit_on_all=True,  # the holdout is the test: the candidate learns from every fresh row
         )
         candidate = EngagementBundle(
             candidate_model, drift_reference(candidate_model, training.rows, training.times)
