@@ -1,8 +1,9 @@
 """`tacit train`, `tacit evaluate`, `tacit drift`: the model tools, run against the database.
 
-    tacit train conversion|churn [--label-window-days 7]   train, print metrics, register
+    tacit train conversion|churn|engagement [--label-window-days 7]   train, print metrics, register
     tacit evaluate --slot home [--policy vw:...]             off-policy estimates table
-    tacit drift conversion|churn|bandit:<slot>               PSI table; exit code 3 when stale
+    tacit drift conversion|churn|engagement|bandit:<slot>    PSI table; exit code 3 when stale
+    tacit retraining list|run [--task engagement]            the scheduler's runs; one run now
 
 `tacit drift conversion || tacit train conversion` retrains only a stale model
 (schedule it with cron or a systemd timer).
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tacit.learning.classifiers import Task, TrainingConfig, TrainingError
+from tacit.learning.engagement import ENGAGEMENT_TASK, ServingEngagement
 from tacit.learning.evaluation import (
     DEFAULT_POLICIES,
     DRIFT_RECENT,
@@ -33,6 +35,7 @@ from tacit.learning.evaluation import (
     bandit_drift_report,
     drift_report,
     evaluate_policies,
+    model_drift,
 )
 from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import ModelNotFoundError, ServingClassifiers
@@ -86,6 +89,10 @@ def metrics_table(task: str, version: str, metrics: dict[str, float]) -> Table:
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    if args.task == ENGAGEMENT_TASK:
+        from tacit.cli.retraining import cmd_train_engagement
+
+        return cmd_train_engagement(args, out)
     settings = _settings(args)
     console = _console(out)
     db = Database.open(settings.database_url)
@@ -159,10 +166,13 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _drift_task(text: str) -> str:
-    """conversion, churn or bandit:<slot>."""
-    if text in {t.value for t in Task} or (text.startswith("bandit:") and len(text) > len("bandit:")):
+    """conversion, churn, engagement or bandit:<slot>."""
+    known = {*(t.value for t in Task), ENGAGEMENT_TASK}
+    if text in known or (text.startswith("bandit:") and len(text) > len("bandit:")):
         return text
-    raise argparse.ArgumentTypeError(f"must be {', '.join(t.value for t in Task)} or bandit:<slot>")
+    raise argparse.ArgumentTypeError(
+        f"must be {', '.join(t.value for t in Task)}, {ENGAGEMENT_TASK} or bandit:<slot>"
+    )
 
 
 def _when(moment: datetime | None) -> str:
@@ -179,6 +189,13 @@ def _drift_summary(args: argparse.Namespace, settings: Settings, db: Database) -
         return bandit_drift_report(
             db, name, slot.default_reward, recent, threshold=args.threshold, alpha=args.reward_alpha
         )
+    if args.task == ENGAGEMENT_TASK:
+        engagement = ServingEngagement(db).get()
+        model = engagement.bundle.model
+        return model_drift(
+            db, args.task, engagement.version, engagement.bundle.drift_reference, model.training_window,
+            model.predict, recent, threshold=args.threshold,
+        )  # fmt: skip
     served = ServingClassifiers(db).get(args.task)
     return drift_report(db, args.task, served, recent, threshold=args.threshold)
 
@@ -238,8 +255,10 @@ def _runner(command: Callable[[argparse.Namespace, TextIO], int]) -> Callable[[a
 
 def add_model_parsers(subparsers: Any) -> None:
     """Registers `train`, `evaluate` and `drift` on the `tacit` command."""
-    train = subparsers.add_parser("train", help="train and register a conversion or churn classifier")
-    train.add_argument("task", choices=[t.value for t in Task])
+    train = subparsers.add_parser(
+        "train", help="train and register a conversion or churn classifier or the engagement regression"
+    )
+    train.add_argument("task", choices=[*(t.value for t in Task), ENGAGEMENT_TASK])
     train.add_argument("--data-dir", type=Path, default=None)
     train.add_argument("--label-window-days", type=float, default=7.0,
                        help="conversion horizon / churn inactivity period")  # fmt: skip
@@ -261,10 +280,13 @@ def add_model_parsers(subparsers: Any) -> None:
     drift = subparsers.add_parser(
         "drift", help="feature, prediction and reward-rate drift of a model; exit 3 when stale"
     )
-    drift.add_argument("task", type=_drift_task, help="conversion, churn or bandit:<slot>")
+    drift.add_argument("task", type=_drift_task, help="conversion, churn, engagement or bandit:<slot>")
     drift.add_argument("--recent-days", type=float, default=DRIFT_RECENT / timedelta(days=1))
     drift.add_argument("--threshold", type=float, default=DRIFT_THRESHOLD)
     drift.add_argument("--reward-alpha", type=float, default=DRIFT_REWARD_ALPHA,
                        help="significance level of the reward-rate test (bandit:<slot>)")  # fmt: skip
     drift.add_argument("--data-dir", type=Path, default=None)
     drift.set_defaults(func=_runner(cmd_drift))
+    from tacit.cli.retraining import add_retraining_parser
+
+    add_retraining_parser(subparsers, _runner)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tacit.learning.engagement import ENGAGEMENT_TASK
 from tacit.learning.registry import (
     REBUILD_PENDING,
     RETRAIN_REQUIRED,
@@ -59,8 +60,9 @@ def mark_models_for_erasure(
     earliest learned decision became learnable (an older one cannot contain it).
     Decisions the learner holds in memory but has not checkpointed are caught by the
     learner itself (its count of unsaved decisions no longer matches the log).
-    Classifier: every version trained on events up to a horizon that one of the
-    subject's events falls before, when that event had been received by then.
+    Classifier (and the engagement regression): every version trained on events up to a
+    horizon that one of the subject's events falls before, when that event had been
+    received by then.
     """
     now = now or datetime.now(UTC)
     learned = session.execute(
@@ -101,7 +103,7 @@ def mark_models_for_erasure(
     if events:
         earliest_event = min(occurred for occurred, _ in events)
         for row in session.execute(
-            select(ModelVersion).where(ModelVersion.task.in_(CLASSIFIER_TASKS))
+            select(ModelVersion).where(ModelVersion.task.in_((*CLASSIFIER_TASKS, ENGAGEMENT_TASK)))
         ).scalars():
             end = _classifier_data_end(dict(row.details or {}))
             created = _aware(row.created_at)

@@ -24,17 +24,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sqlalchemy import or_, select
 
 from tacit.learning.bandit import BanditConfigError, SlotModel, validate_arguments
 from tacit.learning.drift import DriftMonitor, DriftReport, DriftStatus, reward_rate_drift
-from tacit.learning.features import build_features
+from tacit.learning.features import FeatureVector, build_features
 from tacit.learning.ope import (
     Estimate,
     LoggedDecision,
@@ -341,6 +342,31 @@ def drift_report(
     ``now`` defaults to the newest stored event, so that a replayed or
     simulated history is compared at its own present.
     """
+    return model_drift(
+        db,
+        task,
+        served.version,
+        served.bundle.drift_reference,
+        served.bundle.model.training_window,
+        lambda rows: served.predict_proba([row.as_dict() for row in rows]),
+        recent,
+        threshold,
+        now,
+    )
+
+
+def model_drift(
+    db: Database,
+    task: str,
+    version: str,
+    reference: DriftMonitor,
+    training_window: tuple[float, float],
+    score: Callable[[list[FeatureVector]], ArrayLike],
+    recent: timedelta = DRIFT_RECENT,
+    threshold: float = DRIFT_THRESHOLD,
+    now: datetime | None = None,
+) -> DriftSummary:
+    """`drift_report` for any model of the point-in-time features (classifier or regressor)."""
     histories = dict(iter_histories(db))
     latest = max((events[-1].occurred_at for events in histories.values()), default=datetime.now(UTC))
     end = as_utc(now) if now is not None else latest
@@ -350,14 +376,14 @@ def drift_report(
         for events in histories.values()
         if any(start < e.occurred_at <= end for e in events)
     ]
-    monitor = copy.copy(served.bundle.drift_reference)  # the served bundle is shared
+    monitor = copy.copy(reference)  # the served bundle is shared
     monitor.threshold = threshold
-    scores = served.predict_proba([row.as_dict() for row in rows]) if rows else None
+    scores = score(rows) if rows else None
     report = monitor.report(rows, scores=scores)
-    first, last = served.bundle.model.training_window
+    first, last = training_window
     return DriftSummary(
         task,
-        served.version,
+        version,
         report,
         start,
         end,
@@ -373,9 +399,7 @@ class _TimedDecision:
     success: bool
 
 
-def _load_timed_decisions(
-    db: Database, slot: str, default_reward: float, limit: int
-) -> list[_TimedDecision]:
+def _load_timed_decisions(db: Database, slot: str, default_reward: float, limit: int) -> list[_TimedDecision]:
     """The newest ``limit`` decisions of ``slot`` whose reward is final, oldest first."""
     query = (
         select(Decision.created_at, Decision.context, Decision.reward)
@@ -409,9 +433,7 @@ def _comparable_context_features(
         if all(isinstance(v, str) for v in values):
             features.append(name)
             categorical.append(name)
-        elif all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             features.append(name)
     return tuple(features), tuple(categorical)
 

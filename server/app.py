@@ -21,11 +21,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.orm import Session
 
 from tacit.experiments.service import ExperimentService
+from tacit.learning.engagement import ServingEngagement
 from tacit.learning.erasure import mark_models_for_erasure
 from tacit.learning.learner import Learner, Rebuild, SlotLearning
 from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ServingModels
 from tacit.learning.registry_models import ServingClassifiers
+from tacit.learning.retraining import Retrainer, RetrainPolicy
 from tacit.privacy import audit_log
 from tacit.privacy.analyzer import AnalyzerSettings, build_analyzer
 from tacit.privacy.audit_log import append_entries, chain_length
@@ -40,6 +42,7 @@ from tacit.server.challengers import arm_models, challenger_source, policy_check
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.decisions import DecisionEngine
+from tacit.server.engagement import EngagementPredictions
 from tacit.server.events import EventRecorder
 from tacit.server.health import HealthServicer
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
@@ -156,6 +159,7 @@ class Runtime:
     profiles: ProfileStore | None = None
     _metrics: MetricsSampler | None = None
     _routes_refresher: threading.Thread | None = None
+    retrainer: Retrainer | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -239,6 +243,7 @@ class Runtime:
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)
         experiments.refresh_routes()
         engine.assigner = experiments.assigner
+        retrainer = retrainer_from(settings, db) if settings.learner.enabled else None  # worker 0 only
         return cls(
             settings,
             db,
@@ -252,11 +257,14 @@ class Runtime:
             learner,
             experiments,
             profiles=profiles,
+            retrainer=retrainer,
         )
 
     def start_background(self) -> None:
         if self.learner is not None:
             self.learner.start()
+        if self.retrainer is not None:
+            self.retrainer.start()
         privacy = self.settings.privacy
         self.retention = retention_purger(
             self.db,
@@ -333,8 +341,31 @@ class Runtime:
             self.retention.stop()
         if self.learner is not None:
             self.learner.stop()
+        if self.retrainer is not None:
+            self.retrainer.stop()
         self.models.close()
         self.db.dispose()
+
+
+def retrainer_from(settings: Settings, db: Database) -> Retrainer | None:
+    """The retraining scheduler the settings describe; None when disabled."""
+    config = settings.retraining
+    if not config.enabled:
+        return None
+    days = timedelta(days=1)
+    policy = RetrainPolicy(
+        max_age=config.max_model_age_days * days if config.max_model_age_days is not None else None,
+        psi_threshold=config.psi_threshold,
+        recent=config.recent_days * days,
+        tolerance=config.tolerance,
+        training_span=config.training_days * days,
+        holdout_span=config.holdout_days * days,
+        label_window=config.label_window_days * days,
+        snapshot_every=config.snapshot_every_days * days,
+    )
+    return Retrainer(
+        db, settings.storage.data_dir / "models", policy, tuple(config.tasks), config.interval_seconds
+    )
 
 
 def prediction_and_model_servicers(
@@ -345,9 +376,11 @@ def prediction_and_model_servicers(
     classifiers = ServingClassifiers(runtime.db, settings.learner.reload_interval_seconds)
     profiles = runtime.profiles if runtime.profiles is not None else ProfileStore(runtime.db)
     predictions = Predictions(runtime.db, runtime.boundary, profiles, classifiers)
+    engagement = ServingEngagement(runtime.db, settings.learner.reload_interval_seconds)
+    expected = EngagementPredictions(runtime.db, runtime.boundary, profiles, engagement)
     return (
-        PredictionServicer(predictions, settings.limits, known_names),
-        ModelServicer(runtime.db, settings, classifiers),
+        PredictionServicer(predictions, settings.limits, known_names, expected),
+        ModelServicer(runtime.db, settings, classifiers, engagement),
     )
 
 

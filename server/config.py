@@ -168,6 +168,28 @@ class ExperimentSettings(_Section):
     sequential_tuning_n: float = Field(5_000.0, gt=0, description="total subjects where the CS is tightest")
 
 
+class RetrainingSettings(_Section):
+    """The in-server retraining scheduler (learner process only); see tacit.learning.retraining."""
+
+    enabled: bool = Field(True, description="check, retrain and promote on a cadence in the learner process")
+    tasks: list[Literal["engagement"]] = Field(default_factory=lambda: ["engagement"])  # type: ignore[arg-type]
+    interval_seconds: float = Field(3600.0, gt=0, description="how often the checks run")
+    max_model_age_days: float | None = Field(7.0, gt=0, description="retrain an older active version")
+    psi_threshold: float = Field(0.2, gt=0, description="PSI at which a feature or the predictions drifted")
+    recent_days: float = Field(7.0, gt=0, description="the drift check's current window")
+    tolerance: float = Field(
+        0.02, ge=0, description="promote when candidate RMSE <= active RMSE * (1 + tolerance) on the holdout"
+    )
+    training_days: float = Field(
+        56.0, gt=0, description="the candidate learns from this span before the holdout"
+    )
+    holdout_days: float = Field(
+        7.0, gt=0, description="the newest labelled snapshots of this span are the holdout"
+    )
+    label_window_days: float = Field(7.0, gt=0)
+    snapshot_every_days: float = Field(2.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything `tacit serve` needs, validated at start-up."""
 
@@ -181,6 +203,7 @@ class Settings(BaseSettings):
     learner: LearnerSettings = LearnerSettings()
     privacy: PrivacySettings = PrivacySettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    retraining: RetrainingSettings = RetrainingSettings()
     slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
 
     @classmethod

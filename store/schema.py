@@ -240,3 +240,36 @@ class PseudonymKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# --- automatic retraining (issue 14) ---------------------------------------------------------
+
+
+class RetrainingRun(Base):
+    """One check of the in-server retraining scheduler and everything it did.
+
+    A run starts as ``running`` and ends ``fresh`` (no trigger), ``promoted``, ``refused``
+    or ``failed``; ``steps`` is the ordered list of what happened (drift, age, train,
+    validate, promote / refuse), appended and committed as each step ends. No personal
+    value is in it: versions, counts, PSI figures and scores only.
+    """
+
+    __tablename__ = "retraining_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(96))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # running, fresh, promoted, refused, failed
+    outcome: Mapped[str] = mapped_column(String(16))
+    triggers: Mapped[list] = mapped_column(JSON, default=list)
+    active_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    candidate_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metric: Mapped[str] = mapped_column(String(32), default="")
+    active_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    candidate_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tolerance: Mapped[float] = mapped_column(Float, default=0.0)
+    holdout_rows: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[list] = mapped_column(JSON, default=list)
+
+    __table_args__ = (Index("ix_retraining_runs_task_id", "task", "id"),)

@@ -6,11 +6,15 @@ import base64
 import binascii
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tacit.learning.evaluation import DriftSummary
 from tacit.learning.registry import PROMOTED, needs_retraining
 from tacit.learning.registry_models import ModelRecord
+from tacit.learning.retraining import RunRecord
 from tacit.server.converters import to_timestamp
 from tacit.server.errors import InvalidArgument
 from tacit.v1 import model_pb2
@@ -20,7 +24,7 @@ def encode_page_token(after_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{after_id}".encode()).decode()
 
 
-def decode_page_token(token: str) -> int | None:
+def decode_page_token(token: str, method: str = "ListModels") -> int | None:
     if not token:
         return None
     try:
@@ -29,7 +33,7 @@ def decode_page_token(token: str) -> int | None:
             raise ValueError
         return int(text[3:])
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token returned by ListModels") from None
+        raise InvalidArgument("page_token", f"is not a token returned by {method}") from None
 
 
 def model_message(record: ModelRecord) -> model_pb2.Model:
@@ -98,4 +102,40 @@ def drift_message(summary: DriftSummary, reward_alpha: float) -> model_pb2.Drift
                 status=reward.status.value,
             )
         )
+    return message
+
+
+def _step_time(text: str) -> Timestamp:
+    return to_timestamp(datetime.fromisoformat(text))
+
+
+def retraining_run_message(run: RunRecord) -> model_pb2.RetrainingRun:
+    """The wire form of a retraining run; scores are left unset when the run did not validate."""
+    message = model_pb2.RetrainingRun(
+        id=run.id,
+        task=run.task,
+        start_time=to_timestamp(run.started_at),
+        outcome=run.outcome,
+        triggers=list(run.triggers),
+        active_version=run.active_version or "",
+        candidate_version=run.candidate_version or "",
+        metric=run.metric,
+        tolerance=run.tolerance,
+        holdout_rows=run.holdout_rows,
+        steps=[
+            model_pb2.RetrainingStep(
+                name=str(step.get("name", "")),
+                time=_step_time(str(step["at"])),
+                figures={k: float(v) for k, v in dict(step.get("figures", {})).items()},
+                note=str(step.get("note", "")),
+            )
+            for step in run.steps
+        ],
+    )
+    if run.finished_at is not None:
+        message.end_time.CopyFrom(to_timestamp(run.finished_at))
+    if run.active_score is not None and math.isfinite(run.active_score):
+        message.active_score = run.active_score
+    if run.candidate_score is not None and math.isfinite(run.candidate_score):
+        message.candidate_score = run.candidate_score
     return message

@@ -1,5 +1,5 @@
-"""ModelService: the registry (List/Get), offline policy evaluation and drift; conversions in
-`converters.model`."""
+"""ModelService: the registry (List/Get), offline policy evaluation, drift and the retraining
+scheduler's runs; conversions in `converters.model`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 
 import grpc
 
+from tacit.learning.engagement import ENGAGEMENT_TASK, ServingEngagement
 from tacit.learning.evaluation import (
     DRIFT_RECENT,
     DRIFT_REWARD_ALPHA,
@@ -16,6 +17,7 @@ from tacit.learning.evaluation import (
     bandit_drift_report,
     drift_report,
     evaluate_policies,
+    model_drift,
 )
 from tacit.learning.freshness import learning_backlog, new_examples
 from tacit.learning.registry import ModelIntegrityError
@@ -26,6 +28,7 @@ from tacit.learning.registry_models import (
     get_record,
     list_records,
 )
+from tacit.learning.retraining import list_runs
 from tacit.server import converters
 from tacit.server.config import Settings
 from tacit.server.converters.model import (
@@ -34,6 +37,7 @@ from tacit.server.converters.model import (
     encode_page_token,
     finite_or,
     model_message,
+    retraining_run_message,
 )
 from tacit.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from tacit.store.db import Database
@@ -43,16 +47,24 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_POLICIES = 16
 TASK = re.compile(
-    r"^(conversion|churn|bandit:[a-z][a-z0-9_\-]{0,63}|challenger:[a-z][a-z0-9\-]{0,62}:[a-z0-9][a-z0-9_\-]{0,20})$"
+    r"^(conversion|churn|engagement|bandit:[a-z][a-z0-9_\-]{0,63}"
+    r"|challenger:[a-z][a-z0-9\-]{0,62}:[a-z0-9][a-z0-9_\-]{0,20})$"
 )
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    def __init__(self, db: Database, settings: Settings, classifiers: ServingClassifiers) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        classifiers: ServingClassifiers,
+        engagement: ServingEngagement | None = None,
+    ) -> None:
         self._db = db
         self._settings = settings
         self._classifiers = classifiers
+        self._engagement = engagement or ServingEngagement(db, settings.learner.reload_interval_seconds)
 
     def ListModels(  # noqa: N802
         self, request: model_pb2.ListModelsRequest, context: grpc.ServicerContext
@@ -129,8 +141,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     ) -> model_pb2.DriftReport:
         if request.task.startswith("bandit:"):
             return drift_message(self._bandit_drift(request.task), DRIFT_REWARD_ALPHA)
+        if request.task == ENGAGEMENT_TASK:
+            return drift_message(self._engagement_drift(), DRIFT_REWARD_ALPHA)
         if request.task not in CLASSIFIER_TASKS:
-            raise InvalidArgument("task", f"must be one of {list(CLASSIFIER_TASKS)} or bandit:<slot>")
+            raise InvalidArgument(
+                "task", f"must be one of {[*CLASSIFIER_TASKS, ENGAGEMENT_TASK]} or bandit:<slot>"
+            )
         try:
             served = self._classifiers.get(request.task)
         except ModelNotFoundError:
@@ -154,3 +170,31 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             )
         except EvaluationError as error:
             raise FailedPrecondition(str(error), "NOT_ENOUGH_DECISIONS") from None
+
+    def _engagement_drift(self) -> DriftSummary:
+        try:
+            served = self._engagement.get()
+        except ModelNotFoundError:
+            raise FailedPrecondition(f"no active {ENGAGEMENT_TASK} model", "MODEL_NOT_FOUND") from None
+        except ModelIntegrityError as error:
+            raise FailedPrecondition(str(error), "MODEL_INTEGRITY") from None
+        model = served.bundle.model
+        return model_drift(
+            self._db, ENGAGEMENT_TASK, served.version, served.bundle.drift_reference,
+            model.training_window, model.predict, DRIFT_RECENT, DRIFT_THRESHOLD,
+        )  # fmt: skip
+
+    def ListRetrainingRuns(  # noqa: N802
+        self, request: model_pb2.ListRetrainingRunsRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ListRetrainingRunsResponse:
+        if request.task and not TASK.match(request.task):
+            raise InvalidArgument("task", f"must match {TASK.pattern}")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        page_size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        after = decode_page_token(request.page_token, "ListRetrainingRuns")
+        runs, cursor = list_runs(self._db, request.task or None, page_size, after)
+        return model_pb2.ListRetrainingRunsResponse(
+            runs=[retraining_run_message(r) for r in runs],
+            next_page_token=encode_page_token(cursor) if cursor is not None else "",
+        )

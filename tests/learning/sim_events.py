@@ -10,7 +10,7 @@ probability that falls with engagement.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,11 +32,28 @@ class SimEvent:
     properties: dict[str, str | float]
 
 
+DWELL_LOG_MEAN = 9.0
+DWELL_LOG_SD = 0.5
+
+DwellShift = Callable[[datetime, str], float]
+"""(moment, device) -> amount added to the log-mean of dwell_ms: an injected drift."""
+
+
+def expected_dwell_seconds(engagement: float, shift: float = 0.0) -> float:
+    """The true mean of one page view's dwell: E[lognormal(mu, sd)] = exp(mu + sd^2 / 2), in seconds."""
+    return math.exp(DWELL_LOG_MEAN + 0.3 * engagement + shift + DWELL_LOG_SD**2 / 2) / 1000.0
+
+
 def simulate_events(
     n_subjects: int = 300, days: int = 84, seed: int = 0, end: datetime | None = None,
-    conversion_intercept: float = -3.2,
+    conversion_intercept: float = -3.2, truth: dict[str, tuple[float, str]] | None = None,
+    dwell_shift: DwellShift | None = None,
 ) -> list[SimEvent]:  # fmt: skip
-    """Events of ``n_subjects`` over ``days`` days ending at ``end`` (default: now)."""
+    """Events of ``n_subjects`` over ``days`` days ending at ``end`` (default: now).
+
+    ``truth``, when given, receives every subject's latent engagement and device;
+    ``dwell_shift`` moves the dwell distribution (the random draws stay the same).
+    """
     rng = np.random.default_rng(seed)
     end = end or datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=days)
@@ -46,6 +63,8 @@ def simulate_events(
         engagement = float(rng.gamma(2.0, 0.5))
         device = DEVICES[int(rng.choice(3, p=[0.55, 0.35, 0.10]))]
         referral = REFERRALS[int(rng.choice(4, p=[0.4, 0.25, 0.25, 0.10]))]
+        if truth is not None:
+            truth[subject] = (engagement, device)
         joined = int(rng.integers(0, days // 2))
         visit_probability = min(0.85, 0.12 + 0.25 * engagement)
         dropout = 0.02 / (0.5 + engagement)
@@ -66,7 +85,8 @@ def simulate_events(
                 at = moment + timedelta(seconds=30 * (v + 1))
                 add(("page_view", at, {
                     "device": device,
-                    "dwell_ms": float(rng.lognormal(9.0 + 0.3 * engagement, 0.5)),
+                    "dwell_ms": float(rng.lognormal(DWELL_LOG_MEAN + 0.3 * engagement, DWELL_LOG_SD))
+                    * (math.exp(dwell_shift(at, device)) if dwell_shift else 1.0),
                     "scroll_depth": float(min(1.0, rng.beta(2.0, 2.0) * (0.6 + 0.3 * engagement))),
                 }))  # fmt: skip
                 if rng.random() < 0.3 + 0.15 * min(engagement, 3.0):

@@ -285,13 +285,15 @@ def test_classifier_versions_trained_on_the_subjects_window_are_marked_for_retra
                 version("conversion", 2, day + timedelta(days=11), day + timedelta(days=12)),
                 version("conversion", 3, day + timedelta(days=20), day + timedelta(days=21)),
                 version("churn", 1, day + timedelta(days=20), day + timedelta(days=21)),
+                # The engagement regression learns from the same events (issue 14).
+                version("engagement", 1, day + timedelta(days=20), day + timedelta(days=21)),
             ]
         )
     result = _erase(db, keyring)
-    assert result.events == 3 and result.marked["classifier_versions_marked"] == 3
+    assert result.events == 3 and result.marked["classifier_versions_marked"] == 4
     marked = {
         (row.task, row.version): RETRAIN_REQUIRED in row.details
-        for task in ("conversion", "churn")
+        for task in ("conversion", "churn", "engagement")
         for row in _rows(db, task)
     }
     assert marked == {
@@ -299,12 +301,13 @@ def test_classifier_versions_trained_on_the_subjects_window_are_marked_for_retra
         ("conversion", "v000002"): True,
         ("conversion", "v000003"): True,
         ("churn", "v000001"): True,
+        ("engagement", "v000001"): True,
     }
     with db.transaction() as session:
         body = session.execute(
             select(AuditRecord.body_json).where(AuditRecord.payload_kind == "erasure")
         ).scalar_one()
-    assert '"classifier_versions_marked":3' in body.replace(" ", "")
+    assert '"classifier_versions_marked":4' in body.replace(" ", "")
     db.dispose()
 
 

@@ -167,3 +167,72 @@ class DriftReport(_message.Message):
     current_count: int
     model_version: str
     def __init__(self, task: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., stale: _Optional[bool] = ..., prediction_psi: _Optional[float] = ..., threshold: _Optional[float] = ..., drifted_features: _Optional[_Iterable[str]] = ..., reward_rate_drift: _Optional[_Union[RewardRateDrift, _Mapping]] = ..., reference_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reference_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reference_count: _Optional[int] = ..., current_count: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class RetrainingStep(_message.Message):
+    __slots__ = ("name", "time", "figures", "note")
+    class FiguresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    time: _timestamp_pb2.Timestamp
+    figures: _containers.ScalarMap[str, float]
+    note: str
+    def __init__(self, name: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., figures: _Optional[_Mapping[str, float]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RetrainingRun(_message.Message):
+    __slots__ = ("id", "task", "start_time", "end_time", "outcome", "triggers", "active_version", "candidate_version", "metric", "active_score", "candidate_score", "tolerance", "holdout_rows", "steps")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_ROWS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    task: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    outcome: str
+    triggers: _containers.RepeatedScalarFieldContainer[str]
+    active_version: str
+    candidate_version: str
+    metric: str
+    active_score: float
+    candidate_score: float
+    tolerance: float
+    holdout_rows: int
+    steps: _containers.RepeatedCompositeFieldContainer[RetrainingStep]
+    def __init__(self, id: _Optional[int] = ..., task: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[str] = ..., triggers: _Optional[_Iterable[str]] = ..., active_version: _Optional[str] = ..., candidate_version: _Optional[str] = ..., metric: _Optional[str] = ..., active_score: _Optional[float] = ..., candidate_score: _Optional[float] = ..., tolerance: _Optional[float] = ..., holdout_rows: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[RetrainingStep, _Mapping]]] = ...) -> None: ...
+
+class ListRetrainingRunsRequest(_message.Message):
+    __slots__ = ("task", "page_size", "page_token")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    page_size: int
+    page_token: str
+    def __init__(self, task: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRetrainingRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RetrainingRun]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[RetrainingRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -56,6 +56,11 @@ class ModelServiceStub:
                 request_serializer=tacit_dot_v1_dot_model__pb2.GetDriftReportRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_model__pb2.DriftReport.FromString,
                 _registered_method=True)
+        self.ListRetrainingRuns = channel.unary_unary(
+                '/tacit.v1.ModelService/ListRetrainingRuns',
+                request_serializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -87,6 +92,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRetrainingRuns(self, request, context):
+        """The in-server retraining scheduler's runs, newest first (see the
+        [retraining] settings): what triggered each, the candidate it trained,
+        both versions' holdout scores and whether it was promoted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +123,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.GetDriftReport,
                     request_deserializer=tacit_dot_v1_dot_model__pb2.GetDriftReportRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_model__pb2.DriftReport.SerializeToString,
+            ),
+            'ListRetrainingRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRetrainingRuns,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +240,33 @@ class ModelService:
             '/tacit.v1.ModelService/GetDriftReport',
             tacit_dot_v1_dot_model__pb2.GetDriftReportRequest.SerializeToString,
             tacit_dot_v1_dot_model__pb2.DriftReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRetrainingRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ListRetrainingRuns',
+            tacit_dot_v1_dot_model__pb2.ListRetrainingRunsRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.ListRetrainingRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

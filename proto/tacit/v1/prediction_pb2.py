@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tacit.v1 import common_pb2 as tacit_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tacit/v1/prediction.proto\x12\x08tacit.v1\x1a\x15tacit/v1/common.proto\"I\n\x0ePredictRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12#\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\"V\n\x0fPredictResponse\x12\x13\n\x0bprobability\x18\x01 \x01(\x01\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_profile\x18\x03 \x01(\x08\x32\xa2\x01\n\x11PredictionService\x12H\n\x11PredictConversion\x12\x18.tacit.v1.PredictRequest\x1a\x19.tacit.v1.PredictResponse\x12\x43\n\x0cPredictChurn\x12\x18.tacit.v1.PredictRequest\x1a\x19.tacit.v1.PredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tacit/v1/prediction.proto\x12\x08tacit.v1\x1a\x15tacit/v1/common.proto\"I\n\x0ePredictRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12#\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\"V\n\x0fPredictResponse\x12\x13\n\x0bprobability\x18\x01 \x01(\x01\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_profile\x18\x03 \x01(\x08\"S\n\x18PredictEngagementRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12#\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\"\x8b\x01\n\x19PredictEngagementResponse\x12\x1e\n\x16\x65xpected_dwell_seconds\x18\x01 \x01(\x01\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_profile\x18\x03 \x01(\x08\x12\x1e\n\x16\x62\x61seline_dwell_seconds\x18\x04 \x01(\x01\x32\x80\x02\n\x11PredictionService\x12H\n\x11PredictConversion\x12\x18.tacit.v1.PredictRequest\x1a\x19.tacit.v1.PredictResponse\x12\x43\n\x0cPredictChurn\x12\x18.tacit.v1.PredictRequest\x1a\x19.tacit.v1.PredictResponse\x12\\\n\x11PredictEngagement\x12\".tacit.v1.PredictEngagementRequest\x1a#.tacit.v1.PredictEngagementResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST']._serialized_end=135
   _globals['_PREDICTRESPONSE']._serialized_start=137
   _globals['_PREDICTRESPONSE']._serialized_end=223
-  _globals['_PREDICTIONSERVICE']._serialized_start=226
-  _globals['_PREDICTIONSERVICE']._serialized_end=388
+  _globals['_PREDICTENGAGEMENTREQUEST']._serialized_start=225
+  _globals['_PREDICTENGAGEMENTREQUEST']._serialized_end=308
+  _globals['_PREDICTENGAGEMENTRESPONSE']._serialized_start=311
+  _globals['_PREDICTENGAGEMENTRESPONSE']._serialized_end=450
+  _globals['_PREDICTIONSERVICE']._serialized_start=453
+  _globals['_PREDICTIONSERVICE']._serialized_end=709
 # @@protoc_insertion_point(module_scope)

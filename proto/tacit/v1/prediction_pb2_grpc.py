@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class PredictionServiceStub:
-    """Conversion and churn scores from the active registered model. Role: service.
+    """Conversion and churn scores, and expected engagement, from the active
+    registered model of each task. Role: service.
     """
 
     def __init__(self, channel):
@@ -45,10 +46,16 @@ class PredictionServiceStub:
                 request_serializer=tacit_dot_v1_dot_prediction__pb2.PredictRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_prediction__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictEngagement = channel.unary_unary(
+                '/tacit.v1.PredictionService/PredictEngagement',
+                request_serializer=tacit_dot_v1_dot_prediction__pb2.PredictEngagementRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_prediction__pb2.PredictEngagementResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
-    """Conversion and churn scores from the active registered model. Role: service.
+    """Conversion and churn scores, and expected engagement, from the active
+    registered model of each task. Role: service.
     """
 
     def PredictConversion(self, request, context):
@@ -59,6 +66,16 @@ class PredictionServiceServicer:
 
     def PredictChurn(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictEngagement(self, request, context):
+        """The subject's expected dwell time per page view over the engagement
+        model's label window (7 days unless trained otherwise), from the active
+        "engagement" model (`tacit train engagement`). FAILED_PRECONDITION
+        (MODEL_NOT_FOUND) when none is active.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -76,6 +93,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     request_deserializer=tacit_dot_v1_dot_prediction__pb2.PredictRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_prediction__pb2.PredictResponse.SerializeToString,
             ),
+            'PredictEngagement': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictEngagement,
+                    request_deserializer=tacit_dot_v1_dot_prediction__pb2.PredictEngagementRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_prediction__pb2.PredictEngagementResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tacit.v1.PredictionService', rpc_method_handlers)
@@ -85,7 +107,8 @@ def add_PredictionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PredictionService:
-    """Conversion and churn scores from the active registered model. Role: service.
+    """Conversion and churn scores, and expected engagement, from the active
+    registered model of each task. Role: service.
     """
 
     @staticmethod
@@ -132,6 +155,33 @@ class PredictionService:
             '/tacit.v1.PredictionService/PredictChurn',
             tacit_dot_v1_dot_prediction__pb2.PredictRequest.SerializeToString,
             tacit_dot_v1_dot_prediction__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictEngagement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.PredictionService/PredictEngagement',
+            tacit_dot_v1_dot_prediction__pb2.PredictEngagementRequest.SerializeToString,
+            tacit_dot_v1_dot_prediction__pb2.PredictEngagementResponse.FromString,
             options,
             channel_credentials,
             insecure,
