@@ -483,9 +483,7 @@ def _summarize(
             reward_range=reward_range, interval="none", **counts,
         )  # fmt: skip
     standard_error = float(np.std(terms, ddof=1) / math.sqrt(n))
-    status = (
-        EstimateStatus.INSUFFICIENT if matched_rewards < min_matched_rewards else EstimateStatus.OK
-    )
+    status = EstimateStatus.INSUFFICIENT if matched_rewards < min_matched_rewards else EstimateStatus.OK
     if reward_range is not None:
         low, high = reward_range
         if matched == 0:

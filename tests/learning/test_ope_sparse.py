@@ -67,7 +67,9 @@ class SparseWorld:
     def true_value(self, target: FloatArray) -> float:
         return float(np.mean(np.sum(target * self.click_rates, axis=1)))
 
-    def simulate(self, n: int, rng: np.random.Generator) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
+    def simulate(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], FloatArray]:
         """(context index, chosen item, click) of n logged decisions."""
         logging = self.logging()
         contexts = rng.integers(self.click_rates.shape[0], size=n)
@@ -132,7 +134,9 @@ def test_sparse_intervals_cover_the_truth_for_every_policy_kind() -> None:
                         estimate.status is EstimateStatus.INSUFFICIENT
                     )
                     widths.setdefault(status_key, []).append(estimate.width)
-    print(f"\n{RUNS} logs x {DECISIONS} decisions, K={K}, click rates 0.1-1%, epsilon-greedy logging {EPSILON}")
+    print(
+        f"\n{RUNS} logs x {DECISIONS} decisions, K={K}, click rates 0.1-1%, epsilon-greedy logging {EPSILON}"
+    )
     print(f"{'target policy':34} {'estimator':14} {'truth':>7} {'EB cover':>9} {'normal cover':>13} "
           f"{'mean EB width':>14} {'insufficient':>13}")  # fmt: skip
     for name in targets:
