@@ -1,12 +1,17 @@
 """Offline policy evaluation of a slot's logged decisions, and drift of the classifiers.
 
-``evaluate_policies`` reads the slot's decisions whose reward is final, in
-logging order, and splits them: the first ``train_fraction`` trains candidate
+``evaluate_policies`` reads the slot's newest ``limit`` decisions whose reward is
+final, in logging order, and splits them: the first ``train_fraction`` trains candidate
 VW configurations (``vw:<args>``) by replaying the log exactly as the learner
 would; every policy is then evaluated on the *rest* with IPS, SNIPS and doubly
 robust estimates. ``current`` is the slot's newest checkpoint (it has usually
 learned from the evaluation part too, so its estimate is optimistic: compare
 candidate configurations with each other, and ``current`` with care).
+
+With the slot's reward range (``reward_range``, [0, 1] for clicks by default in the
+server's config) every interval is the empirical-Bernstein bound of ``tacit.learning.ope``
+clipped to the range, and an estimate with fewer than ``min_matched_rewards`` matched
+rewards has status "insufficient" (see ``ope.EstimateStatus``).
 
 Context and candidate features are one-hot/numeric encoded (vocabulary from
 the training part) for the doubly robust reward model only; policies see the
@@ -36,8 +41,10 @@ from tacit.learning.bandit import BanditConfigError, SlotModel, validate_argumen
 from tacit.learning.drift import DriftMonitor, DriftReport, DriftStatus, reward_rate_drift
 from tacit.learning.features import build_features
 from tacit.learning.ope import (
+    DEFAULT_MIN_MATCHED_REWARDS,
     Estimate,
     LoggedDecision,
+    RewardRange,
     TargetPolicy,
     doubly_robust,
     first_candidate_policy,
@@ -88,6 +95,8 @@ class SlotDecision(LoggedDecision):
 
 @dataclass(frozen=True)
 class PolicyEstimate:
+    """One policy's estimate by one estimator; fields as in ``ope.Estimate``."""
+
     policy: str
     estimator: str
     value: float
@@ -96,6 +105,9 @@ class PolicyEstimate:
     n: int
     status: str
     effective_sample_size: float
+    matched: int = 0
+    matched_rewards: int = 0
+    interval: str = "normal"
 
 
 class _Encoder:
@@ -147,7 +159,7 @@ class _RawDecision:
 def load_slot_decisions(
     db: Database, slot: str, default_reward: float, now: datetime | None = None, limit: int = 200_000
 ) -> list[_RawDecision]:
-    """Decisions of ``slot`` whose reward is final, oldest first."""
+    """The newest ``limit`` decisions of ``slot`` whose reward is final, oldest first."""
     now = now or datetime.now(UTC)
     query = (
         select(
@@ -160,11 +172,11 @@ def load_slot_decisions(
         )
         .where(Decision.slot == slot)
         .where(or_(Decision.reward.is_not(None), Decision.reward_deadline <= now))
-        .order_by(Decision.created_at, Decision.event_id)
+        .order_by(Decision.created_at.desc(), Decision.event_id.desc())
         .limit(limit)
     )
     with db.transaction() as session:
-        rows = session.execute(query).all()
+        rows = list(reversed(session.execute(query).all()))
     return [
         _RawDecision(
             context=dict(context or {}),
@@ -222,6 +234,9 @@ def _estimate(policy: str, estimate: Estimate) -> PolicyEstimate:
         n=estimate.n,
         status=estimate.status.value,
         effective_sample_size=estimate.effective_sample_size,
+        matched=estimate.matched,
+        matched_rewards=estimate.matched_rewards,
+        interval=estimate.interval,
     )
 
 
@@ -235,8 +250,15 @@ def evaluate_policies(
     confidence: float = 0.95,
     seed: int = 0,
     now: datetime | None = None,
+    reward_range: RewardRange | None = None,
+    min_matched_rewards: int = DEFAULT_MIN_MATCHED_REWARDS,
+    limit: int = 200_000,
 ) -> list[PolicyEstimate]:
-    """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log."""
+    """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log.
+
+    ``reward_range`` (low, high) bounds every reward (a default reward included): intervals are
+    then empirical-Bernstein, clipped to it; None keeps the normal approximation.
+    """
     if not 0.0 < train_fraction < 1.0:
         raise EvaluationError("train_fraction must be in (0, 1)")
     policies = tuple(policies) or DEFAULT_POLICIES
@@ -247,10 +269,8 @@ def evaluate_policies(
             except BanditConfigError as error:
                 raise EvaluationError(str(error), index) from None
         elif name not in DEFAULT_POLICIES:
-            raise EvaluationError(
-                "must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index
-            )
-    raw = load_slot_decisions(db, slot, default_reward, now)
+            raise EvaluationError("must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index)
+    raw = load_slot_decisions(db, slot, default_reward, now, limit)
     split = int(len(raw) * train_fraction)
     training, evaluation = raw[:split], raw[split:]
     if len(evaluation) < MIN_DECISIONS or len(training) < 1:
@@ -291,11 +311,11 @@ def evaluate_policies(
             def frozen(decision: LoggedDecision, table: dict[int, np.ndarray] = by_id) -> np.ndarray:
                 return table[id(decision)]
 
-            results.append(_estimate(name, ips(logged, frozen, confidence=confidence)))
-            results.append(_estimate(name, snips(logged, frozen, confidence=confidence)))
-            results.append(
-                _estimate(name, doubly_robust(logged, frozen, confidence=confidence, random_state=seed))
-            )
+            bounded = {"confidence": confidence, "min_matched_rewards": min_matched_rewards}
+            results.append(_estimate(name, ips(logged, frozen, reward_range=reward_range, **bounded)))
+            results.append(_estimate(name, snips(logged, frozen, reward_range=reward_range, **bounded)))
+            dr = doubly_robust(logged, frozen, reward_range=reward_range, random_state=seed, **bounded)
+            results.append(_estimate(name, dr))
     finally:
         for model in opened:
             model.close()
@@ -373,9 +393,7 @@ class _TimedDecision:
     success: bool
 
 
-def _load_timed_decisions(
-    db: Database, slot: str, default_reward: float, limit: int
-) -> list[_TimedDecision]:
+def _load_timed_decisions(db: Database, slot: str, default_reward: float, limit: int) -> list[_TimedDecision]:
     """The newest ``limit`` decisions of ``slot`` whose reward is final, oldest first."""
     query = (
         select(Decision.created_at, Decision.context, Decision.reward)
@@ -409,9 +427,7 @@ def _comparable_context_features(
         if all(isinstance(v, str) for v in values):
             features.append(name)
             categorical.append(name)
-        elif all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             features.append(name)
     return tuple(features), tuple(categorical)
 
