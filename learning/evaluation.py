@@ -253,6 +253,7 @@ def evaluate_policies(
     reward_range: RewardRange | None = None,
     min_matched_rewards: int = DEFAULT_MIN_MATCHED_REWARDS,
     limit: int = 200_000,
+    estimators: Sequence[str] = ESTIMATORS,
 ) -> list[PolicyEstimate]:
     """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log.
 
@@ -261,6 +262,8 @@ def evaluate_policies(
     """
     if not 0.0 < train_fraction < 1.0:
         raise EvaluationError("train_fraction must be in (0, 1)")
+    if not estimators or not set(estimators) <= set(ESTIMATORS):
+        raise EvaluationError(f"estimators must be a non-empty subset of {list(ESTIMATORS)}")
     policies = tuple(policies) or DEFAULT_POLICIES
     for index, name in enumerate(policies):
         if name.startswith("vw:"):
@@ -312,10 +315,13 @@ def evaluate_policies(
                 return table[id(decision)]
 
             bounded = {"confidence": confidence, "min_matched_rewards": min_matched_rewards}
-            results.append(_estimate(name, ips(logged, frozen, reward_range=reward_range, **bounded)))
-            results.append(_estimate(name, snips(logged, frozen, reward_range=reward_range, **bounded)))
-            dr = doubly_robust(logged, frozen, reward_range=reward_range, random_state=seed, **bounded)
-            results.append(_estimate(name, dr))
+            if "ips" in estimators:
+                results.append(_estimate(name, ips(logged, frozen, reward_range=reward_range, **bounded)))
+            if "snips" in estimators:
+                results.append(_estimate(name, snips(logged, frozen, reward_range=reward_range, **bounded)))
+            if "doubly_robust" in estimators:
+                dr = doubly_robust(logged, frozen, reward_range=reward_range, random_state=seed, **bounded)
+                results.append(_estimate(name, dr))
     finally:
         for model in opened:
             model.close()

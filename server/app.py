@@ -43,6 +43,7 @@ from tacit.server.events import EventRecorder
 from tacit.server.health import HealthServicer
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.metrics import MetricsSampler
+from tacit.server.offline_gate import OfflineGate
 from tacit.server.predictions import Predictions
 from tacit.server.reflection import enable_reflection
 from tacit.server.servicers.audit import AuditServicer
@@ -388,7 +389,13 @@ def create_server(
     predictor, model_servicer = prediction_and_model_servicers(runtime, known_names)
     prediction_pb2_grpc.add_PredictionServiceServicer_to_server(predictor, server)
     experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-        ExperimentServicer(runtime.experiments, caller_role(runtime.tokens), runtime.keyring.digest), server
+        ExperimentServicer(
+            runtime.experiments,
+            caller_role(runtime.tokens),
+            runtime.keyring.digest,
+            gate=OfflineGate(runtime.db, settings.slots),
+        ),
+        server,
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
     health_servicer = HealthServicer()
