@@ -65,6 +65,7 @@ __all__ = [
     "RewardRange",
     "doubly_robust",
     "doubly_robust_from_terms",
+    "betting_lower_bound",
     "empirical_bernstein_half_width",
     "first_candidate_policy",
     "ips",
@@ -451,6 +452,73 @@ def empirical_bernstein_half_width(terms: ArrayLike, span: float, confidence: fl
     return math.sqrt(2.0 * variance * log_term / n) + 7.0 * span * log_term / (3.0 * (n - 1))
 
 
+def betting_lower_bound(values: ArrayLike, alpha: float, prior_variance: float = 0.25) -> float:
+    """One-sided (1 - alpha) lower confidence bound for the mean of non-negative variables.
+
+    A betting (test-martingale) bound: for each candidate mean m the capital
+    prod_t (1 + lambda_t (X_t - m)) is a non-negative martingale when the mean is m, so by
+    Ville's inequality it exceeds 1/alpha with probability at most alpha; the bound is the
+    smallest m whose capital stays below 1/alpha. Because X >= 0 the bets need no upper
+    bound on X (importance weights can be large). Bets are predictable plug-ins, from the
+    data before t only: lambda_t = min(sqrt(2 ln(1/alpha) / (n sigma2_{t-1})), 1 / (2m)).
+    Waudby-Smith & Ramdas (2024), "Estimating means of bounded random variables by
+    betting", JRSS-B; for off-policy values (X = w r >= 0, valid under adaptive logging
+    in the log's order): Karampatziakis, Mineiro & Ramdas (2021), "Off-policy confidence
+    sequences", ICML.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = x.shape[0]
+    if n == 0 or float(x.max(initial=0.0)) <= 0.0:
+        return 0.0
+    if (x < 0).any():
+        raise ValueError("betting_lower_bound needs non-negative values")
+    steps = np.arange(1, n + 1, dtype=np.float64)
+    running_mean = np.cumsum(x) / steps
+    squared = np.concatenate(([0.0], np.cumsum((x - running_mean) ** 2)[:-1]))
+    past_variance = (prior_variance + squared) / steps  # sigma2_{t-1}, a prior before any data
+    threshold = math.log(1.0 / alpha)
+    bets = np.sqrt(2.0 * threshold / (n * past_variance))
+
+    def log_capital(m: float) -> float:
+        lam = np.minimum(bets, 0.5 / m) if m > 0 else bets
+        return float(np.sum(np.log1p(lam * (x - m))))
+
+    if log_capital(0.0) < threshold:
+        return 0.0
+    low, high = 0.0, float(x.max())  # at m >= max(x) every factor is <= 1: capital < 1/alpha
+    while high - low > 1e-7 * high:  # bisection to a relative precision of 1e-7
+        middle = 0.5 * (low + high)
+        if log_capital(middle) >= threshold:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _betting_interval(
+    weights: FloatArray,
+    rewards: FloatArray,
+    reward_range: RewardRange,
+    weight_bound: float,
+    confidence: float,
+) -> tuple[float, float]:
+    """Two-sided betting interval of the target's value from X = w (r - low), 0 <= X <= W (high - low).
+
+    Lower side: the betting bound of X >= 0, which needs no bound on the weights. Upper side:
+    the betting bound of W (high - low) - X >= 0, with W the plug-in weight bound. The value
+    is low + E[X] when E[w] = 1 (the logging policy covers the target; exact when low = 0).
+    Each side is taken at (1 - confidence) / 2.
+    """
+    low, high = reward_range
+    alpha = (1.0 - confidence) / 2.0
+    prior = (high - low) ** 2 / 4.0
+    shifted = weights * (rewards - low)
+    ceiling = weight_bound * (high - low)
+    lower = low + betting_lower_bound(shifted, alpha, prior)
+    upper = low + ceiling - betting_lower_bound(np.maximum(ceiling - shifted, 0.0), alpha, prior)
+    return lower, upper
+
+
 def _summarize(
     estimator: str,
     value: float,
@@ -463,11 +531,14 @@ def _summarize(
     confidence: float,
     min_matched_rewards: int,
     n_capped: int,
+    betting: bool = False,
+    weight_bound: float = math.nan,
 ) -> Estimate:
     """The estimate, its interval and its status from the per-decision terms.
 
-    With a ``reward_range`` the interval is empirical-Bernstein on terms of width ``span``,
-    clipped to the range (and so is the value); without one it is the normal approximation.
+    With a ``reward_range`` the interval is the betting interval (``betting``) or
+    empirical-Bernstein on terms of width ``span``, clipped to the range (and so is the
+    value); without one it is the normal approximation.
     """
     n = terms.shape[0]
     ess = _kish_ess(weights)
@@ -489,12 +560,20 @@ def _summarize(
         if matched == 0:
             # The target never agrees with a logged action: the data say nothing about it.
             ci_low, ci_high, status = low, high, EstimateStatus.INSUFFICIENT
-        else:
+            method = "empirical_bernstein" if not betting else "betting"
+        elif (
+            betting
+            and (bet := _betting_interval(weights, rewards, reward_range, weight_bound, confidence))[1]
+            > bet[0]
+        ):
+            ci_low, ci_high = min(max(bet[0], low), high), max(min(bet[1], high), low)
+            method = "betting"
+        else:  # asked for, or the betting set was empty (the weights' mean far from 1)
             half = empirical_bernstein_half_width(terms, span, confidence)
             ci_low = min(max(value - half, low), high)
             ci_high = max(min(value + half, high), low)
+            method = "empirical_bernstein"
         value = min(max(value, low), high)
-        method = "empirical_bernstein"
     else:
         z = float(stats.norm.ppf(0.5 + confidence / 2.0))
         ci_low, ci_high = value - z * standard_error, value + z * standard_error
@@ -564,8 +643,15 @@ def ips_from_weights(
     confidence: float = 0.95,
     min_matched_rewards: int = DEFAULT_MIN_MATCHED_REWARDS,
     n_capped: int = 0,
+    interval: str = "betting",
 ) -> Estimate:
-    """IPS from importance weights pi(a_i|x_i) / p_i (already capped) and rewards."""
+    """IPS from importance weights pi(a_i|x_i) / p_i (already capped) and rewards, in log order.
+
+    With a reward range the interval is ``"betting"`` (default: no bound on the weights
+    needed, see :func:`betting_lower_bound`) or ``"empirical_bernstein"``.
+    """
+    if interval not in ("betting", "empirical_bernstein"):
+        raise ValueError(f"interval must be 'betting' or 'empirical_bernstein', got {interval!r}")
     w = np.asarray(weights, dtype=np.float64)
     r = np.asarray(rewards, dtype=np.float64)
     bounds = _reward_range(reward_range)
@@ -579,6 +665,7 @@ def ips_from_weights(
     return _summarize(
         "ips", float(terms.mean()), terms, w, r, span=span, reward_range=bounds,
         confidence=confidence, min_matched_rewards=min_matched_rewards, n_capped=n_capped,
+        betting=bounds is not None and interval == "betting", weight_bound=_weight_bound(w, weight_cap),
     )  # fmt: skip
 
 
@@ -657,8 +744,13 @@ def ips(
     confidence: float = 0.95,
     reward_range: RewardRange | None = None,
     min_matched_rewards: int = DEFAULT_MIN_MATCHED_REWARDS,
+    interval: str = "betting",
 ) -> Estimate:
-    """Inverse propensity scoring: mean of w_i * r_i, w_i = pi(a_i|x_i) / p_i."""
+    """Inverse propensity scoring: mean of w_i * r_i, w_i = pi(a_i|x_i) / p_i.
+
+    With a ``reward_range`` the interval is a betting interval (``interval="betting"``,
+    valid under adaptive logging, in the order of ``decisions``) or empirical-Bernstein.
+    """
     degenerate = _precheck("ips", decisions, confidence)
     if degenerate is not None:
         return degenerate
@@ -667,6 +759,7 @@ def ips(
     return ips_from_weights(
         weights.weights, rewards, reward_range=reward_range, weight_cap=weight_cap,
         confidence=confidence, min_matched_rewards=min_matched_rewards, n_capped=weights.n_capped,
+        interval=interval,
     )  # fmt: skip
 
 
