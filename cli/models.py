@@ -147,8 +147,9 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         db.dispose()
     table = Table(
-        title=f"off-policy estimates for slot {args.slot} (95% empirical-Bernstein interval clipped to "
-        f"rewards [{slot.reward_min:g}, {slot.reward_max:g}], evaluation part of the log)"
+        title=f"off-policy estimates for slot {args.slot} (95% intervals: IPS betting, SNIPS/DR "
+        f"empirical-Bernstein, clipped to rewards [{slot.reward_min:g}, {slot.reward_max:g}]; "
+        "evaluation part of the log)"
     )
     for column in (
         "policy",

@@ -9,9 +9,9 @@ learned from the evaluation part too, so its estimate is optimistic: compare
 candidate configurations with each other, and ``current`` with care).
 
 With the slot's reward range (``reward_range``, [0, 1] for clicks by default in the
-server's config) every interval is the empirical-Bernstein bound of ``tacit.learning.ope``
-clipped to the range, and an estimate with fewer than ``min_matched_rewards`` matched
-rewards has status "insufficient" (see ``ope.EstimateStatus``).
+server's config) every interval is bounded as ``tacit.learning.ope`` describes (IPS:
+betting, SNIPS and DR: empirical-Bernstein) and clipped to the range, and an estimate with
+fewer than ``min_matched_rewards`` matched rewards has status "insufficient" (see ``ope.EstimateStatus``).
 
 Context and candidate features are one-hot/numeric encoded (vocabulary from
 the training part) for the doubly robust reward model only; policies see the
@@ -258,7 +258,8 @@ def evaluate_policies(
     """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log.
 
     ``reward_range`` (low, high) bounds every reward (a default reward included): intervals are
-    then empirical-Bernstein, clipped to it; None keeps the normal approximation.
+    then bounded (IPS: betting, SNIPS and DR: empirical-Bernstein) and clipped to it; None
+    keeps the normal approximation.
     """
     if not 0.0 < train_fraction < 1.0:
         raise EvaluationError("train_fraction must be in (0, 1)")

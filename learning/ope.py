@@ -14,14 +14,21 @@ gave the chosen action (DESIGN.md, loop step 5). Three estimators:
   decision is scored by a model trained on it.
 
 Intervals. Given a ``reward_range`` (rewards known to lie in [low, high], e.g.
-[0, 1] for clicks) every interval is an empirical-Bernstein bound (Maurer & Pontil
-2009, Theorem 4) on the per-decision terms, whose span follows from the range and
-the largest importance weight, clipped to the range, and the value is clipped to the
-range too (so DR never estimates a negative click rate). Unlike the normal
-approximation it keeps a positive width when no matched decision has a reward, so a
-sparse log gives a wide interval, not [0, 0]; it is valid in finite samples for IPS
-(given the weight bound) and an approximation for SNIPS and cross-fitted DR. Without a
-range intervals are normal approximations built from the sample variance of the
+[0, 1] for clicks) intervals are bounded ones, clipped to the range, and the value is
+clipped to the range too (so DR never estimates a negative click rate):
+
+* IPS: a betting confidence interval (Waudby-Smith & Ramdas 2024, "Estimating means of
+  bounded random variables by betting"; for off-policy values Karampatziakis, Mineiro &
+  Ramdas 2021, "Off-policy confidence sequences"). Its lower side uses only w r >= 0 and
+  so needs no bound on the importance weights; it is valid in finite samples and under
+  adaptive logging when the decisions are in logging order.
+* SNIPS and DR: an empirical-Bernstein bound (Maurer & Pontil 2009, Theorem 4) on the
+  per-decision terms, whose span follows from the range and the largest weight; an
+  approximation for these two (delta method, cross-fitting).
+
+Unlike the normal approximation both keep a positive width when no matched decision
+has a reward, so a sparse log gives a wide interval, not [0, 0]. Without a range,
+intervals are normal approximations built from the sample variance of the
 per-decision terms. An estimate with fewer than ``min_matched_rewards`` matched
 rewards is ``INSUFFICIENT``; a zero-width interval is never reported with status
 ``OK``. Degenerate input returns an :class:`Estimate` with a non-``OK``
@@ -178,7 +185,7 @@ class Estimate:
     the clicks that inform the estimate."""
     reward_range: RewardRange | None = None
     interval: str = "normal"
-    """"empirical_bernstein" (a reward range was given), "normal", or "none"."""
+    """"betting" or "empirical_bernstein" (a reward range was given), "normal", or "none"."""
 
     @property
     def width(self) -> float:

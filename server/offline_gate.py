@@ -3,8 +3,8 @@
 `experiments` and `learning` must not import each other, so the gate is composed here, at
 the edge, from `learning.evaluation` (the estimates) and the experiment's definition (arms,
 control, guardrails). When a draft is started, every arm whose policy can be evaluated
-offline is estimated by IPS with a 95% empirical-Bernstein interval clipped to the slot's
-reward range (`tacit.learning.ope`) on the slot's newest `max_decisions` decisions with a
+offline is estimated by IPS with a 95% betting interval clipped to the slot's reward range
+(`tacit.learning.ope`) on the slot's newest `max_decisions` decisions with a
 final reward. An arm is *refused* when its interval's lower bound is below the control
 arm's lower bound by more than the tolerance:
 

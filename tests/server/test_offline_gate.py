@@ -2,7 +2,7 @@
 
 The ContentSite simulator drives Rank and Reward through the slot's bandit (which logs its
 propensities and learns); then experiments are started on that slot. An arm whose IPS
-lower bound (95% empirical-Bernstein, clipped to the slot's [0, 1] rewards) is below the
+lower bound (95% betting interval, clipped to the slot's [0, 1] rewards) is below the
 control's by more than the tolerance is refused unless forced; the forced start is in the
 history. The numbers are recomputed here from the same log with `evaluate_policies`.
 """
