@@ -181,3 +181,49 @@ def test_a_fresh_slot_is_not_judged_and_the_start_says_so(start_server: Callable
 )
 def test_which_arm_policies_are_evaluated_offline(policy: str, offline: str | None) -> None:
     assert offline_policy(policy) == offline
+
+
+def _draft(guardrails: tuple[Any, ...], control_policy: str = "bandit") -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    from tacit.experiments.rules import Stage
+    from tacit.experiments.service import ArmConfig, Experiment, ExperimentDefinition, ExperimentState
+
+    definition = ExperimentDefinition(
+        experiment_id="unit",
+        slot="home",
+        arms=(ArmConfig("control", control_policy, 0.5), ArmConfig("treatment", "uniform", 0.5)),
+        primary_metric="click_through",
+        stages=(Stage(100.0, 0, timedelta(0)),),
+        guardrails=guardrails,
+    )
+    now = datetime.now(UTC)
+    return Experiment(definition, ExperimentState.DRAFT, 0, now, now, "experimenter")
+
+
+def test_the_tolerance_is_the_tightest_guardrail_on_the_reward_scale() -> None:
+    from tacit.experiments.rules import Guardrail
+    from tacit.experiments.stats import ToleranceKind
+    from tacit.learning.evaluation import PolicyEstimate
+    from tacit.server.offline_gate import OfflineGate
+
+    control = PolicyEstimate("current", "ips", 0.04, 0.03, 0.05, 1000, "ok", 900.0)
+    relative = Guardrail("conversion", 0.10, ToleranceKind.RELATIVE)  # 10% of 0.04 = 0.004
+    absolute = Guardrail("dwell_time", 0.002, ToleranceKind.ABSOLUTE)
+    assert OfflineGate._tolerance(_draft((relative,)), control) == pytest.approx(0.004)
+    assert OfflineGate._tolerance(_draft((relative, absolute)), control) == pytest.approx(0.002)
+    assert OfflineGate._tolerance(_draft(()), control) == 0.0
+
+
+def test_a_control_that_cannot_be_evaluated_offline_is_not_judged(tmp_path: Any) -> None:
+    from tacit.server.config import SlotSettings
+    from tacit.server.offline_gate import OfflineGate
+    from tacit.store.db import Database
+
+    db = Database.open(f"sqlite:///{tmp_path / 'gate.db'}")
+    try:
+        verdict = OfflineGate(db, {"home": SlotSettings()}).check(_draft((), control_policy="model:v3"))
+    finally:
+        db.dispose()
+    assert verdict.passed and not verdict.judged
+    assert "control arm control cannot be evaluated offline" in verdict.summary
