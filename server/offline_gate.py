@@ -4,8 +4,9 @@
 the edge, from `learning.evaluation` (the estimates) and the experiment's definition (arms,
 control, guardrails). When a draft is started, every arm whose policy can be evaluated
 offline is estimated by IPS with a 95% betting interval clipped to the slot's reward range
-(`tacit.learning.ope`) on the slot's newest `max_decisions` decisions with a
-final reward. An arm is *refused* when its interval's lower bound is below the control
+(`tacit.learning.ope`) on the newer half of the slot's newest `max_decisions` decisions
+with a final reward (the older half trains `bandit:<args>` challengers, as in
+`EvaluatePolicies`). An arm is *refused* when its interval's lower bound is below the control
 arm's lower bound by more than the tolerance:
 
     arm.ci_low < control.ci_low - tolerance
