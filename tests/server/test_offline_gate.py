@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,10 +67,21 @@ def _history(stub: Any, md: Any, experiment_id: str) -> list[Any]:
     )
 
 
+def _settled(handle: Any) -> None:
+    """Waits until the learner has checkpointed every decision, so the slot's model stops changing."""
+    from tacit.learning.freshness import learning_backlog
+
+    handle.running.runtime.decision_log.flush()
+    deadline = time.monotonic() + 120
+    while learning_backlog(handle.running.runtime.db, "home").pending_decisions > 0:
+        assert time.monotonic() < deadline, "the learner did not catch up"
+        time.sleep(0.2)
+
+
 def test_a_start_below_control_offline_is_refused_unless_forced(start_server: Callable[..., Any]) -> None:
     handle = start_server(seed=11)
     drive(handle.channel, handle.token(Role.SERVICE), ContentSite(n_candidates=8, seed=4), DECISIONS)
-    handle.running.runtime.decision_log.flush()
+    _settled(handle)
     stub = experiment_pb2_grpc.ExperimentServiceStub(handle.channel)
     md = handle.metadata(Role.EXPERIMENTER)
 
