@@ -492,8 +492,10 @@ def betting_lower_bound(values: ArrayLike, alpha: float, prior_variance: float =
 
     if log_capital(0.0) < threshold:
         return 0.0
-    low, high = 0.0, float(x.max())  # at m >= max(x) every factor is <= 1: capital < 1/alpha
-    while high - low > 1e-7 * high:  # bisection to a relative precision of 1e-7
+    low, high = 0.0, float(x.mean())
+    if log_capital(high) >= threshold:
+        high = float(x.max())  # at m >= max(x) every factor is <= 1: capital < 1/alpha
+    while high - low > 1e-6 * high:  # bisection to a relative precision of 1e-6
         middle = 0.5 * (low + high)
         if log_capital(middle) >= threshold:
             low = middle
