@@ -239,3 +239,18 @@ def test_a_control_that_cannot_be_evaluated_offline_is_not_judged(tmp_path: Any)
         db.dispose()
     assert verdict.passed and not verdict.judged
     assert "control arm control cannot be evaluated offline" in verdict.summary
+
+
+@pytest.mark.parametrize(
+    ("slot", "message"),
+    [
+        ({"reward_min": 1.0, "reward_max": 1.0}, "reward_min must be below reward_max"),
+        ({"reward_min": 0.0, "reward_max": 1.0, "default_reward": -1.0}, "default_reward must lie in"),
+    ],
+)
+def test_a_bad_reward_range_stops_the_start_naming_the_slot(slot: dict[str, float], message: str) -> None:
+    from tacit.server.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=f"slots.home.*{message}"):
+        load_settings(None, slots={"home": slot})
+    assert load_settings(None, slots={"home": {"reward_max": 5.0}}).slots["home"].reward_range == (0.0, 5.0)
