@@ -110,7 +110,7 @@ class SlotSettings(_Section):
     reward_window_seconds: float = Field(3600.0, gt=0)
     default_reward: float = 0.0
     # Every reward of the slot (the default included) lies in [reward_min, reward_max]:
-    # off-policy intervals are bounded by it (empirical-Bernstein, clipped to the range).
+    # off-policy intervals are bounded by it (IPS: betting, SNIPS/DR: empirical-Bernstein).
     reward_min: float = 0.0
     reward_max: float = 1.0
     reward_aggregation: Literal["first", "last", "sum", "max"] = "first"

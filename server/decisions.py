@@ -130,13 +130,9 @@ def _stored_reward(session: Session, event_id: str, request_keys: Sequence[str],
     The same request id with another value is not a retry: ALREADY_EXISTS naming
     the field (never the values).
     """
-    stored = (
-        session.execute(
-            select(Reward.value).where(Reward.event_id == event_id, Reward.request_id.in_(request_keys))
-        )
-        .scalars()
-        .first()
-    )
+    stored = session.execute(
+        select(Reward.value).where(Reward.event_id == event_id, Reward.request_id.in_(request_keys))
+    ).scalars().first()
     if stored is None:
         return False
     if stored != value:
