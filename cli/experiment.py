@@ -5,6 +5,7 @@
         --guardrail dwell_time:5:absolute \\
         --stage 1:1000:86400 --stage 5:1000 --stage 25 --stage 50 --stage 100 --auto-advance \\
         --traffic 0:50
+    tacit experiment start exp-1 [--force]   # --force: past the offline (off-policy) gate
     tacit experiment report exp-1 --chart exp-1.png
 """
 
@@ -223,7 +224,10 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
     elif verb in ACTIONS:
         method: Callable[..., experiment_pb2.Experiment] = getattr(stub, f"{verb.capitalize()}Experiment")
         action = experiment_pb2.ExperimentActionRequest(
-            name=_name(args.id), reason=args.reason or "", request_id=args.request_id or ""
+            name=_name(args.id),
+            reason=args.reason or "",
+            request_id=args.request_id or "",
+            force=bool(getattr(args, "force", False)),
         )
         _print(method(action, metadata=metadata))
     elif verb == "report":
@@ -337,6 +341,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action.add_argument("id")
         action.add_argument("--reason", default=None)
         action.add_argument("--request-id", default=None)
+        if verb == "start":
+            action.add_argument(
+                "--force",
+                action="store_true",
+                help="start even though the offline gate refuses an arm (an arm whose off-policy "
+                "lower bound is below control's by more than the tightest guardrail tolerance); "
+                "the override is recorded in the experiment's history",
+            )
     report = verbs.add_parser("report", help="significance report (table) and optional chart")
     report.add_argument("id")
     report.add_argument("--chart", default=None, help="write a PNG of lift over time")

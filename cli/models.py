@@ -146,19 +146,35 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     try:
         estimates = evaluate_policies(
             db, args.slot, slot.vw_args, slot.default_reward, args.policy or DEFAULT_POLICIES,
-            train_fraction=args.train_fraction,
+            train_fraction=args.train_fraction, reward_range=slot.reward_range,
         )  # fmt: skip
     except EvaluationError as error:
         print(f"tacit evaluate: {error}", file=sys.stderr)
         return 1
     finally:
         db.dispose()
-    table = Table(title=f"off-policy estimates for slot {args.slot} (95% CI, evaluation part of the log)")
-    for column in ("policy", "estimator", "value", "ci low", "ci high", "n", "ESS", "status"):
+    table = Table(
+        title=f"off-policy estimates for slot {args.slot} (95% intervals: IPS betting, SNIPS/DR "
+        f"empirical-Bernstein, clipped to rewards [{slot.reward_min:g}, {slot.reward_max:g}]; "
+        "evaluation part of the log)"
+    )
+    for column in (
+        "policy",
+        "estimator",
+        "value",
+        "ci low",
+        "ci high",
+        "n",
+        "matched",
+        "rewards",
+        "ESS",
+        "status",
+    ):
         table.add_column(column, justify="left" if column in ("policy", "estimator", "status") else "right")
     for e in estimates:
         table.add_row(
             e.policy, e.estimator, _fmt(e.value), _fmt(e.ci_low), _fmt(e.ci_high), str(e.n),
+            str(e.matched), str(e.matched_rewards),
             f"{e.effective_sample_size:.0f}" if math.isfinite(e.effective_sample_size) else "—", e.status,
         )  # fmt: skip
     _console(out).print(table)

@@ -1,12 +1,17 @@
 """Offline policy evaluation of a slot's logged decisions, and drift of the classifiers.
 
-``evaluate_policies`` reads the slot's decisions whose reward is final, in
-logging order, and splits them: the first ``train_fraction`` trains candidate
+``evaluate_policies`` reads the slot's newest ``limit`` decisions whose reward is
+final, in logging order, and splits them: the first ``train_fraction`` trains candidate
 VW configurations (``vw:<args>``) by replaying the log exactly as the learner
 would; every policy is then evaluated on the *rest* with IPS, SNIPS and doubly
 robust estimates. ``current`` is the slot's newest checkpoint (it has usually
 learned from the evaluation part too, so its estimate is optimistic: compare
 candidate configurations with each other, and ``current`` with care).
+
+With the slot's reward range (``reward_range``, [0, 1] for clicks by default in the
+server's config) every interval is bounded as ``tacit.learning.ope`` describes (IPS:
+betting, SNIPS and DR: empirical-Bernstein) and clipped to the range, and an estimate with
+fewer than ``min_matched_rewards`` matched rewards has status "insufficient" (see ``ope.EstimateStatus``).
 
 Context and candidate features are one-hot/numeric encoded (vocabulary from
 the training part) for the doubly robust reward model only; policies see the
@@ -37,8 +42,10 @@ from tacit.learning.bandit import BanditConfigError, SlotModel, validate_argumen
 from tacit.learning.drift import DriftMonitor, DriftReport, DriftStatus, reward_rate_drift
 from tacit.learning.features import FeatureVector, build_features
 from tacit.learning.ope import (
+    DEFAULT_MIN_MATCHED_REWARDS,
     Estimate,
     LoggedDecision,
+    RewardRange,
     TargetPolicy,
     doubly_robust,
     first_candidate_policy,
@@ -89,6 +96,8 @@ class SlotDecision(LoggedDecision):
 
 @dataclass(frozen=True)
 class PolicyEstimate:
+    """One policy's estimate by one estimator; fields as in ``ope.Estimate``."""
+
     policy: str
     estimator: str
     value: float
@@ -97,6 +106,9 @@ class PolicyEstimate:
     n: int
     status: str
     effective_sample_size: float
+    matched: int = 0
+    matched_rewards: int = 0
+    interval: str = "normal"
 
 
 class _Encoder:
@@ -148,7 +160,7 @@ class _RawDecision:
 def load_slot_decisions(
     db: Database, slot: str, default_reward: float, now: datetime | None = None, limit: int = 200_000
 ) -> list[_RawDecision]:
-    """Decisions of ``slot`` whose reward is final, oldest first."""
+    """The newest ``limit`` decisions of ``slot`` whose reward is final, oldest first."""
     now = now or datetime.now(UTC)
     query = (
         select(
@@ -161,11 +173,11 @@ def load_slot_decisions(
         )
         .where(Decision.slot == slot)
         .where(or_(Decision.reward.is_not(None), Decision.reward_deadline <= now))
-        .order_by(Decision.created_at, Decision.event_id)
+        .order_by(Decision.created_at.desc(), Decision.event_id.desc())
         .limit(limit)
     )
     with db.transaction() as session:
-        rows = session.execute(query).all()
+        rows = list(reversed(session.execute(query).all()))
     return [
         _RawDecision(
             context=dict(context or {}),
@@ -223,6 +235,9 @@ def _estimate(policy: str, estimate: Estimate) -> PolicyEstimate:
         n=estimate.n,
         status=estimate.status.value,
         effective_sample_size=estimate.effective_sample_size,
+        matched=estimate.matched,
+        matched_rewards=estimate.matched_rewards,
+        interval=estimate.interval,
     )
 
 
@@ -236,10 +251,21 @@ def evaluate_policies(
     confidence: float = 0.95,
     seed: int = 0,
     now: datetime | None = None,
+    reward_range: RewardRange | None = None,
+    min_matched_rewards: int = DEFAULT_MIN_MATCHED_REWARDS,
+    limit: int = 200_000,
+    estimators: Sequence[str] = ESTIMATORS,
 ) -> list[PolicyEstimate]:
-    """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log."""
+    """IPS, SNIPS and DR estimates of every policy on the evaluation part of the slot's log.
+
+    ``reward_range`` (low, high) bounds every reward (a default reward included): intervals are
+    then bounded (IPS: betting, SNIPS and DR: empirical-Bernstein) and clipped to it; None
+    keeps the normal approximation.
+    """
     if not 0.0 < train_fraction < 1.0:
         raise EvaluationError("train_fraction must be in (0, 1)")
+    if not estimators or not set(estimators) <= set(ESTIMATORS):
+        raise EvaluationError(f"estimators must be a non-empty subset of {list(ESTIMATORS)}")
     policies = tuple(policies) or DEFAULT_POLICIES
     for index, name in enumerate(policies):
         if name.startswith("vw:"):
@@ -248,10 +274,8 @@ def evaluate_policies(
             except BanditConfigError as error:
                 raise EvaluationError(str(error), index) from None
         elif name not in DEFAULT_POLICIES:
-            raise EvaluationError(
-                "must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index
-            )
-    raw = load_slot_decisions(db, slot, default_reward, now)
+            raise EvaluationError("must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index)
+    raw = load_slot_decisions(db, slot, default_reward, now, limit)
     split = int(len(raw) * train_fraction)
     training, evaluation = raw[:split], raw[split:]
     if len(evaluation) < MIN_DECISIONS or len(training) < 1:
@@ -292,11 +316,14 @@ def evaluate_policies(
             def frozen(decision: LoggedDecision, table: dict[int, np.ndarray] = by_id) -> np.ndarray:
                 return table[id(decision)]
 
-            results.append(_estimate(name, ips(logged, frozen, confidence=confidence)))
-            results.append(_estimate(name, snips(logged, frozen, confidence=confidence)))
-            results.append(
-                _estimate(name, doubly_robust(logged, frozen, confidence=confidence, random_state=seed))
-            )
+            bounded = {"confidence": confidence, "min_matched_rewards": min_matched_rewards}
+            if "ips" in estimators:
+                results.append(_estimate(name, ips(logged, frozen, reward_range=reward_range, **bounded)))
+            if "snips" in estimators:
+                results.append(_estimate(name, snips(logged, frozen, reward_range=reward_range, **bounded)))
+            if "doubly_robust" in estimators:
+                dr = doubly_robust(logged, frozen, reward_range=reward_range, random_state=seed, **bounded)
+                results.append(_estimate(name, dr))
     finally:
         for model in opened:
             model.close()

@@ -47,6 +47,7 @@ from tacit.server.events import EventRecorder
 from tacit.server.health import HealthServicer
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.metrics import MetricsSampler
+from tacit.server.offline_gate import OfflineGate
 from tacit.server.predictions import Predictions
 from tacit.server.reflection import enable_reflection
 from tacit.server.servicers.audit import AuditServicer
@@ -436,6 +437,7 @@ def create_server(
             caller_role(runtime.tokens),
             runtime.keyring.digest,
             arm_models(runtime.db, runtime.experiments),
+            gate=OfflineGate(runtime.db, settings.slots),
         ),
         server,
     )

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tacit.learning.bandit import BanditConfigError, check_workspace
@@ -116,6 +116,10 @@ class SlotSettings(_Section):
     vw_args: str = DEFAULT_VW_ARGS
     reward_window_seconds: float = Field(3600.0, gt=0)
     default_reward: float = 0.0
+    # Every reward of the slot (the default included) lies in [reward_min, reward_max]:
+    # off-policy intervals are bounded by it (IPS: betting, SNIPS/DR: empirical-Bernstein).
+    reward_min: float = 0.0
+    reward_max: float = 1.0
     reward_aggregation: Literal["first", "last", "sum", "max"] = "first"
     max_candidates: int | None = Field(None, ge=1)
     profile_features: list[str] = Field(
@@ -142,6 +146,18 @@ class SlotSettings(_Section):
             return value
         except BanditConfigError as error:
             raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _reward_range(self) -> SlotSettings:
+        if not self.reward_min < self.reward_max:
+            raise ValueError("reward_min must be below reward_max")
+        if not self.reward_min <= self.default_reward <= self.reward_max:
+            raise ValueError("default_reward must lie in [reward_min, reward_max]")
+        return self
+
+    @property
+    def reward_range(self) -> tuple[float, float]:
+        return self.reward_min, self.reward_max
 
 
 class PrivacySettings(_Section):

@@ -6,19 +6,23 @@ The caller's role (from its bearer token) is recorded as the actor of every chan
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
 
 from tacit.experiments.errors import ExperimentConflict, ExperimentExists, ExperimentNotFound, SpecError
-from tacit.experiments.service import Experiment, ExperimentService
+from tacit.experiments.service import Experiment, ExperimentService, ExperimentState
 from tacit.server import converters
 from tacit.server.auth import TokenStore
 from tacit.server.challengers import ArmModel
 from tacit.server.converters import experiment as convert
 from tacit.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from tacit.server.offline_gate import REFUSED_REASON, OfflineGate
 from tacit.v1 import experiment_pb2, experiment_pb2_grpc
+
+logger = logging.getLogger("tacit.server")
 
 
 def caller_role(tokens: TokenStore | None) -> Callable[[grpc.ServicerContext], str]:
@@ -60,10 +64,13 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
         role_of: Callable[[grpc.ServicerContext], str],
         request_digest: Callable[[str], str] | None = None,
         arm_models: Callable[[str], list[ArmModel]] | None = None,
+        gate: OfflineGate | None = None,
     ):
         self._service = service
         self._arm_models = arm_models
         self._role_of = role_of
+        # Judges a draft's arms on the slot's log before StartExperiment (None: no gate).
+        self._gate = gate
         # Client request ids are kept (idempotency keys) only as keyed digests.
         self._request_digest = request_digest
 
@@ -112,19 +119,43 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
         request: experiment_pb2.ExperimentActionRequest,
         context: grpc.ServicerContext,
         verb: Callable[..., Experiment],
+        gate_note: Callable[[str], str] | None = None,
     ) -> experiment_pb2.Experiment:
         experiment_id = convert.experiment_id_from_name("name", request.name)
         request_id = self._request_key(request.request_id)
         if len(request.reason) > 1000:
             raise InvalidArgument("reason", "is longer than 1000 characters")
+        if request.force and gate_note is None:
+            raise InvalidArgument("force", "applies to StartExperiment only")
+        reason = gate_note(experiment_id) if gate_note is not None else request.reason
         with _domain_errors():
-            changed = verb(experiment_id, self._role_of(context), request.reason, request_id)
+            changed = verb(experiment_id, self._role_of(context), reason, request_id)
         return convert.experiment_to_proto(changed)
 
     def StartExperiment(  # noqa: N802
         self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext
     ) -> experiment_pb2.Experiment:
-        return self._act(request, context, self._service.start)
+        def gate_note(experiment_id: str) -> str:
+            """The start's reason, with the offline gate's verdict for a draft; refuses unless forced."""
+            if self._gate is None:
+                return request.reason
+            with _domain_errors():
+                experiment = self._service.get(experiment_id)
+            if experiment.state is not ExperimentState.DRAFT:
+                return request.reason  # a resume or a retried start: judged when it first started
+            verdict = self._gate.check(experiment)
+            if not verdict.passed and not request.force:
+                raise FailedPrecondition(f"{verdict.summary}; start with force to override", REFUSED_REASON)
+            if not verdict.passed:
+                logger.warning(
+                    "experiment started past the offline gate", extra={"experiment_id": experiment_id}
+                )
+                note = f"FORCED past the {verdict.summary}"
+            else:
+                note = verdict.summary
+            return f"{request.reason or 'started'}; {note}"
+
+        return self._act(request, context, self._service.start, gate_note)
 
     def AdvanceExperiment(  # noqa: N802
         self, request: experiment_pb2.ExperimentActionRequest, context: grpc.ServicerContext

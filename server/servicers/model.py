@@ -116,7 +116,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 raise InvalidArgument(f"policies[{index}]", "is longer than 512 characters")
         try:
             estimates = evaluate_policies(
-                self._db, request.slot, slot.vw_args, slot.default_reward, list(request.policies)
+                self._db,
+                request.slot,
+                slot.vw_args,
+                slot.default_reward,
+                list(request.policies),
+                reward_range=slot.reward_range,
             )
         except EvaluationError as error:
             if error.policy_index is not None:
@@ -131,6 +136,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                     ci_low=finite_or(e.ci_low),
                     ci_high=finite_or(e.ci_high),
                     n=e.n,
+                    status=e.status,
+                    effective_sample_size=finite_or(e.effective_sample_size),
+                    matched=e.matched,
+                    matched_rewards=e.matched_rewards,
+                    interval=e.interval,
                 )
                 for e in estimates
             ]

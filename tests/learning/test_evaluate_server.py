@@ -41,6 +41,13 @@ def test_evaluate_policies_brackets_the_uniform_truth(start_server: Callable[...
         for p in ("uniform", "static:first", "current", "vw:--cb_explore_adf --epsilon 0.1")
         for k in ("ips", "snips", "doubly_robust")
     }
+    for estimate in response.estimates:  # bounded by the slot's [0, 1] reward range
+        assert estimate.status in ("ok", "insufficient"), estimate
+        assert 0.0 <= estimate.ci_low < estimate.ci_high <= 1.0, estimate
+        assert 0.0 <= estimate.value <= 1.0, estimate
+        assert estimate.interval == ("betting" if estimate.estimator == "ips" else "empirical_bernstein")
+        assert 0 < estimate.matched_rewards <= estimate.matched <= estimate.n
+    assert estimates[("uniform", "ips")].matched == estimates[("uniform", "ips")].n  # uniform matches all
     evaluated = estimates[("uniform", "ips")].n
     assert evaluated == DECISIONS - DECISIONS // 2
     truth = float(np.mean(trace.random[-evaluated:]))

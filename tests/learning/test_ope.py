@@ -59,7 +59,7 @@ def test_ips_tiny_log_by_hand() -> None:
     # terms w*r = [2, 0, 0]; mean 2/3.
     # sample variance: ((4/3)^2 + (2/3)^2 + (2/3)^2) / 2 = (24/9) / 2 = 4/3
     # se = sqrt((4/3) / 3) = 2/3;  ESS = (2+0+4)^2 / (4+0+16) = 36/20 = 1.8
-    estimate = ips(TINY, first_candidate_policy)
+    estimate = ips(TINY, first_candidate_policy, min_matched_rewards=1)
     assert estimate.status is EstimateStatus.OK
     assert round(estimate.value, 6) == round(2 / 3, 6)
     assert round(estimate.standard_error, 6) == round(2 / 3, 6)
@@ -73,7 +73,7 @@ def test_snips_tiny_log_by_hand() -> None:
     # V = sum(w r) / sum(w) = 2 / 6 = 1/3; mean(w) = 2
     # influence w (r - V) / mean(w) = [2*(2/3)/2, 0, 4*(-1/3)/2] = [2/3, 0, -2/3]
     # sample variance (4/9 + 0 + 4/9) / 2 = 4/9;  se = sqrt(4/27) = 0.384900
-    estimate = snips(TINY, first_candidate_policy)
+    estimate = snips(TINY, first_candidate_policy, min_matched_rewards=1)
     assert round(estimate.value, 6) == round(1 / 3, 6)
     assert round(estimate.standard_error, 6) == 0.3849
     assert estimate.status is EstimateStatus.OK

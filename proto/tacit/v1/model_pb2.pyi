@@ -79,20 +79,30 @@ class EvaluatePoliciesRequest(_message.Message):
     def __init__(self, slot: _Optional[str] = ..., policies: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PolicyEstimate(_message.Message):
-    __slots__ = ("policy", "estimator", "value", "ci_low", "ci_high", "n")
+    __slots__ = ("policy", "estimator", "value", "ci_low", "ci_high", "n", "status", "effective_sample_size", "matched", "matched_rewards", "interval")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
     policy: str
     estimator: str
     value: float
     ci_low: float
     ci_high: float
     n: int
-    def __init__(self, policy: _Optional[str] = ..., estimator: _Optional[str] = ..., value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., n: _Optional[int] = ...) -> None: ...
+    status: str
+    effective_sample_size: float
+    matched: int
+    matched_rewards: int
+    interval: str
+    def __init__(self, policy: _Optional[str] = ..., estimator: _Optional[str] = ..., value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., n: _Optional[int] = ..., status: _Optional[str] = ..., effective_sample_size: _Optional[float] = ..., matched: _Optional[int] = ..., matched_rewards: _Optional[int] = ..., interval: _Optional[str] = ...) -> None: ...
 
 class EvaluatePoliciesResponse(_message.Message):
     __slots__ = ("estimates",)
