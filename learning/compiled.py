@@ -92,18 +92,58 @@ def _encoder(columns: Any) -> _Encoder:
     return _Encoder(np.asarray(numeric, dtype=np.intp), means[0], scales[0], tuple(one_hot), width)
 
 
-def _encode(encoder: _Encoder, numeric: FloatArray, matrix: NDArray[Any]) -> FloatArray:
-    """The fold's transformed rows, as ColumnTransformer(StandardScaler, OneHotEncoder) makes them."""
-    out = np.zeros((matrix.shape[0], encoder.width), dtype=np.float64)
-    scaled = numeric[:, encoder.numeric] - encoder.mean
-    scaled /= encoder.scale
-    out[:, : encoder.numeric.size] = scaled
-    for position, columns in encoder.one_hot:
-        for row, value in enumerate(matrix[:, position]):
-            column = columns.get(value)
-            if column is not None:
-                out[row, column] = 1.0
-    return out
+@dataclass(frozen=True)
+class _Inputs:
+    """Every fold's ColumnTransformer at once: the folds' outputs side by side in one row."""
+
+    numeric: IntArray
+    """Positions in the feature row of the scaled features (the same in every fold)."""
+    mean: FloatArray
+    scale: FloatArray
+    """(folds, scaled features): each fold's StandardScaler."""
+    numeric_columns: IntArray
+    """Where the (folds × scaled features) values go in the joint row."""
+    one_hot: tuple[tuple[int, Mapping[str, IntArray]], ...]
+    """(position in the feature row, category → its column in every fold that knows it)."""
+    width: int
+
+    @classmethod
+    def join(cls, encoders: list[_Encoder]) -> _Inputs:
+        first = encoders[0]
+        if any(not np.array_equal(e.numeric, first.numeric) for e in encoders):
+            raise _Unsupported("folds scale different features")
+        offsets = np.cumsum([0] + [e.width for e in encoders])
+        numeric_columns = np.concatenate([o + np.arange(first.numeric.size) for o in offsets[:-1]])
+        one_hot: dict[int, dict[str, list[int]]] = {}
+        for offset, encoder in zip(offsets, encoders, strict=False):
+            for position, columns in encoder.one_hot:
+                for category, column in columns.items():
+                    one_hot.setdefault(position, {}).setdefault(category, []).append(offset + column)
+        return cls(
+            numeric=first.numeric,
+            mean=np.stack([e.mean for e in encoders]),
+            scale=np.stack([e.scale for e in encoders]),
+            numeric_columns=numeric_columns.astype(np.intp),
+            one_hot=tuple(
+                (position, {c: np.asarray(v, dtype=np.intp) for c, v in columns.items()})
+                for position, columns in one_hot.items()
+            ),
+            width=int(offsets[-1]),
+        )
+
+    def encode(self, matrix: NDArray[Any]) -> FloatArray:
+        """(rows, joint width): each fold's ColumnTransformer(StandardScaler, OneHotEncoder) output."""
+        rows = matrix.shape[0]
+        out = np.zeros((rows, self.width), dtype=np.float64)
+        scaled = matrix[:, self.numeric].astype(np.float64)[:, None, :] - self.mean
+        scaled /= self.scale
+        out[:, self.numeric_columns] = scaled.reshape(rows, -1)
+        for position, columns in self.one_hot:
+            for row, value in enumerate(matrix[:, position]):
+                found = columns.get(value)
+                if found is not None:
+                    out[row, found] = 1.0
+        return out
 
 
 @dataclass(frozen=True)
@@ -111,11 +151,11 @@ class _Trees:
     """Every tree of every fold as one node table, walked level by level for all trees at once."""
 
     feature: IntArray
-    """Column in the concatenated fold outputs; 0 at leaves."""
+    """Column in the joint row; 0 at leaves."""
     threshold: FloatArray
-    left: IntArray
-    right: IntArray
-    """Children; a leaf points to itself, so extra levels leave it in place."""
+    children: IntArray
+    """``children[2 * node + (x <= threshold)]``: right then left child of every node; a leaf
+    points to itself twice, so extra levels leave it in place."""
     value: FloatArray
     """Leaf output: a raw score (gradient boosting) or the positive-class fraction (forest)."""
     roots: IntArray
@@ -125,14 +165,18 @@ class _Trees:
     float32: bool
     """Random-forest trees compare float32 inputs (scikit-learn casts X to float32)."""
 
-    def leaf_values(self, encoded: FloatArray) -> FloatArray:
-        """(rows, trees) leaf outputs for the concatenated fold outputs ``encoded``."""
-        x = encoded.astype(np.float32) if self.float32 else encoded
+    def leaf_values(self, joint: FloatArray) -> FloatArray:
+        """(rows, trees) leaf outputs for the joint rows."""
+        x = joint.astype(np.float32) if self.float32 else joint
+        if x.shape[0] == 1:  # one row (a served score): plain 1-d gathers
+            row, node = x[0], self.roots
+            for _ in range(self.depth):
+                node = self.children[2 * node + (row[self.feature[node]] <= self.threshold[node])]
+            return self.value[node][None, :]
         rows = np.arange(x.shape[0])[:, None]
         node = np.broadcast_to(self.roots, (x.shape[0], self.roots.size))
         for _ in range(self.depth):
-            go_left = x[rows, self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
+            node = self.children[2 * node + (x[rows, self.feature[node]] <= self.threshold[node])]
         return self.value[node]
 
 
@@ -174,8 +218,7 @@ class _TreeTable:
         return _Trees(
             feature=joined["feature"],
             threshold=joined["threshold"],
-            left=joined["left"],
-            right=joined["right"],
+            children=np.stack([joined["right"], joined["left"]], axis=1).ravel(),
             value=joined["value"],
             roots=np.asarray(self.roots, dtype=np.intp),
             fold_starts=np.asarray(self.fold_starts, dtype=np.intp),
@@ -218,7 +261,7 @@ def _add_forest(table: _TreeTable, model: RandomForestClassifier, offset: int) -
 class _Fold:
     encoder: _Encoder
     offset: int
-    """First column of this fold's output in the concatenated outputs."""
+    """First column of this fold's output in the joint row."""
     a: float
     b: float
     """Platt calibrator: p = 1 / (1 + exp(a * score + b))."""
@@ -235,36 +278,38 @@ class CompiledClassifier:
 
     feature_names: tuple[str, ...]
     categorical_features: tuple[str, ...]
-    numeric_positions: IntArray
+    inputs: _Inputs
     folds: tuple[_Fold, ...]
     trees: _Trees | None
     forest: bool
+    a: FloatArray
+    b: FloatArray
+    """Each fold's Platt calibrator: p = 1 / (1 + exp(a * score + b))."""
 
     def predict_proba(self, rows: FeatureRows) -> FloatArray:
         """Calibrated probability of the positive class; FeatureError on a missing feature."""
         matrix = _feature_matrix(rows, self.feature_names, self.categorical_features)
-        numeric = np.zeros((matrix.shape[0], len(self.feature_names)), dtype=np.float64)
-        numeric[:, self.numeric_positions] = matrix[:, self.numeric_positions]
-        encoded = [_encode(fold.encoder, numeric, matrix) for fold in self.folds]
+        joint = self.inputs.encode(matrix)
+        scores = np.empty((matrix.shape[0], len(self.folds)), dtype=np.float64)
         if self.trees is not None:
-            leaves = self.trees.leaf_values(np.concatenate(encoded, axis=1))
+            leaves = self.trees.leaf_values(joint)
             per_fold = np.add.reduceat(leaves, self.trees.fold_starts, axis=1)
             if self.forest:
                 sizes = np.diff(np.append(self.trees.fold_starts, leaves.shape[1]))
-                per_fold = per_fold / sizes
-        total = np.zeros(matrix.shape[0], dtype=np.float64)
-        for index, (fold, x) in enumerate(zip(self.folds, encoded, strict=True)):
+                per_fold /= sizes
+        for index, fold in enumerate(self.folds):
+            x = joint[:, fold.offset : fold.offset + fold.encoder.width]
             if fold.linear is not None:
                 weights, intercept = fold.linear
-                score = x @ weights + intercept
+                scores[:, index] = x @ weights + intercept
             elif fold.svm is not None:
                 vectors, dual, intercept, gamma = fold.svm
                 distance = ((x[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2)
-                score = np.exp(-gamma * distance) @ dual + intercept
+                scores[:, index] = np.exp(-gamma * distance) @ dual + intercept
             else:
-                score = per_fold[:, index] + fold.base_score
-            total += expit(-(fold.a * score + fold.b))
-        return total / len(self.folds)
+                scores[:, index] = per_fold[:, index] + fold.base_score
+        # CalibratedClassifierCV: the mean over folds of each fold's calibrated probability.
+        return np.asarray(expit(-(self.a * scores + self.b)).sum(axis=1) / len(self.folds))
 
 
 def compile_classifier(model: TrainedModel) -> CompiledClassifier | None:
@@ -325,15 +370,13 @@ def _compile(model: TrainedModel) -> CompiledClassifier:
         offset += encoder.width
     if len(kinds) != 1:
         raise _Unsupported("folds of different kinds")
-    names = tuple(model.feature_names)
-    numeric_positions = np.asarray(
-        [i for i, n in enumerate(names) if n not in model.categorical_features], dtype=np.intp
-    )
     return CompiledClassifier(
-        feature_names=names,
+        feature_names=tuple(model.feature_names),
         categorical_features=tuple(model.categorical_features),
-        numeric_positions=numeric_positions,
+        inputs=_Inputs.join([fold.encoder for fold in folds]),
         folds=tuple(folds),
         trees=table.build(float32=RandomForestClassifier in kinds) if table.roots else None,
         forest=RandomForestClassifier in kinds,
+        a=np.array([fold.a for fold in folds]),
+        b=np.array([fold.b for fold in folds]),
     )
