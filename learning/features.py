@@ -33,8 +33,9 @@ rather than being silently read in some local zone.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 __all__ = [
@@ -46,8 +47,11 @@ __all__ = [
     "Event",
     "FeatureError",
     "FeatureVector",
+    "History",
     "build_features",
     "default_features",
+    "features_at",
+    "prepare_history",
 ]
 
 PropertyValue = str | float | int | bool
@@ -112,7 +116,7 @@ class FeatureVector:
 
     def as_dict(self) -> dict[str, float | str]:
         """Name → value, in FEATURE_NAMES order."""
-        return asdict(self)
+        return dict(zip(FEATURE_NAMES, self.values(), strict=True))
 
     def values(self) -> tuple[float | str, ...]:
         """Values in FEATURE_NAMES order."""
@@ -171,43 +175,80 @@ def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else 0.0
 
 
+@dataclass(frozen=True)
+class History:
+    """A subject's events sorted once (``prepare_history``), ready for features at any instant.
+
+    ``build_features`` sorts and scans the whole history; a cached profile prepares it
+    once per load, and ``features_at`` then reads only the 30-day window by bisection.
+    """
+
+    times: tuple[datetime, ...]
+    """Occurrence times in UTC, in the stable order of ``build_features``."""
+    dates: tuple[object, ...]
+    event_types: tuple[str, ...]
+    dwell: tuple[float | None, ...]
+    scroll: tuple[float | None, ...]
+    device: tuple[str | None, ...]
+    """Latest device at or before each position (None when none yet)."""
+    referral: tuple[str | None, ...]
+
+
+def prepare_history(events: Iterable[Event]) -> History:
+    """The events in ``build_features``' order with what every window reads from them."""
+    stamped = [(_require_aware(event.occurred_at, "occurred_at"), event) for event in events]
+    # Stable order: time, then type, so ties resolve the same whatever the input order.
+    stamped.sort(key=lambda pair: (pair[0], pair[1].event_type, sorted(map(str, pair[1].properties.items()))))
+    device: str | None = None
+    referral: str | None = None
+    devices: list[str | None] = []
+    referrals: list[str | None] = []
+    for _, event in stamped:
+        device = _category(event.properties.get("device")) or device
+        referral = _category(event.properties.get("referrer_class")) or referral
+        devices.append(device)
+        referrals.append(referral)
+    return History(
+        times=tuple(occurred for occurred, _ in stamped),
+        dates=tuple(occurred.date() for occurred, _ in stamped),
+        event_types=tuple(event.event_type for _, event in stamped),
+        dwell=tuple(_number(event.properties.get("dwell_ms")) for _, event in stamped),
+        scroll=tuple(_number(event.properties.get("scroll_depth")) for _, event in stamped),
+        device=tuple(devices),
+        referral=tuple(referrals),
+    )
+
+
 def build_features(events: Iterable[Event], as_of: datetime) -> FeatureVector:
     """Features of the history visible at ``as_of`` (events after it are ignored)."""
-    moment = _require_aware(as_of, "as_of")
-    visible = []
-    for event in events:
-        occurred = _require_aware(event.occurred_at, "occurred_at")
-        if occurred <= moment:
-            visible.append((occurred, event))
-    if not visible:
-        return default_features(moment)
-    # Stable order: time, then type, so ties resolve the same whatever the input order.
-    visible.sort(key=lambda pair: (pair[0], pair[1].event_type, sorted(map(str, pair[1].properties.items()))))
+    return features_at(prepare_history(events), as_of)
 
+
+def features_at(history: History, as_of: datetime) -> FeatureVector:
+    """Features of a prepared history at ``as_of``: the same vector as ``build_features``."""
+    moment = _require_aware(as_of, "as_of")
+    visible = bisect_right(history.times, moment)  # times are sorted: the visible events are a prefix
+    if visible == 0:
+        return default_features(moment)
     short_start, long_start = moment - _WINDOW_SHORT, moment - _WINDOW_LONG
     days_7: set[object] = set()
     days_30: set[object] = set()
     clicks = sessions = 0
     dwell: list[float] = []
     scroll: list[float] = []
-    device: str | None = None
-    referral: str | None = None
-    for occurred, event in visible:
-        device = _category(event.properties.get("device")) or device
-        referral = _category(event.properties.get("referrer_class")) or referral
-        if occurred <= long_start:
-            continue
-        days_30.add(occurred.date())
-        if occurred > short_start:
-            days_7.add(occurred.date())
-        clicks += event.event_type == "click"
-        sessions += event.event_type == "session_start"
-        if (value := _number(event.properties.get("dwell_ms"))) is not None:
+    for index in range(bisect_right(history.times, long_start, hi=visible), visible):
+        days_30.add(history.dates[index])
+        if history.times[index] > short_start:
+            days_7.add(history.dates[index])
+        event_type = history.event_types[index]
+        clicks += event_type == "click"
+        sessions += event_type == "session_start"
+        if (value := history.dwell[index]) is not None:
             dwell.append(value)
-        if (value := _number(event.properties.get("scroll_depth"))) is not None:
+        if (value := history.scroll[index]) is not None:
             scroll.append(value)
 
-    latest = visible[-1][0]
+    latest = history.times[visible - 1]
     recency = (moment - latest).total_seconds() / 86_400.0
     hour, day_of_week = _calendar(moment)
     return FeatureVector(
@@ -221,6 +262,6 @@ def build_features(events: Iterable[Event], as_of: datetime) -> FeatureVector:
         scroll_mean=_mean(scroll),
         hour=hour,
         day_of_week=day_of_week,
-        device=device or UNKNOWN,
-        referral_source=referral or UNKNOWN,
+        device=history.device[visible - 1] or UNKNOWN,
+        referral_source=history.referral[visible - 1] or UNKNOWN,
     )

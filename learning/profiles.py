@@ -5,9 +5,10 @@ nothing reads or returns a raw subject id, and the pseudonym itself is never
 part of a feature vector (``FeatureVector`` has no subject field).
 
 ``ProfileStore.lookup(pseudonym, as_of)`` is the cheap rank-time and
-predict-time path: the subject's recent history is read once and kept in an
-in-memory LRU with a TTL; the features are recomputed from the cached history
-for every ``as_of`` (hour, recency and the windows move with time). Staleness
+predict-time path: the subject's recent history is read once, sorted once
+(``prepare_history``) and kept in an in-memory LRU with a TTL; the features are
+recomputed from the cached history for every ``as_of`` (hour, recency and the
+windows move with time), reading only its 30-day window. Staleness
 is bounded by ``ttl_seconds``: an event stored after the history was cached is
 seen at the next refresh, never earlier.
 """
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from tacit.learning.features import Event, FeatureVector, build_features
+from tacit.learning.features import Event, FeatureVector, History, features_at, prepare_history
 from tacit.store.db import Database
 from tacit.store.schema import TrackedEvent
 
@@ -112,7 +113,8 @@ class Profile:
 
 @dataclass
 class _Entry:
-    events: list[Event]
+    history: History
+    """Prepared once per load, so a lookup reads only the 30-day window."""
     loaded_at: float
 
 
@@ -143,8 +145,7 @@ class ProfileStore:
     def lookup(self, pseudonym: str, as_of: datetime | None = None) -> Profile:
         """Features of ``pseudonym`` at ``as_of`` (default now); default profile without history."""
         moment = as_utc(as_of) if as_of is not None else datetime.now(UTC)
-        events = self._history(pseudonym, moment)
-        features = build_features(events, moment)
+        features = features_at(self._history(pseudonym, moment), moment)
         return Profile(features=features, default=features.has_history == 0.0)
 
     def cached(self, pseudonym: str, as_of: datetime) -> Profile | None:
@@ -160,8 +161,8 @@ class ProfileStore:
                 return None
             self._entries.move_to_end(pseudonym)
             self.hits += 1
-            events = entry.events
-        features = build_features(events, as_utc(as_of))
+            history = entry.history
+        features = features_at(history, as_utc(as_of))
         return Profile(features=features, default=features.has_history == 0.0)
 
     def prefetch(self, pseudonym: str) -> None:
@@ -192,25 +193,25 @@ class ProfileStore:
             else:
                 self._entries.pop(pseudonym, None)
 
-    def _history(self, pseudonym: str, moment: datetime) -> list[Event]:
+    def _history(self, pseudonym: str, moment: datetime) -> History:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(pseudonym)
             if entry is not None and now - entry.loaded_at < self.ttl_seconds:
                 self._entries.move_to_end(pseudonym)
                 self.hits += 1
-                return entry.events
+                return entry.history
             self.misses += 1
             invalidations = self._invalidations
         since = datetime.now(UTC) - timedelta(days=self.history_days)
         # A lookup in the past needs history from before that moment, not before now.
         since = min(since, moment - timedelta(days=self.history_days))
-        events = load_history(self.db, pseudonym, since)
+        history = prepare_history(load_history(self.db, pseudonym, since))
         with self._lock:
             if invalidations != self._invalidations:
-                return events  # an erasure happened meanwhile: use once, never cache
-            self._entries[pseudonym] = _Entry(events, now)
+                return history  # an erasure happened meanwhile: use once, never cache
+            self._entries[pseudonym] = _Entry(history, now)
             self._entries.move_to_end(pseudonym)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return events
+        return history

@@ -16,6 +16,8 @@ from tacit.learning.features import (
     FeatureError,
     build_features,
     default_features,
+    features_at,
+    prepare_history,
 )
 
 AS_OF = datetime(2025, 3, 12, 15, 30, tzinfo=UTC)  # a Wednesday
@@ -166,3 +168,17 @@ def test_naive_datetimes_are_rejected() -> None:
 
 def test_feature_names_match_the_vector_fields() -> None:
     assert tuple(default_features(AS_OF).as_dict()) == FEATURE_NAMES
+
+
+@settings(max_examples=200, deadline=None)
+@given(history=_events(), moments=st.lists(_offsets, min_size=1, max_size=6))
+def test_a_prepared_history_gives_at_every_instant_the_features_of_the_events_seen_by_then(
+    history: list[Event], moments: list[float]
+) -> None:
+    # One history prepared once (as a cached profile is), read at several instants, equals
+    # the features of just the events visible at each instant, prepared from scratch.
+    prepared = prepare_history(history)
+    for offset in moments:
+        as_of = AS_OF + timedelta(seconds=offset)
+        seen = [e for e in history if e.occurred_at <= as_of]
+        assert features_at(prepared, as_of) == build_features(seen, as_of)
