@@ -161,6 +161,18 @@ class ExperimentSettings(_Section):
     sequential_tuning_n: float = Field(5_000.0, gt=0, description="total subjects where the CS is tightest")
 
 
+class TrainingSettings(_Section):
+    """`tacit train`'s classifier search and its MLflow tracking (README "Models")."""
+
+    search: Literal["randomized", "optuna"] = Field("randomized", description="hyperparameter search")
+    search_iterations: int = Field(4, ge=1, le=1000, description="trial budget per candidate")
+    smote: Literal["never", "auto", "always"] = Field(
+        "auto", description="also train each candidate with SMOTE; auto = when positives are under 10%"
+    )
+    mlflow_tracking_uri: str = Field("", description="log every training run here; empty = no MLflow")
+    mlflow_experiment: str = Field("tacit", min_length=1, description="MLflow experiment of the runs")
+
+
 class Settings(BaseSettings):
     """Everything `tacit serve` needs, validated at start-up."""
 
@@ -174,6 +186,7 @@ class Settings(BaseSettings):
     learner: LearnerSettings = LearnerSettings()
     privacy: PrivacySettings = PrivacySettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    training: TrainingSettings = TrainingSettings()
     slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
 
     @classmethod
