@@ -390,16 +390,18 @@ def time_split(
 
 
 def time_series_folds(seconds: ArrayLike, n_splits: int) -> list[tuple[NDArray[np.intp], NDArray[np.intp]]]:
-    """Expanding-window CV folds in time order, like TimeSeriesSplit but on snapshot times.
+    """Expanding-window CV folds in time order, on snapshot times.
 
-    The rows are cut into ``n_splits + 1`` time blocks; fold k trains on blocks 0..k-1 and
-    validates on block k, so a fold never trains on a snapshot later than one it validates
-    on (ties at a boundary go to the later block). Folds left empty by ties are skipped.
+    The older half of the rows is always trained on; the newer half is cut into ``n_splits``
+    time blocks, and fold k trains on everything before block k and validates on it. A fold
+    never trains on a snapshot later than one it validates on (ties at a boundary go to the
+    later block), and every fold trains on at least half of the rows, so a rare label's
+    scores are not decided by a small first fold. Folds left empty by ties are skipped.
     """
     values = np.asarray(seconds, dtype=np.float64)
     n = values.size
     ordered = np.sort(values)
-    bounds = [ordered[min(n - 1, (n * k) // (n_splits + 1))] for k in range(1, n_splits + 1)]
+    bounds = [ordered[min(n - 1, int(n * (0.5 + 0.5 * k / n_splits)))] for k in range(n_splits)]
     bounds.append(math.inf)
     folds = []
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
