@@ -1,9 +1,12 @@
 """`tacit train`, `tacit evaluate`, `tacit drift`: the model tools, run against the database.
 
     tacit train conversion|churn|engagement [--label-window-days 7]   train, print metrics, register
+        [--search randomized|optuna] [--smote auto|always|never] [--mlflow-tracking-uri URI]
     tacit evaluate --slot home [--policy vw:...]             off-policy estimates table
     tacit drift conversion|churn|engagement|bandit:<slot>    PSI table; exit code 3 when stale
     tacit retraining list|run [--task engagement]            the scheduler's runs; one run now
+    tacit model export-mlflow models/<task>/versions/<v> DIR  a registered version as an MLflow model
+    tacit model import-mlflow DIR --trust                     an exported MLflow model as a new version
 
 `tacit drift conversion || tacit train conversion` retrains only a stale model
 (schedule it with cron or a systemd timer).
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -37,13 +42,21 @@ from tacit.learning.evaluation import (
     evaluate_policies,
     model_drift,
 )
+from tacit.learning.mlflow_models import MlflowImportError, MlflowUnavailableError, export_model, import_model
 from tacit.learning.registry import ModelIntegrityError
-from tacit.learning.registry_models import ModelNotFoundError, ServingClassifiers
+from tacit.learning.registry_models import ModelNotFoundError, ServingClassifiers, get_record, load_bundle
 from tacit.learning.training import TrainJob, TrainOutcome, run_training
 from tacit.server.config import Settings, load_settings
 from tacit.store.db import Database
 
 EXIT_STALE = 3
+EXIT_MLFLOW_FAILED = 4
+"""`tacit train`: the version is registered and served, but logging the run to MLflow failed."""
+IMBALANCE_LABELS = {
+    "unweighted": "none (unweighted)",
+    "balanced": "class weights (balanced)",
+    "smote": "SMOTE",
+}
 _HEADLINE = ("roc_auc", "pr_auc", "brier", "precision", "recall", "f1", "positive_rate")
 
 
@@ -62,26 +75,32 @@ def _fmt(value: float | None) -> str:
 
 
 def metrics_table(task: str, version: str, metrics: dict[str, float]) -> Table:
-    """The chosen model's test metrics, then every candidate × class weighting (validation and test)."""
+    """The chosen model's metrics, then every candidate × imbalance option (none, class weights,
+    SMOTE) side by side: CV, validation and test."""
     table = Table(title=f"{task} {version}: chosen model and every candidate (test = later time window)")
     table.add_column("model")
-    table.add_column("class weight")
-    for name in ("val pr_auc", *(f"test {n}" for n in _HEADLINE)):  # test positive_rate: base rate
+    table.add_column("imbalance")
+    # test positive_rate: the base rate
+    for name in ("cv pr_auc", "val pr_auc", *(f"test {n}" for n in _HEADLINE)):
         table.add_column(name, justify="right")
     table.add_row(
         "[bold]chosen[/bold]",
         "",
+        _fmt(metrics.get("cv_pr_auc")),
         _fmt(metrics.get("validation_pr_auc")),
         *(_fmt(metrics.get(f"test_{n}")) for n in _HEADLINE),
     )
     candidates = sorted(
         {tuple(k.split(".")[1:3]) for k in metrics if k.startswith("candidates.") and k.count(".") >= 3}
     )
+    order = list(IMBALANCE_LABELS)
+    candidates = sorted(candidates, key=lambda c: (c[0], order.index(c[1]) if c[1] in order else len(order)))
     for name, weighting in candidates:
         prefix = f"candidates.{name}.{weighting}."
         table.add_row(
             name,
-            weighting,
+            IMBALANCE_LABELS.get(weighting, weighting),
+            _fmt(metrics.get(prefix + "cv_pr_auc")),
             _fmt(metrics.get(prefix + "validation_pr_auc")),
             *(_fmt(metrics.get(prefix + f"test_{n}")) for n in _HEADLINE),
         )
@@ -95,6 +114,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         return cmd_train_engagement(args, out)
     settings = _settings(args)
     console = _console(out)
+    training = settings.training
     db = Database.open(settings.database_url)
     job = TrainJob(
         task=Task(args.task),
@@ -102,8 +122,16 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         snapshot_every=timedelta(days=args.snapshot_every_days),
         max_rows=args.max_rows,
         seed=args.seed,
-        classifier=TrainingConfig(min_positives=args.min_positives),
-    )
+        classifier=TrainingConfig(
+            min_positives=args.min_positives,
+            search=args.search or training.search,
+            search_iterations=args.search_iterations or training.search_iterations,
+            smote=args.smote or training.smote,
+        ),
+        mlflow_tracking_uri=training.mlflow_tracking_uri if args.mlflow_tracking_uri is None
+        else args.mlflow_tracking_uri,
+        mlflow_experiment=training.mlflow_experiment,
+    )  # fmt: skip
     try:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -117,7 +145,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
                 progress.update(bars[stage], completed=done, total=total or None)
 
             outcome: TrainOutcome = run_training(db, settings.storage.data_dir / "models", job, report)
-    except TrainingError as error:
+    except (TrainingError, MlflowUnavailableError) as error:
         print(f"tacit train {args.task}: {error}", file=sys.stderr)
         return 1
     finally:
@@ -130,9 +158,64 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     details = outcome.record.details
     console.print(
         f"registered {outcome.record.name} (active): {details['candidate']}, "
-        f"class weight {details['class_weight']}, threshold {details['threshold']:.3f}, "
-        f"sha256 {outcome.record.sha256[:12]}…"
+        f"imbalance {details.get('imbalance', details['class_weight'])}, search {details.get('search', '')}, "
+        f"threshold {details['threshold']:.3f}, sha256 {outcome.record.sha256[:12]}…"
     )
+    if outcome.mlflow_run_id:
+        console.print(f"MLflow run {outcome.mlflow_run_id} in experiment {job.mlflow_experiment!r}")
+    if outcome.mlflow_error:
+        print(
+            f"tacit train {args.task}: {outcome.record.name} is registered and served, but logging the run "
+            f"to MLflow failed: {outcome.mlflow_error}",
+            file=sys.stderr,
+        )
+        return EXIT_MLFLOW_FAILED
+    return 0
+
+
+_MODEL_NAME = re.compile(r"^models/(?P<task>conversion|churn)/versions/(?P<version>v\d{6})$")
+
+
+def cmd_export_mlflow(args: argparse.Namespace, out: TextIO) -> int:
+    match = _MODEL_NAME.match(args.name)
+    if match is None:
+        print("tacit model export-mlflow: name must look like models/<conversion|churn>/versions/v000001",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    settings = _settings(args)
+    db = Database.open(settings.database_url)
+    try:
+        record = get_record(db, match["task"], match["version"])
+        directory = export_model(load_bundle(record), record, args.directory)
+    except (ModelNotFoundError, ModelIntegrityError, MlflowUnavailableError, FileExistsError) as error:
+        print(f"tacit model export-mlflow: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(f"exported {record.name} to {directory} (MLflow sklearn flavour)", file=out)
+    return 0
+
+
+def cmd_import_mlflow(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.trust:
+        print(
+            "tacit model import-mlflow: loading a model runs code from its files; pass --trust if this "
+            "directory comes from a source you trust (e.g. your own export-mlflow)",
+            file=sys.stderr,
+        )
+        return 2
+    # MLflow's own switch for loading serialized models; set for this process only.
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    settings = _settings(args)
+    db = Database.open(settings.database_url)
+    try:
+        record = import_model(db, settings.storage.data_dir / "models", args.directory)
+    except (MlflowImportError, MlflowUnavailableError) as error:
+        print(f"tacit model import-mlflow: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(f"imported {args.directory} as {record.name} (active)", file=out)
     return 0
 
 
@@ -283,7 +366,30 @@ def add_model_parsers(subparsers: Any) -> None:
     train.add_argument("--min-positives", type=int, default=20,
                        help="minimum positives (and negatives) in the training window")  # fmt: skip
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--search", choices=["randomized", "optuna"], default=None,
+                       help="hyperparameter search (default: training.search)")  # fmt: skip
+    train.add_argument("--search-iterations", type=int, default=None,
+                       help="trial budget per candidate (default: training.search_iterations)")  # fmt: skip
+    train.add_argument("--smote", choices=["auto", "always", "never"], default=None,
+                       help="also train with SMOTE; auto: rare labels (default: training.smote)")  # fmt: skip
+    train.add_argument("--mlflow-tracking-uri", default=None,
+                       help="log the run to MLflow (default: training.mlflow_tracking_uri)")  # fmt: skip
     train.set_defaults(func=_runner(cmd_train))
+
+    model = subparsers.add_parser("model", help="registered classifiers to and from MLflow model directories")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    export = model_sub.add_parser("export-mlflow", help="write a registered version as an MLflow model")
+    export.add_argument("name", help="models/<task>/versions/<version>")
+    export.add_argument("directory", type=Path, help="a new directory")
+    export.add_argument("--data-dir", type=Path, default=None)
+    export.set_defaults(func=_runner(cmd_export_mlflow))
+    imported = model_sub.add_parser(
+        "import-mlflow", help="register an exported MLflow model as its task's new active version"
+    )
+    imported.add_argument("directory", type=Path)
+    imported.add_argument("--trust", action="store_true", help="allow loading the model's serialized code")
+    imported.add_argument("--data-dir", type=Path, default=None)
+    imported.set_defaults(func=_runner(cmd_import_mlflow))
 
     evaluate = subparsers.add_parser("evaluate", help="off-policy estimates of policies on a slot's log")
     evaluate.add_argument("--slot", required=True)

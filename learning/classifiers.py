@@ -2,19 +2,27 @@
 
 ``train_classifier`` splits the rows by snapshot time into train / validation
 / test windows (oldest to newest), and for every candidate model of the task
-and every class-weighting option:
+and every imbalance option (none, class weights, and — for rare labels or on
+request — SMOTE):
 
-1. searches a small hyperparameter grid by stratified K-fold CV on the
-   training window (scored by average precision, which tracks the rare class);
+1. searches a small hyperparameter grid on the training window with
+   time-ordered, expanding-window CV (each fold validates on snapshots later
+   than all of its training rows), scored by average precision, which tracks
+   the rare class; the search is randomized (scikit-learn) or Bayesian (Optuna's
+   TPE), with the same trial budget and the same folds;
 2. fits a :class:`~sklearn.calibration.CalibratedClassifierCV` on the training
-   window, so that served scores are probabilities (class weights distort
-   them; calibration on unweighted held-out folds puts them back).
+   window, so that served scores are probabilities (class weights and SMOTE
+   distort them; calibration on untouched held-out folds puts them back).
+
+SMOTE is a step of an imbalanced-learn pipeline, so it only ever resamples the
+training part of a fold: validation folds, the calibration folds' held-out
+parts, the validation and test windows and served rows are never resampled.
 
 The candidate with the best validation-window score is chosen; its decision
 threshold is the one that maximizes F1 on the validation window; the test
 window — never used for any choice — gives the reported metrics. Every
-(candidate, weighting) pair's validation and test metrics are kept too, so the
-effect of class weights is measured, not assumed.
+(candidate, imbalance option) pair's CV, validation and test metrics are kept
+too, so the effect of class weights and SMOTE is measured, not assumed.
 
 The served model is the one trained on the training window only: what is
 reported is exactly what is served.
@@ -31,6 +39,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline as SamplingPipeline
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
@@ -46,7 +56,7 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
+from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
@@ -63,6 +73,8 @@ from tacit.learning.features import (
 
 __all__ = [
     "CANDIDATES",
+    "IMBALANCE_SMOTE",
+    "SEARCH_STRATEGIES",
     "Task",
     "TrainedModel",
     "TrainingConfig",
@@ -70,7 +82,11 @@ __all__ = [
     "churn_label",
     "conversion_label",
     "f1_optimal_threshold",
+    "make_pipeline",
     "make_training_set",
+    "search_hyperparameters",
+    "time_series_folds",
+    "time_split",
     "train_classifier",
 ]
 
@@ -94,6 +110,12 @@ CANDIDATES: Mapping[Task, tuple[str, ...]] = {
 """Candidate models tried for each task, by name."""
 
 
+SEARCH_STRATEGIES = ("randomized", "optuna")
+"""Hyperparameter search: scikit-learn's RandomizedSearchCV, or Optuna's TPE sampler."""
+IMBALANCE_SMOTE = "smote"
+"""The imbalance option (beside the class weights) that oversamples positives with SMOTE."""
+
+
 class TrainingError(ValueError):
     """The data cannot train a trustworthy model (too few rows or positives, bad labels)."""
 
@@ -109,10 +131,20 @@ class TrainingConfig:
     min_evaluation_positives: int = 5
     """Minimum positives (and negatives) in each of the validation and test windows."""
     cv_folds: int = 3
+    """Time-ordered CV folds of the hyperparameter search (expanding window)."""
     search_iterations: int = 4
-    """Hyperparameter settings sampled per candidate (capped at the grid size)."""
+    """Hyperparameter settings tried per candidate (capped at the grid size): the trial budget of
+    either search strategy."""
+    search: str = "randomized"
+    """'randomized' (scikit-learn) or 'optuna' (TPE); both score the same time-ordered folds."""
     class_weights: tuple[str | None, ...] = (None, "balanced")
     """Each candidate is trained with each; ``None`` means no imbalance handling."""
+    smote: str = "auto"
+    """'never', 'always', or 'auto' (when the training window's positive rate is below
+    ``rare_label_rate``): each candidate is also trained with SMOTE inside its pipeline."""
+    rare_label_rate: float = 0.1
+    smote_neighbors: int = 5
+    """SMOTE's k; lowered when a training fold holds fewer positives than k + 1."""
     calibration_method: str = "sigmoid"
     calibration_folds: int = 3
     selection_metric: str = "pr_auc"
@@ -146,6 +178,10 @@ class TrainedModel:
     """First and last snapshot time of the training rows, in POSIX seconds."""
     data_hash: str
     """sha256 of the feature rows, labels and times given to train_classifier."""
+    imbalance: str = "none"
+    """How the chosen model handled imbalance: 'none', 'class_weight' or 'smote'."""
+    search: str = "randomized"
+    """The hyperparameter search strategy that chose ``best_params``."""
 
     def predict_proba(self, rows: FeatureRows) -> FloatArray:
         """Calibrated probability of the positive class; FeatureError on a missing feature."""
@@ -312,7 +348,17 @@ def _model_and_grid(
     raise ValueError(f"unknown candidate {name!r}")
 
 
-def _pipeline(model: ClassifierMixin, feature_names: Sequence[str], categorical: Sequence[str]) -> Pipeline:
+def make_pipeline(
+    model: ClassifierMixin,
+    feature_names: Sequence[str],
+    categorical: Sequence[str],
+    smote: SMOTE | None = None,
+) -> Pipeline:
+    """Columns (scaled numbers, one-hot categories) → [SMOTE] → model.
+
+    With SMOTE the pipeline is imbalanced-learn's: the sampler runs in ``fit`` only, so
+    whatever the pipeline scores or serves is never resampled.
+    """
     categorical_index = [i for i, n in enumerate(feature_names) if n in categorical]
     numeric_index = [i for i, n in enumerate(feature_names) if n not in categorical]
     columns = ColumnTransformer(
@@ -325,7 +371,97 @@ def _pipeline(model: ClassifierMixin, feature_names: Sequence[str], categorical:
             ),
         ]
     )
-    return Pipeline([("features", columns), ("model", model)])
+    if smote is None:
+        return Pipeline([("features", columns), ("model", model)])
+    return SamplingPipeline([("features", columns), ("smote", smote), ("model", model)])
+
+
+def time_split(
+    seconds: FloatArray, validation_fraction: float, test_fraction: float
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Train / validation / test masks, oldest to newest; ties at a boundary go to the later window."""
+    n = seconds.size
+    ordered = np.sort(seconds)
+    validation_start = ordered[min(n - 1, int(n * (1 - validation_fraction - test_fraction)))]
+    test_start = ordered[min(n - 1, int(n * (1 - test_fraction)))]
+    train = seconds < validation_start
+    validation = (seconds >= validation_start) & (seconds < test_start)
+    return train, validation, seconds >= test_start
+
+
+def time_series_folds(seconds: ArrayLike, n_splits: int) -> list[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """Expanding-window CV folds in time order, on snapshot times.
+
+    The older half of the rows is always trained on; the newer half is cut into ``n_splits``
+    time blocks, and fold k trains on everything before block k and validates on it. A fold
+    never trains on a snapshot later than one it validates on (ties at a boundary go to the
+    later block), and every fold trains on at least half of the rows, so a rare label's
+    scores are not decided by a small first fold. Folds left empty by ties are skipped.
+    """
+    values = np.asarray(seconds, dtype=np.float64)
+    n = values.size
+    ordered = np.sort(values)
+    bounds = [ordered[min(n - 1, int(n * (0.5 + 0.5 * k / n_splits)))] for k in range(n_splits)]
+    bounds.append(math.inf)
+    folds = []
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        train = np.flatnonzero(values < start)
+        validation = np.flatnonzero((values >= start) & (values < end))
+        if train.size and validation.size:
+            folds.append((train, validation))
+    if not folds:
+        raise TrainingError("the training window's snapshot times are too few to cross-validate")
+    return folds
+
+
+def _optuna() -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def search_hyperparameters(
+    pipeline: Pipeline,
+    grid: Mapping[str, Sequence[Any]],
+    matrix: NDArray[Any],
+    labels: NDArray[np.int64],
+    folds: Sequence[tuple[NDArray[np.intp], NDArray[np.intp]]],
+    strategy: str,
+    budget: int,
+    seed: int,
+) -> tuple[dict[str, Any], float]:
+    """The best setting of ``grid`` (pipeline parameter names) and its mean CV average precision.
+
+    Both strategies try ``budget`` settings (capped at the grid size) on the same ``folds``.
+    Optuna's TPE starts from ``budget // 2`` random trials (at least 2), then samples where the
+    earlier trials scored well.
+    """
+    distributions = {f"model__{k}": list(v) for k, v in grid.items()}
+    budget = max(1, min(budget, math.prod(len(v) for v in grid.values())))  # all-list grids: no repeats
+    if strategy == "randomized":
+        search = RandomizedSearchCV(
+            pipeline, distributions, n_iter=budget, scoring="average_precision", cv=list(folds),
+            refit=False, random_state=seed,
+        )  # fmt: skip
+        search.fit(matrix, labels)
+        return dict(search.best_params_), float(search.best_score_)
+    if strategy != "optuna":
+        raise ValueError(f"unknown search strategy {strategy!r}; known: {list(SEARCH_STRATEGIES)}")
+    optuna = _optuna()
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, budget // 2))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial: Any) -> float:
+        params = {name: trial.suggest_categorical(name, values) for name, values in distributions.items()}
+        scores = cross_val_score(
+            clone(pipeline).set_params(**params), matrix, labels, scoring="average_precision",
+            cv=list(folds),
+        )  # fmt: skip
+        return float(np.mean(scores))
+
+    study.optimize(objective, n_trials=budget)
+    return dict(study.best_params), float(study.best_value)
 
 
 def f1_optimal_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
@@ -353,11 +489,18 @@ def _metrics(labels: NDArray[np.int64], scores: FloatArray, threshold: float) ->
 class _Fitted:
     name: str
     class_weight: str | None
+    smote: bool
     params: dict[str, Any]
+    cv_score: float
     estimator: CalibratedClassifierCV
     threshold: float
     validation: dict[str, float]
     test: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def imbalance_label(self) -> str:
+        """The name of its imbalance option in metric keys and reports."""
+        return IMBALANCE_SMOTE if self.smote else (self.class_weight or "unweighted")
 
 
 def _check_counts(labels: NDArray[np.int64], window: str, minimum: int) -> None:
@@ -381,6 +524,10 @@ def train_classifier(
     config = config or TrainingConfig()
     if config.selection_metric not in ("pr_auc", "roc_auc", "brier"):
         raise ValueError(f"unknown selection_metric {config.selection_metric!r}")
+    if config.search not in SEARCH_STRATEGIES:
+        raise ValueError(f"unknown search {config.search!r}; known: {list(SEARCH_STRATEGIES)}")
+    if config.smote not in ("never", "auto", "always"):
+        raise ValueError(f"unknown smote {config.smote!r}; known: never, auto, always")
     matrix = _feature_matrix(X, config.feature_names, config.categorical_features)
     labels_raw = np.asarray(y)
     seconds = _as_seconds(times)
@@ -393,29 +540,32 @@ def train_classifier(
     labels = labels_raw.astype(np.int64)
     data_hash = _data_hash(matrix, labels, seconds, config.feature_names)
 
-    # Time split: ties at a boundary go to the later window.
     n = labels.size
     if n == 0:
         raise TrainingError("no training rows")
-    ordered = np.sort(seconds)
-    validation_start = ordered[min(n - 1, int(n * (1 - config.validation_fraction - config.test_fraction)))]
-    test_start = ordered[min(n - 1, int(n * (1 - config.test_fraction)))]
-    train = seconds < validation_start
-    validation = (seconds >= validation_start) & (seconds < test_start)
-    test = seconds >= test_start
+    train, validation, test = time_split(seconds, config.validation_fraction, config.test_fraction)
     _check_counts(labels[train], "training", config.min_positives)
     _check_counts(labels[validation], "validation", config.min_evaluation_positives)
     _check_counts(labels[test], "test", config.min_evaluation_positives)
+    folds = time_series_folds(seconds[train], config.cv_folds)
+    use_smote = config.smote == "always" or (
+        config.smote == "auto" and float(labels[train].mean()) < config.rare_label_rate
+    )
+    options: list[tuple[str | None, bool]] = [(weight, False) for weight in config.class_weights]
+    if use_smote:
+        options.append((None, True))
 
     rng = np.random.default_rng(config.random_state)
     names = config.candidates or CANDIDATES[task]
     fitted: list[_Fitted] = []
     with threadpool_limits(limits=config.threads):
         for name in names:
-            for class_weight in config.class_weights:
+            for class_weight, smote in options:
                 seed = int(rng.integers(2**31 - 1))
                 fitted.append(
-                    _fit_candidate(name, class_weight, seed, matrix, labels, train, validation, config)
+                    _fit_candidate(
+                        name, class_weight, smote, seed, matrix, labels, train, validation, folds, config
+                    )
                 )
         for candidate in fitted:
             scores = candidate.estimator.predict_proba(matrix[test])[:, 1]
@@ -431,11 +581,13 @@ def train_classifier(
         "n_train": float(train.sum()),
         "n_validation": float(validation.sum()),
         "n_test": float(test.sum()),
+        "cv_pr_auc": chosen.cv_score,
     }
     metrics.update({f"validation_{k}": v for k, v in chosen.validation.items()})
     metrics.update({f"test_{k}": v for k, v in chosen.test.items()})
     for candidate in fitted:
-        prefix = f"candidates.{candidate.name}.{candidate.class_weight or 'unweighted'}"
+        prefix = f"candidates.{candidate.name}.{candidate.imbalance_label}"
+        metrics[f"{prefix}.cv_pr_auc"] = candidate.cv_score
         metrics.update({f"{prefix}.validation_{k}": v for k, v in candidate.validation.items()})
         metrics.update({f"{prefix}.test_{k}": v for k, v in candidate.test.items()})
     return TrainedModel(
@@ -450,35 +602,40 @@ def train_classifier(
         categorical_features=tuple(config.categorical_features),
         training_window=(float(seconds[train].min()), float(seconds[train].max())),
         data_hash=data_hash,
+        imbalance="smote" if chosen.smote else ("class_weight" if chosen.class_weight else "none"),
+        search=config.search,
     )
+
+
+def _smote_neighbors(
+    labels: NDArray[np.int64], folds: Sequence[tuple[Any, Any]], config: TrainingConfig
+) -> int:
+    """SMOTE's k: at most one less than the positives of the smallest set it will resample."""
+    fewest = min(int(labels[train].sum()) for train, _ in folds)
+    # Calibration trains on (folds - 1) / folds of the window: never fewer than the first CV fold.
+    return max(1, min(config.smote_neighbors, fewest - 1))
 
 
 def _fit_candidate(
     name: str,
     class_weight: str | None,
+    smote: bool,
     seed: int,
     matrix: NDArray[Any],
     labels: NDArray[np.int64],
     train: NDArray[np.bool_],
     validation: NDArray[np.bool_],
+    folds: Sequence[tuple[NDArray[np.intp], NDArray[np.intp]]],
     config: TrainingConfig,
 ) -> _Fitted:
     model, grid = _model_and_grid(name, class_weight, seed)
-    pipeline = _pipeline(model, config.feature_names, config.categorical_features)
-    distributions = {f"model__{k}": v for k, v in grid.items()}
-    grid_size = math.prod(len(v) for v in grid.values())
-    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=seed)
-    search = RandomizedSearchCV(
-        pipeline,
-        distributions,
-        n_iter=min(config.search_iterations, grid_size),  # all-list grids: no repeats
-        scoring="average_precision",
-        cv=folds,
-        refit=False,
-        random_state=seed,
+    sampler = None
+    if smote:
+        sampler = SMOTE(k_neighbors=_smote_neighbors(labels[train], folds, config), random_state=seed)
+    pipeline = make_pipeline(model, config.feature_names, config.categorical_features, sampler)
+    params, cv_score = search_hyperparameters(
+        pipeline, grid, matrix[train], labels[train], folds, config.search, config.search_iterations, seed
     )
-    search.fit(matrix[train], labels[train])
-    params: dict[str, Any] = dict(search.best_params_)
     calibrated = CalibratedClassifierCV(
         clone(pipeline).set_params(**params),
         method=config.calibration_method,
@@ -489,7 +646,9 @@ def _fit_candidate(
     return _Fitted(
         name=name,
         class_weight=class_weight,
+        smote=smote,
         params={k.removeprefix("model__"): v for k, v in params.items()},
+        cv_score=cv_score,
         estimator=calibrated,
         threshold=threshold,
         validation=_metrics(labels[validation], scores, threshold),

@@ -24,6 +24,7 @@ from tacit.learning.classifiers import (
     TrainingConfig,
     TrainingError,
     make_training_set,
+    time_split,
     train_classifier,
 )
 from tacit.learning.drift import DriftMonitor
@@ -55,6 +56,9 @@ class TrainJob:
     max_rows: int = 50_000
     seed: int = 0
     classifier: TrainingConfig = field(default_factory=TrainingConfig)
+    mlflow_tracking_uri: str = ""
+    """When set, the run is also logged to this MLflow tracking store (tacit.learning.mlflow_models)."""
+    mlflow_experiment: str = "tacit"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class TrainOutcome:
     positives: int
     subjects: int
     events: int
+    mlflow_run_id: str | None = None
+    mlflow_error: str | None = None
+    """Why logging to MLflow failed after the version was registered (it stays registered)."""
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -141,7 +148,15 @@ def build_training_set(db: Database, job: TrainJob, progress: Progress = _noop) 
 def run_training(
     db: Database, models_dir: Path, job: TrainJob, progress: Progress = _noop
 ) -> TrainOutcome:
-    """Builds the training set, trains and registers the new active version of the task."""
+    """Builds the training set, trains and registers the new active version of the task.
+
+    With ``job.mlflow_tracking_uri`` the run is then logged to MLflow; MLflow missing is an
+    error before any work, a failure while logging is reported in the outcome.
+    """
+    if job.mlflow_tracking_uri:
+        from tacit.learning.mlflow_models import require_mlflow
+
+        require_mlflow()
     data = build_training_set(db, job, progress)
     positives = int(data.labels.sum())
     minimum = job.classifier.min_positives + 2 * job.classifier.min_evaluation_positives
@@ -168,10 +183,16 @@ def run_training(
         "observed_until": data.observed_until.isoformat(),
         "rows": int(data.labels.size),
         "positives": positives,
+        "imbalance": model.imbalance,
+        "search": model.search,
     }
-    record = register_classifier(db, ClassifierBundle(model, monitor), models_dir, details)
+    bundle = ClassifierBundle(model, monitor)
+    record = register_classifier(db, bundle, models_dir, details)
     progress("registering", 1, 1)
     logger.info("model registered", extra={"task": job.task.value, "version": record.version})
+    run_id, error = None, None
+    if job.mlflow_tracking_uri:
+        run_id, error = _log_to_mlflow(job, config, data, bundle, record)
     return TrainOutcome(
         record=record,
         metrics=dict(model.metrics),
@@ -179,4 +200,41 @@ def run_training(
         positives=positives,
         subjects=data.subjects,
         events=data.events,
+        mlflow_run_id=run_id,
+        mlflow_error=error,
     )
+
+
+def _log_to_mlflow(
+    job: TrainJob, config: TrainingConfig, data: TrainingSet, bundle: ClassifierBundle, record: ModelRecord
+) -> tuple[str | None, str | None]:
+    """(run id, None) or (None, why): the registered version stands either way."""
+    from tacit.learning.mlflow_models import log_training_run
+
+    seconds = np.array([t.timestamp() for t in data.times], dtype=np.float64)
+    _, _, test = time_split(seconds, config.validation_fraction, config.test_fraction)
+    params = {
+        "task": job.task.value,
+        "label_window_days": job.label_window.total_seconds() / 86_400,
+        "snapshot_every_days": job.snapshot_every.total_seconds() / 86_400,
+        "max_rows": job.max_rows,
+        "seed": job.seed,
+        "rows": int(data.labels.size),
+        "positives": int(data.labels.sum()),
+        "search": config.search,
+        "search_iterations": config.search_iterations,
+        "cv_folds": config.cv_folds,
+        "smote": config.smote,
+        "selection_metric": config.selection_metric,
+        "calibration_method": config.calibration_method,
+    }
+    try:
+        run_id = log_training_run(
+            job.mlflow_tracking_uri, job.mlflow_experiment, bundle, record, params,
+            [r for r, keep in zip(data.rows, test, strict=True) if keep], data.labels[test],
+        )  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - any MLflow failure leaves the registered version serving
+        logger.warning("mlflow logging failed", extra={"task": job.task.value, "version": record.version})
+        return None, f"{type(error).__name__}: {error}"
+    logger.info("mlflow run logged", extra={"task": job.task.value, "version": record.version})
+    return run_id, None

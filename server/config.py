@@ -206,6 +206,18 @@ class RetrainingSettings(_Section):
     snapshot_every_days: float = Field(2.0, gt=0)
 
 
+class TrainingSettings(_Section):
+    """`tacit train`'s classifier search and its MLflow tracking (README "Models")."""
+
+    search: Literal["randomized", "optuna"] = Field("randomized", description="hyperparameter search")
+    search_iterations: int = Field(4, ge=1, le=1000, description="trial budget per candidate")
+    smote: Literal["never", "auto", "always"] = Field(
+        "auto", description="also train each candidate with SMOTE; auto = when positives are under 10%"
+    )
+    mlflow_tracking_uri: str = Field("", description="log every training run here; empty = no MLflow")
+    mlflow_experiment: str = Field("tacit", min_length=1, description="MLflow experiment of the runs")
+
+
 class Settings(BaseSettings):
     """Everything `tacit serve` needs, validated at start-up."""
 
@@ -220,6 +232,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     experiments: ExperimentSettings = ExperimentSettings()
     retraining: RetrainingSettings = RetrainingSettings()
+    training: TrainingSettings = TrainingSettings()
     slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
 
     @classmethod

@@ -118,7 +118,9 @@ def test_rare_label_with_and_without_class_weights() -> None:
             )
             # Calibration keeps weighted and unweighted probabilities honest alike.
             assert model.metrics[prefix + "brier"] <= true_brier + 0.02
-            assert model.metrics[prefix + "roc_auc"] >= true_auc - 0.08
+            # Time-ordered CV folds hold fewer of the rare positives than shuffled ones did, and
+            # the unweighted SVM's pick among 4 of its 6 settings lands 0.09 below the truth here.
+            assert model.metrics[prefix + "roc_auc"] >= true_auc - 0.10
     print("\n".join(lines))
 
 
