@@ -48,6 +48,7 @@ from tacit.learning.ope import (
 from tacit.learning.profiles import as_utc, iter_histories
 from tacit.learning.registry import ModelIntegrityError, bandit_task, load_slot_model, newest_checkpoint
 from tacit.learning.registry_models import ServedModel
+from tacit.store.candidate_sets import decision_candidates
 from tacit.store.db import Database
 from tacit.store.schema import Decision
 
@@ -153,6 +154,7 @@ def load_slot_decisions(
         select(
             Decision.context,
             Decision.candidate_features,
+            Decision.candidate_refs,
             Decision.candidate_ids,
             Decision.chosen_index,
             Decision.probabilities,
@@ -165,16 +167,17 @@ def load_slot_decisions(
     )
     with db.transaction() as session:
         rows = session.execute(query).all()
+        candidates = decision_candidates(session, rows)
     return [
         _RawDecision(
-            context=dict(context or {}),
-            candidates=[dict(c) for c in candidates],
-            candidate_ids=list(ids),
-            chosen_index=int(chosen),
-            probability=float(probabilities[chosen]),
-            reward=float(reward) if reward is not None else default_reward,
+            context=dict(row.context or {}),
+            candidates=actions,
+            candidate_ids=list(row.candidate_ids),
+            chosen_index=int(row.chosen_index),
+            probability=float(row.probabilities[row.chosen_index]),
+            reward=float(row.reward) if row.reward is not None else default_reward,
         )
-        for context, candidates, ids, chosen, probabilities, reward in rows
+        for row, actions in zip(rows, candidates, strict=True)
     ]
 
 
@@ -247,9 +250,7 @@ def evaluate_policies(
             except BanditConfigError as error:
                 raise EvaluationError(str(error), index) from None
         elif name not in DEFAULT_POLICIES:
-            raise EvaluationError(
-                "must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index
-            )
+            raise EvaluationError("must be 'current', 'static:first', 'uniform' or 'vw:<arguments>'", index)
     raw = load_slot_decisions(db, slot, default_reward, now)
     split = int(len(raw) * train_fraction)
     training, evaluation = raw[:split], raw[split:]
@@ -373,9 +374,7 @@ class _TimedDecision:
     success: bool
 
 
-def _load_timed_decisions(
-    db: Database, slot: str, default_reward: float, limit: int
-) -> list[_TimedDecision]:
+def _load_timed_decisions(db: Database, slot: str, default_reward: float, limit: int) -> list[_TimedDecision]:
     """The newest ``limit`` decisions of ``slot`` whose reward is final, oldest first."""
     query = (
         select(Decision.created_at, Decision.context, Decision.reward)
@@ -409,9 +408,7 @@ def _comparable_context_features(
         if all(isinstance(v, str) for v in values):
             features.append(name)
             categorical.append(name)
-        elif all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             features.append(name)
     return tuple(features), tuple(categorical)
 

@@ -42,6 +42,7 @@ from tacit.learning.registry import (
     pending_erasures,
     register_checkpoint,
 )
+from tacit.store.candidate_sets import decision_candidates
 from tacit.store.db import Database, StorageUnavailable
 from tacit.store.schema import LEARN_CHECKPOINTED, LEARN_IN_MODEL, LEARN_WAITING, Decision, ModelVersion
 
@@ -158,12 +159,13 @@ class Learner:
         )
         with self.db.transaction() as session:
             rows = session.execute(query).scalars().all()
+            candidates = decision_candidates(session, rows)
             session.execute(
                 update(Decision)
                 .where(Decision.event_id.in_([row.event_id for row in rows]))
                 .values(learn_state=LEARN_IN_MODEL)
             )
-        for row in rows:
+        for row, actions in zip(rows, candidates, strict=True):
             config = self.slots.get(row.slot)
             model = self._models.get(row.slot)
             if config is None or model is None:
@@ -171,7 +173,7 @@ class Learner:
             reward = row.reward if row.reward is not None else config.default_reward
             model.learn(
                 row.context,
-                row.candidate_features,
+                actions,
                 row.chosen_index,
                 reward,
                 row.probabilities[row.chosen_index],
@@ -287,11 +289,12 @@ class Learner:
                 query = query.where(tuple_(Decision.learn_after, Decision.event_id) > after)
             with self.db.transaction() as session:
                 rows = session.execute(query).scalars().all()
-            for row in rows:
+                candidates = decision_candidates(session, rows)
+            for row, actions in zip(rows, candidates, strict=True):
                 reward = row.reward if row.reward is not None else config.default_reward
                 model.learn(
                     row.context,
-                    row.candidate_features,
+                    actions,
                     row.chosen_index,
                     reward,
                     row.probabilities[row.chosen_index],
