@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="server processes for the last row")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     settings = load_settings(
         None, server={"address": "127.0.0.1:0", "log_level": "WARNING", "max_workers": 16}
     )
