@@ -6,12 +6,18 @@ Both servers run in their own processes, as in production, so that the client
 does not share a GIL with them. Prints p50/p99 latency (sequential calls) and
 throughput (concurrent callers) for 20 and 100 candidates, with ratios:
   p50 ratio = Tacit Rank p50 / (echo p50 + raw VW predict p50)
+  p99 ratio = Tacit Rank p99 / echo p99
+  rate ratio = Tacit Rank calls/s / echo calls/s (same callers, same requests)
 The last row per size is `tacit serve` with `--workers` processes on one port.
+Then every Rank figure of issue 12 with its ratio and goal, the stored bytes per
+decision (read back from the single-process server's database), and the
+learner's examples/s on those decisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -25,16 +31,20 @@ import numpy as np
 import vowpalwabbit
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline import ECHO_METHOD, EchoServer, latencies  # noqa: E402
 
-from tacit.learning.bandit import build_example  # noqa: E402
+from tacit.learning.bandit import SlotModel, build_example  # noqa: E402
 from tacit.server.auth import Role, read_token
 from tacit.server.config import DEFAULT_VW_ARGS, Settings, load_settings
 from tacit.server.workers import WorkerPool
 from tacit.sim.client import bearer, rank_request
 from tacit.sim.world import ContentSite, Visit
+from tacit.store.candidate_sets import decision_candidates
+from tacit.store.db import Database
+from tacit.store.schema import AuditRecord, CandidateSet, Decision
 from tacit.v1 import decision_pb2
 
 RANK_METHOD = "/tacit.v1.DecisionService/Rank"
@@ -84,6 +94,81 @@ RANK_CODEC = {
 }
 
 
+def decision_bytes(database_url: str) -> dict[str, float]:
+    """Stored bytes per decision in a server's database, measured on the rows themselves.
+
+    A row's bytes are the lengths of its column values as the database holds them (JSON
+    as its text); the candidate feature maps are counted once each (`candidate_sets`), spread
+    over every decision. `inline` is what the same rows would weigh with the maps written
+    into each row, the layout before migration 0005.
+    """
+    db = Database.open(database_url)
+    try:
+        with db.transaction() as session:
+            rows = session.execute(select(Decision)).scalars().all()
+            resolved = decision_candidates(session, rows)
+            sets = session.execute(select(CandidateSet)).scalars().all()
+            audits = (
+                session.execute(select(AuditRecord).where(AuditRecord.payload_kind == "rank")).scalars().all()
+            )
+    finally:
+        db.dispose()
+    if not rows:
+        return {}
+
+    def size(value: Any) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, list | dict):
+            return len(json.dumps(value, separators=(", ", ": ")))
+        return len(str(value).encode())
+
+    columns = [c.key for c in Decision.__table__.columns]
+    row_bytes = [sum(size(getattr(row, c)) for c in columns) for row in rows]
+    set_bytes = sum(len(s.digest) + size(s.features) for s in sets)
+    inline = [
+        b - size(row.candidate_refs) + size(features)
+        for b, row, features in zip(row_bytes, rows, resolved, strict=True)
+    ]
+    audit_columns = [c.key for c in AuditRecord.__table__.columns]
+    audit_bytes = sum(size(getattr(a, c)) for a in audits for c in audit_columns)
+    n = len(rows)
+    return {
+        "decisions": n,
+        "row": float(np.mean(row_bytes)),
+        "sets": set_bytes / n,
+        "lean": (sum(row_bytes) + set_bytes) / n,
+        "inline": float(np.mean(inline)),
+        "set_rows": len(sets) / n,
+        "audit": audit_bytes / max(len(audits), 1),
+    }
+
+
+def learner_rate(database_url: str, limit: int = 2000) -> float:
+    """Examples/s the learner's own work reaches: resolve the logged candidates, learn in VW."""
+    db = Database.open(database_url)
+    try:
+        with db.transaction() as session:
+            rows = session.execute(select(Decision).limit(limit)).scalars().all()
+    finally:
+        db.dispose()
+    if not rows:
+        return float("nan")
+    model = SlotModel(DEFAULT_VW_ARGS)
+    started = time.perf_counter()
+    db = Database.open(database_url)
+    try:
+        with db.transaction() as session:
+            candidates = decision_candidates(session, rows)
+    finally:
+        db.dispose()
+    for row, actions in zip(rows, candidates, strict=True):
+        model.learn(row.context, actions, row.chosen_index, 0.0, row.probabilities[row.chosen_index])
+    rate = len(rows) / (time.perf_counter() - started)
+    model.close()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,7 +177,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="server processes for the last row")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     settings = load_settings(
         None, server={"address": "127.0.0.1:0", "log_level": "WARNING", "max_workers": 16}
     )
@@ -102,6 +187,9 @@ def main() -> None:
     table = Table(title=f"Rank over loopback ({args.requests} calls; throughput with {args.threads} callers)")
     for column in ("candidates", "what", "p50 ms", "p99 ms", "calls/s", "ratio"):
         table.add_column(column, justify="right")
+    goals: list[tuple[str, str, float, str, bool]] = []
+    stored: dict[str, float] = {}
+    learned = float("nan")
     try:
         for n_candidates in (20, 100):
             sample = visits(args.requests, n_candidates)
@@ -129,6 +217,7 @@ def main() -> None:
                 ("raw VW predict", vw_lat, 1.0 / float(np.mean(vw_lat)), ""),
             ]
             baseline = float(np.percentile(echo_lat, 50) + np.percentile(vw_lat, 50))
+            echo_p99 = float(np.percentile(echo_lat, 99))
             for pool in (single, pooled):
                 metadata = bearer(read_token(pool.settings.tokens_path, Role.SERVICE))
                 processes = pool.settings.server.workers
@@ -139,15 +228,45 @@ def main() -> None:
                     with grpc.insecure_channel(pool.target) as channel:
                         stub = channel.unary_unary(RANK_METHOD, **RANK_CODEC)
                         rank_lat = latencies(lambda r, s=stub, m=metadata: s(r, metadata=m), requests)
+                    p50, p99 = float(np.percentile(rank_lat, 50)), float(np.percentile(rank_lat, 99))
                     rows.append(
                         (
                             "Tacit Rank, 1 process",
                             rank_lat,
                             rate,
-                            f"p50 {np.percentile(rank_lat, 50) / baseline:.2f}x (echo+VW); "
+                            f"p50 {p50 / baseline:.2f}x (echo+VW); p99 {p99 / echo_p99:.2f}x echo; "
                             f"rate {rate / echo_rate:.2f}x echo",
                         )
                     )
+                    p50_goal = 1.3 if n_candidates == 20 else 1.6
+                    goals.append(
+                        (
+                            f"Rank, {n_candidates} candidates, p50",
+                            f"{p50 * 1e3:.3f} ms vs echo+VW {baseline * 1e3:.3f} ms",
+                            p50 / baseline,
+                            f"<= {p50_goal}x",
+                            p50 / baseline <= p50_goal,
+                        )
+                    )
+                    if n_candidates == 20:
+                        goals.append(
+                            (
+                                "Rank, 20 candidates, p99",
+                                f"{p99 * 1e3:.3f} ms vs echo p99 {echo_p99 * 1e3:.3f} ms",
+                                p99 / echo_p99,
+                                "<= 2x",
+                                p99 / echo_p99 <= 2.0,
+                            )
+                        )
+                        goals.append(
+                            (
+                                f"Rank throughput, {args.threads} callers, one process",
+                                f"{rate:,.0f}/s vs echo {echo_rate:,.0f}/s",
+                                rate / echo_rate,
+                                ">= 0.4x",
+                                rate / echo_rate >= 0.4,
+                            )
+                        )
                 else:
                     rows.append(
                         (
@@ -157,16 +276,53 @@ def main() -> None:
                             f"rate {rate / echo_rate:.2f}x echo",
                         )
                     )
+                    if n_candidates == 20:
+                        goals.append(
+                            (
+                                f"Rank throughput, {args.threads} callers, server.workers = {processes}",
+                                f"{rate:,.0f}/s vs echo {echo_rate:,.0f}/s",
+                                rate / echo_rate,
+                                ">= 0.7x",
+                                rate / echo_rate >= 0.7,
+                            )
+                        )
             for name, lat, rate, ratio in rows:
                 p50 = f"{np.percentile(lat, 50) * 1e3:.3f}" if lat is not None else ""
                 p99 = f"{np.percentile(lat, 99) * 1e3:.3f}" if lat is not None else ""
                 table.add_row(str(n_candidates), name, p50, p99, f"{rate:,.0f}", ratio)
+            if n_candidates == 20:
+                time.sleep(0.2)  # the decision log flushes every few milliseconds
+                stored = decision_bytes(single.settings.database_url)
+                learned = learner_rate(single.settings.database_url)
     finally:
         echo.stop()
         single.stop()
         pooled.stop()
     console.print(table)
-    console.print("goal: p50 within 2x (echo p50 + raw VW p50); >= 1,000 Rank/s with 20 candidates")
+    if stored:
+        goals.append(
+            (
+                "decision row, 20 candidates",
+                f"{stored['lean']:,.0f} B (row {stored['row']:,.0f} + feature maps {stored['sets']:,.0f}); "
+                f"inline layout {stored['inline']:,.0f} B",
+                stored["lean"] / stored["inline"],
+                "<= 1,500 B",
+                stored["lean"] <= 1500,
+            )
+        )
+    summary = Table(title="Issue 12 goals (ratios measured in this run)")
+    for column in ("figure", "measured", "ratio", "goal", "met"):
+        summary.add_column(column, justify="right")
+    for name, measured, ratio, goal, met in goals:
+        summary.add_row(name, measured, f"{ratio:.2f}x", goal, "yes" if met else "NO")
+    console.print(summary)
+    if stored:
+        console.print(
+            f"per decision (20 candidates, {stored['decisions']:.0f} decisions): "
+            f"stored {stored['lean']:,.0f} B, new candidate_sets rows {stored['set_rows']:.3f}, "
+            f"rank audit record {stored['audit']:,.0f} B; "
+            f"learner (resolve + VW learn) {learned:,.0f} examples/s"
+        )
 
 
 if __name__ == "__main__":

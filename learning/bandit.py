@@ -74,6 +74,11 @@ def _line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> str:
 _cached_line = lru_cache(maxsize=100_000)(_line)
 
 
+def action_line(action: Features) -> str:
+    """One action's line of an unlabelled example, for callers that keep it per candidate."""
+    return _namespace_line(ACTION_NAMESPACE, action)
+
+
 def build_example(
     context: Features,
     actions: Sequence[Features],
@@ -231,13 +236,17 @@ class SlotModel:
 
     def predict(self, context: Features, actions: Sequence[Features]) -> Prediction:
         """Returns the policy's probability for every action (sums to 1)."""
-        example = build_example(context, actions)
+        return self.predict_lines(context, [action_line(action) for action in actions])
+
+    def predict_lines(self, context: Features, action_lines: Sequence[str]) -> Prediction:
+        """`predict` with each action's line already built by `action_line` (the same example)."""
+        example = ["shared " + _namespace_line(SHARED_NAMESPACE, context), *action_lines]
         with self._lock:
             pmf = self._workspace.predict(example)
         total = float(sum(pmf))
-        if len(pmf) != len(actions) or not total > 0:
-            uniform = 1.0 / len(actions)
-            return Prediction(tuple(uniform for _ in actions), self.model_version)
+        if len(pmf) != len(action_lines) or not total > 0:
+            uniform = 1.0 / len(action_lines)
+            return Prediction(tuple(uniform for _ in action_lines), self.model_version)
         return Prediction(tuple(float(p) / total for p in pmf), self.model_version)
 
     def learn(

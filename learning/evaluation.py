@@ -56,6 +56,7 @@ from tacit.learning.ope import (
 from tacit.learning.profiles import as_utc, iter_histories
 from tacit.learning.registry import ModelIntegrityError, bandit_task, load_slot_model, newest_checkpoint
 from tacit.learning.registry_models import ServedModel
+from tacit.store.candidate_sets import decision_candidates
 from tacit.store.db import Database
 from tacit.store.schema import Decision
 
@@ -166,6 +167,7 @@ def load_slot_decisions(
         select(
             Decision.context,
             Decision.candidate_features,
+            Decision.candidate_refs,
             Decision.candidate_ids,
             Decision.chosen_index,
             Decision.probabilities,
@@ -178,16 +180,17 @@ def load_slot_decisions(
     )
     with db.transaction() as session:
         rows = list(reversed(session.execute(query).all()))
+        candidates = decision_candidates(session, rows)
     return [
         _RawDecision(
-            context=dict(context or {}),
-            candidates=[dict(c) for c in candidates],
-            candidate_ids=list(ids),
-            chosen_index=int(chosen),
-            probability=float(probabilities[chosen]),
-            reward=float(reward) if reward is not None else default_reward,
+            context=dict(row.context or {}),
+            candidates=actions,
+            candidate_ids=list(row.candidate_ids),
+            chosen_index=int(row.chosen_index),
+            probability=float(row.probabilities[row.chosen_index]),
+            reward=float(row.reward) if row.reward is not None else default_reward,
         )
-        for context, candidates, ids, chosen, probabilities, reward in rows
+        for row, actions in zip(rows, candidates, strict=True)
     ]
 
 

@@ -46,6 +46,7 @@ from tacit.learning.registry import (
     pending_erasures,
     register_checkpoint,
 )
+from tacit.store.candidate_sets import decision_candidates
 from tacit.store.db import Database, StorageUnavailable
 from tacit.store.schema import LEARN_CHECKPOINTED, LEARN_IN_MODEL, LEARN_WAITING, Decision, ModelVersion
 
@@ -223,6 +224,7 @@ class Learner:
         )
         with self.db.transaction() as session:
             rows = session.execute(query).scalars().all()
+            candidates = decision_candidates(session, rows)
             session.execute(
                 update(Decision)
                 .where(Decision.event_id.in_([row.event_id for row in rows]))
@@ -235,7 +237,7 @@ class Learner:
             for row in rows
         ):
             self.refresh_challengers()  # an experiment started since the last look
-        for row in rows:
+        for row, actions in zip(rows, candidates, strict=True):
             config = self.slots.get(row.slot)
             model = self._models.get(row.slot)
             if config is None or model is None:
@@ -243,7 +245,7 @@ class Learner:
             reward = row.reward if row.reward is not None else config.default_reward
             model.learn(
                 row.context,
-                row.candidate_features,
+                actions,
                 row.chosen_index,
                 reward,
                 row.probabilities[row.chosen_index],
@@ -255,7 +257,7 @@ class Learner:
                     # logged probability (IPS), so every arm's decisions are usable.
                     self._challengers[task].learn(
                         row.context,
-                        row.candidate_features,
+                        actions,
                         row.chosen_index,
                         reward,
                         row.probabilities[row.chosen_index],
@@ -401,9 +403,10 @@ class Learner:
                 query = query.where(tuple_(Decision.learn_after, Decision.event_id) > after)
             with self.db.transaction() as session:
                 rows = session.execute(query).scalars().all()
-            for row in rows:
+                candidates = decision_candidates(session, rows)
+            for row, actions in zip(rows, candidates, strict=True):
                 reward = row.reward if row.reward is not None else config.default_reward
-                example = (row.context, row.candidate_features, row.chosen_index, reward)
+                example = (row.context, actions, row.chosen_index, reward)
                 probability = row.probabilities[row.chosen_index]
                 model.learn(*example, probability)
                 for spec, challenger in targets:

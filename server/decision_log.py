@@ -30,8 +30,8 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from tacit.privacy.audit import AuditEntry
 from tacit.privacy.audit_log import append_entries
 from tacit.server.metrics import DECISIONS_LOGGED, DECISIONS_LOST, DECISIONS_PENDING
+from tacit.store.candidate_sets import store_candidate_sets
 from tacit.store.db import Database, StorageUnavailable
 from tacit.store.schema import Decision
 
@@ -116,10 +117,18 @@ class CrashJournal:
         os.close(self._fd)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingDecision:
     decision: dict[str, Any]  # column values of one `decisions` row
     audit: AuditEntry
+    # The anonymized candidate feature maps its `candidate_refs` name, by digest.
+    candidate_sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+# Digests this process knows are committed to `candidate_sets` (rows are never deleted, see
+# `tacit.store.candidate_sets`); past this many the memory is cleared and rebuilt by inserts
+# that the database ignores.
+KNOWN_SETS_LIMIT = 200_000
 
 
 class DecisionLog:
@@ -141,6 +150,7 @@ class DecisionLog:
         self._queue: list[PendingDecision] = []
         self._pending_ids: set[str] = set()  # event-id digests
         self._pending_requests: set[str] = set()  # request-id digests
+        self._known_sets: set[str] = set()  # candidate-set digests committed (under _flush_lock)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -166,7 +176,12 @@ class DecisionLog:
             DECISIONS_LOST.inc(unresolved)
             logger.warning("decisions lost in a crash of the previous process", extra={"count": unresolved})
 
-    def submit(self, decision: dict[str, Any], audit: AuditEntry) -> None:
+    def submit(
+        self,
+        decision: dict[str, Any],
+        audit: AuditEntry,
+        candidate_sets: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         with self._lock:
             if len(self._queue) >= self._max_pending:
                 DECISIONS_LOST.inc()
@@ -179,7 +194,7 @@ class DecisionLog:
                 return
             if self._journal is not None:
                 self._journal.handed()
-            self._queue.append(PendingDecision(decision, audit))
+            self._queue.append(PendingDecision(decision, audit, candidate_sets or {}))
             self._pending_ids.add(decision["event_id"])
             if decision.get("request_id"):
                 self._pending_requests.add(decision["request_id"])
@@ -240,9 +255,20 @@ class DecisionLog:
     def _write_together(self, batch: Sequence[PendingDecision]) -> None:
         # Not synced on commit: the documented bounded loss of Rank's log. A Reward's
         # synced commit makes every earlier decision batch durable too.
+        known = self._known_sets
+        new_sets: dict[str, Mapping[str, Any]] = {}
+        for item in batch:
+            for digest, features in item.candidate_sets.items():
+                if digest not in known:
+                    new_sets[digest] = features
         with self._db.transaction(durable=False) as session:
-            session.connection().execute(_INSERT_DECISIONS, [item.decision for item in batch])
+            connection = session.connection()
+            store_candidate_sets(connection, new_sets)
+            connection.execute(_INSERT_DECISIONS, [item.decision for item in batch])
             append_entries(session, [item.audit for item in batch])
+        if len(known) + len(new_sets) > KNOWN_SETS_LIMIT:
+            known.clear()
+        known.update(new_sets)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -10,7 +10,6 @@ import logging
 import random
 import time
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from enum import Enum
 from functools import lru_cache
 from itertools import accumulate
 from threading import Event, Lock
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import DateTime, Float, case, func, literal, select, update
@@ -28,15 +28,18 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from tacit.experiments.service import ArmAssignment
 from tacit.experiments.service.definitions import is_challenger
+from tacit.learning.bandit import action_line
 from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ModelIntegrityError, ServingModels
 from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
+from tacit.server.budget import scrub_chars
 from tacit.server.challengers import spec_for
 from tacit.server.config import Settings, SlotSettings
 from tacit.server.decision_log import DecisionLog
 from tacit.server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from tacit.server.metrics import DECISIONS_RANKED, REWARDS
+from tacit.store.candidate_sets import candidate_digest
 from tacit.store.db import Database
 from tacit.store.schema import LEARN_WAITING, Decision, Reward
 
@@ -50,7 +53,7 @@ class RankInput:
     slot: str
     subject_id: str
     context: Mapping[str, Value]
-    candidates: Sequence[tuple[str, Mapping[str, Value]]]
+    candidates: Sequence[RawCandidate | PreparedCandidate]
     excluded_ids: frozenset[str] = frozenset()
     event_id: str = ""
     defer_activation: bool = False
@@ -132,9 +135,13 @@ def _stored_reward(session: Session, event_id: str, request_keys: Sequence[str],
     The same request id with another value is not a retry: ALREADY_EXISTS naming
     the field (never the values).
     """
-    stored = session.execute(
-        select(Reward.value).where(Reward.event_id == event_id, Reward.request_id.in_(request_keys))
-    ).scalars().first()
+    stored = (
+        session.execute(
+            select(Reward.value).where(Reward.event_id == event_id, Reward.request_id.in_(request_keys))
+        )
+        .scalars()
+        .first()
+    )
     if stored is None:
         return False
     if stored != value:
@@ -154,29 +161,83 @@ _AuditKey = tuple[str, str, str]
 _CandidateAudit = tuple[tuple[_AuditKey, tuple[tuple[str, int], ...], tuple[str, ...]], ...]
 
 
-class _CandidateCache:
-    """Anonymized candidate features by their raw content, kept in memory only.
+class RawCandidate(NamedTuple):
+    """A validated candidate not prepared yet; `key` is its exact raw content (None: not cacheable)."""
 
-    Catalog features repeat across requests; this keeps the boundary's work per
-    Rank proportional to new content, not to the candidate count.
+    id: str
+    features: Mapping[str, Value]
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedCandidate:
+    """A candidate as Rank uses it, built once per distinct raw content and kept in memory only.
+
+    `features` is the validated input (raw: never logged or stored), `anonymized` what the
+    privacy boundary let through (stored once in `candidate_sets` under `digest`), `action`
+    the same with the id (what the policy scores) and `line` its Vowpal Wabbit action line.
     """
 
-    def __init__(self, boundary: PrivacyBoundary, size: int = 50_000):
+    id: str
+    features: Mapping[str, Value]
+    budget_key: tuple
+    scrub_chars: int
+    anonymized: Mapping[str, Value]
+    action: Mapping[str, Value]
+    audits: _CandidateAudit
+    dropped: int
+    digest: str
+    line: str
+    generation: tuple
+
+
+RankCandidate = RawCandidate | PreparedCandidate
+
+
+def budget_key(features: Mapping[str, Value]) -> tuple:
+    return tuple(sorted(features.items()))
+
+
+class CandidateCache:
+    """Prepared candidates by their exact raw content (the serialized `Candidate` message).
+
+    A hit costs one dictionary look-up instead of validation, the privacy boundary, a
+    content digest and a VW line; every content not seen before still goes through all
+    of them. In memory only, bounded by entries (`size`) and by key length: a candidate
+    whose serialized form exceeds `max_key_bytes` is prepared every time, never kept.
+    Entries record the boundary's generation (key ring, active key, policy version) and
+    a hit from another generation is a miss, so a pseudonym-key or policy change never
+    serves features anonymized under the old ones. Eviction is oldest-inserted first.
+    """
+
+    def __init__(self, boundary: PrivacyBoundary, size: int = 50_000, max_key_bytes: int = 1024):
         self._boundary = boundary
         self._size = size
-        self._entries: OrderedDict[tuple, tuple[dict[str, Value], _CandidateAudit, int]] = OrderedDict()
+        self.max_key_bytes = max_key_bytes
+        self._entries: dict[bytes, PreparedCandidate] = {}
         self._lock = Lock()
 
-    def anonymize(
-        self, features: Mapping[str, Value], correlation_id: str
-    ) -> tuple[dict[str, Value], _CandidateAudit, int]:
-        key = tuple(sorted((name, type(value).__name__, value) for name, value in features.items()))
+    def generation(self) -> tuple:
+        keyring = self._boundary.keyring
+        return (id(keyring), keyring.active_key_id, self._boundary.policies.version)
+
+    def get(self, key: bytes, generation: tuple) -> PreparedCandidate | None:
+        hit = self._entries.get(key)  # a single dict read: atomic under the GIL
+        if hit is None or hit.generation != generation:
+            return None
+        return hit
+
+    def put(self, key: bytes | None, prepared: PreparedCandidate) -> None:
+        if key is None or len(key) > self.max_key_bytes:
+            return
         with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-                return hit
-        result = self._boundary.anonymize("candidate_features", features, correlation_id)
+            self._entries[key] = prepared
+            while len(self._entries) > self._size:
+                del self._entries[next(iter(self._entries))]
+
+    def prepare(self, candidate: RawCandidate, correlation_id: str, generation: tuple) -> PreparedCandidate:
+        """Runs the boundary on a new candidate, builds its digest and VW line, and keeps it."""
+        result = self._boundary.anonymize("candidate_features", candidate.features, correlation_id)
         audits = tuple(
             (
                 (f"candidates.{a.field}", a.operator, str(a.outcome)),
@@ -185,12 +246,22 @@ class _CandidateCache:
             )
             for a in result.audit.fields
         )
-        value = (result.fields, audits, result.audit.dropped_undeclared)
-        with self._lock:
-            self._entries[key] = value
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        return value
+        action = {**result.fields, "id": candidate.id}
+        prepared = PreparedCandidate(
+            id=candidate.id,
+            features=candidate.features,
+            budget_key=budget_key(candidate.features),
+            scrub_chars=scrub_chars(self._boundary, "candidate_features", candidate.features),
+            anonymized=result.fields,
+            action=action,
+            audits=audits,
+            dropped=result.audit.dropped_undeclared,
+            digest=candidate_digest(result.fields),
+            line=action_line(action),
+            generation=generation,
+        )
+        self.put(candidate.key, prepared)
+        return prepared
 
 
 @lru_cache(maxsize=4096)
@@ -315,7 +386,7 @@ class DecisionEngine:
         self.boundary = boundary
         self.models = models
         self.decision_log = decision_log
-        self._candidates = _CandidateCache(boundary)
+        self.candidates = CandidateCache(boundary)
         self._event_ids = EventIds()
         self.keyring = boundary.keyring
         # Rank idempotency in this process: request-id digest -> the Rank in progress.
@@ -440,28 +511,31 @@ class DecisionEngine:
     ) -> RankResult:
         slot = self.slot(request.slot)
         now = now or datetime.now(UTC)
-        eligible = [(cid, feats) for cid, feats in request.candidates if cid not in request.excluded_ids]
+        excluded = request.excluded_ids
+        eligible = [c for c in request.candidates if c.id not in excluded] if excluded else request.candidates
         if not eligible:
             raise InvalidArgument("excluded_ids", "every candidate is excluded")
         # Stored and audited under the digest only; the raw id goes back in the response.
         stored_event_id = event_keys[0] if event_keys else self.keyring.digest(event_id)
         subject = self.boundary.pseudonymize_subject(request.subject_id)
         context = self.boundary.anonymize("rank_context", request.context, stored_event_id)
-        shared_context: dict[str, Value] = dict(context.fields)
+        shared_context: dict[str, Value] = context.fields
         if slot.profile_features and self.profiles is not None:
-            shared_context.update(self._profile_context(subject, slot.profile_features, now))
-        candidate_features: list[dict[str, Value]] = []
-        candidate_audits: list[_CandidateAudit] = []
-        candidate_dropped = 0
-        for cid, feats in eligible:
-            fields, audits, dropped = self._candidates.anonymize(feats, stored_event_id)
-            candidate_features.append({**fields, "id": cid})
-            candidate_audits.append(audits)
-            candidate_dropped += dropped
+            shared_context = {**shared_context, **self._profile_context(subject, slot.profile_features, now)}
+        generation = self.candidates.generation()
+        prepared = [
+            c
+            if type(c) is PreparedCandidate and c.generation == generation
+            else self.candidates.prepare(
+                c if type(c) is RawCandidate else RawCandidate(c.id, c.features), stored_event_id, generation
+            )
+            for c in eligible
+        ]
+        candidate_dropped = sum(p.dropped for p in prepared)
         assignment = self.assigner(request.slot, subject) if self.assigner is not None else None
         policy = assignment.policy if assignment is not None else "bandit"
         probabilities, model_version = self._policy_probabilities(
-            request.slot, assignment, policy, shared_context, candidate_features
+            request.slot, assignment, policy, shared_context, [p.line for p in prepared]
         )
         chosen = self._sample(probabilities)
         order = _ranking_order(probabilities, chosen)
@@ -476,8 +550,9 @@ class DecisionEngine:
             policy=policy,
             model_version=model_version,
             context=shared_context,
-            candidate_ids=[cid for cid, _ in eligible],
-            candidate_features=candidate_features,
+            candidate_ids=[p.id for p in prepared],
+            candidate_features=None,
+            candidate_refs=[p.digest for p in prepared],
             probabilities=list(probabilities),
             chosen_index=chosen,
             created_at=now,
@@ -490,13 +565,13 @@ class DecisionEngine:
             learn_after=None if request.defer_activation else deadline,
             learn_state=LEARN_WAITING,
         )
-        audit = _merged_audit(context.audit, tuple(candidate_audits), candidate_dropped)
-        self.decision_log.submit(decision, audit)
+        audit = _merged_audit(context.audit, tuple(p.audits for p in prepared), candidate_dropped)
+        self.decision_log.submit(decision, audit, {p.digest: p.anonymized for p in prepared})
         DECISIONS_RANKED.labels(request.slot).inc()
         return RankResult(
             event_id=event_id,
-            chosen_id=eligible[chosen][0],
-            ranking=tuple((eligible[i][0], probabilities[i]) for i in order),
+            chosen_id=prepared[chosen].id,
+            ranking=tuple((prepared[i].id, probabilities[i]) for i in order),
             model_version=model_version,
             arm=assignment.arm if assignment is not None else "",
             dropped_context_fields=context.audit.dropped_undeclared,
@@ -509,11 +584,13 @@ class DecisionEngine:
         assignment: ArmAssignment | None,
         policy: str,
         context: Mapping[str, Value],
-        candidates: Sequence[Mapping[str, Value]],
+        candidates: Sequence[str],
     ) -> tuple[tuple[float, ...], str]:
-        """The arm's policy: the slot's model, a challenger's (own workspace, pinned checkpoint) or a rule."""
+        """The arm's policy: the slot's model, a challenger's (own workspace, pinned checkpoint) or a rule.
+
+        `candidates` are the candidates' VW action lines, built once per distinct candidate."""
         if policy == "bandit":
-            prediction = self.models.get(slot).predict(context, candidates)
+            prediction = self.models.get(slot).predict_lines(context, candidates)
             return prediction.probabilities, prediction.model_version
         if assignment is not None and is_challenger(policy):
             try:
@@ -522,7 +599,7 @@ class DecisionEngine:
                 raise Unavailable(
                     "the arm's model checkpoint cannot be loaded", "MODEL_UNAVAILABLE"
                 ) from None
-            prediction = model.predict(context, candidates)
+            prediction = model.predict_lines(context, candidates)
             return prediction.probabilities, prediction.model_version
         if policy == "static:first":
             return (1.0,) + (0.0,) * (len(candidates) - 1), "static:first"

@@ -53,7 +53,9 @@ class Decision(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     context: Mapped[dict] = mapped_column(JSON)
     candidate_ids: Mapped[list] = mapped_column(JSON)
-    candidate_features: Mapped[list] = mapped_column(JSON)
+    # Inline anonymized candidate feature maps: decisions logged before migration 0005 (and
+    # rows written by hand); new decisions leave it NULL and reference `candidate_sets`.
+    candidate_features: Mapped[list | None] = mapped_column(JSON, nullable=True)
     probabilities: Mapped[list] = mapped_column(JSON)
     chosen_index: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -69,6 +71,9 @@ class Decision(Base):
     learn_state: Mapped[int] = mapped_column(Integer, default=0)
     # Digest of Rank's optional request_id: a retry finds its original decision by it.
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Per candidate, the content digest of its anonymized feature map (without the id) in
+    # `candidate_sets`; the id is `candidate_ids[i]`. See `tacit.store.candidate_sets`.
+    candidate_refs: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_decisions_learnable", "learn_state", "learn_after"),
@@ -273,3 +278,21 @@ class RetrainingRun(Base):
     steps: Mapped[list] = mapped_column(JSON, default=list)
 
     __table_args__ = (Index("ix_retraining_runs_task_id", "task", "id"),)
+
+
+# --- lean decision rows (issue 12) ---------------------------------------------------------
+
+
+class CandidateSet(Base):
+    """One anonymized candidate feature map, stored once and referenced by content digest.
+
+    Catalog features repeat across decisions, so a decision row carries 22-character
+    digests (`Decision.candidate_refs`) instead of the maps. The maps passed the privacy
+    boundary like every stored value; they name no subject, event or request, so a row
+    is shared by every decision that offered a candidate with these features.
+    """
+
+    __tablename__ = "candidate_sets"
+
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)
+    features: Mapped[dict] = mapped_column(JSON)

@@ -17,7 +17,7 @@ from tacit.server.converters import (
     require_text,
     timestamp_or_none,
 )
-from tacit.server.decisions import RankInput, RankResult
+from tacit.server.decisions import CandidateCache, PreparedCandidate, RankInput, RankResult, RawCandidate
 from tacit.server.errors import InvalidArgument
 from tacit.v1 import decision_pb2
 
@@ -27,7 +27,10 @@ def rank_input(
     limits: LimitSettings,
     max_candidates: int,
     known_names: Container[str] = frozenset(),
+    cache: CandidateCache | None = None,
 ) -> RankInput:
+    """Validates a Rank request. With `cache`, a candidate whose exact serialized form was
+    prepared before (and so validated before, under the same limits) is taken from it."""
     require_text("slot", request.slot, limits, SLOT_NAME)
     require_text("subject_id", request.subject_id, limits)
     if not request.candidates:
@@ -35,8 +38,17 @@ def rank_input(
     if len(request.candidates) > max_candidates:
         raise InvalidArgument("candidates", f"more than {max_candidates} candidates for this slot")
     seen: set[str] = set()
-    candidates = []
+    candidates: list[RawCandidate | PreparedCandidate] = []
+    generation = cache.generation() if cache is not None else ()
     for index, candidate in enumerate(request.candidates):
+        key = candidate.SerializeToString(deterministic=True) if cache is not None else None
+        hit = cache.get(key, generation) if cache is not None and key is not None else None
+        if hit is not None:
+            if hit.id in seen:
+                raise InvalidArgument(f"candidates[{index}].id", "duplicates an earlier candidate id")
+            seen.add(hit.id)
+            candidates.append(hit)
+            continue
         field = f"candidates[{index}]"
         if not CONTENT_ID.match(candidate.id):
             raise InvalidArgument(f"{field}.id", f"must match {CONTENT_ID.pattern}")
@@ -49,9 +61,8 @@ def rank_input(
                 " use an opaque content id",
             )
         seen.add(candidate.id)
-        candidates.append(
-            (candidate.id, features_to_dict(f"{field}.features", candidate.features, limits, known_names))
-        )
+        features = features_to_dict(f"{field}.features", candidate.features, limits, known_names)
+        candidates.append(RawCandidate(candidate.id, features, key))
     for index, excluded in enumerate(request.excluded_ids):
         if not CONTENT_ID.match(excluded):
             raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")

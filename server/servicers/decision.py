@@ -8,7 +8,7 @@ from tacit.server import converters
 from tacit.server.budget import require_within_budget, scrub_chars
 from tacit.server.config import Settings
 from tacit.server.converters import decision as decision_converters
-from tacit.server.decisions import DecisionEngine, RewardOutcome
+from tacit.server.decisions import DecisionEngine, PreparedCandidate, RewardOutcome, budget_key
 from tacit.server.errors import NotFound
 from tacit.v1 import decision_pb2, decision_pb2_grpc
 
@@ -32,18 +32,27 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
             raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
         rank_input = decision_converters.rank_input(
-            request, self._settings.limits, self._settings.slot_limit(request.slot), self._known_names
+            request,
+            self._settings.limits,
+            self._settings.slot_limit(request.slot),
+            self._known_names,
+            self._engine.candidates,
         )
         # Before any work: the text this request would send to Presidio, within its budget.
+        # Counted per distinct feature map, prepared (cached) candidates included, so the
+        # same request is accepted or refused whatever the cache holds.
         boundary, budget = self._engine.boundary, self._settings.limits.max_scrub_chars_per_request
         context_chars = scrub_chars(boundary, "rank_context", rank_input.context)
         require_within_budget("context", [context_chars], budget)
-        distinct = {tuple(sorted(feats.items())): feats for _cid, feats in rank_input.candidates}
-        require_within_budget(
-            "candidates",
-            [context_chars, *(scrub_chars(boundary, "candidate_features", f) for f in distinct.values())],
-            budget,
-        )
+        distinct: dict[tuple, int] = {}
+        for candidate in rank_input.candidates:
+            if type(candidate) is PreparedCandidate:
+                distinct[candidate.budget_key] = candidate.scrub_chars
+            else:
+                key = budget_key(candidate.features)
+                if key not in distinct:
+                    distinct[key] = scrub_chars(boundary, "candidate_features", candidate.features)
+        require_within_budget("candidates", [context_chars, *distinct.values()], budget)
         return decision_converters.rank_response(self._engine.rank(rank_input))
 
     def Reward(

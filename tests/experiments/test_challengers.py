@@ -35,6 +35,7 @@ from tacit.server.auth import Role
 from tacit.server.challengers import promoter
 from tacit.sim.client import rank_request, visit_candidates, visit_context
 from tacit.sim.world import ContentSite
+from tacit.store.candidate_sets import decision_candidates
 from tacit.store.db import Database
 from tacit.store.schema import Decision, ModelVersion
 from tacit.v1 import (
@@ -341,6 +342,7 @@ def test_worse_challenger_is_rolled_back_and_a_pinned_model_serves_its_checkpoin
             .scalars()
             .all()
         )
+        offered = decision_candidates(session, decisions)
         pinned_row = session.execute(
             select(ModelVersion).where(
                 ModelVersion.task == bandit_task("home"), ModelVersion.version == pinned.version
@@ -354,8 +356,8 @@ def test_worse_challenger_is_rolled_back_and_a_pinned_model_serves_its_checkpoin
     raw = vowpalwabbit.Workspace(f"{pinned_row.details['vw_args']} --quiet -i {pinned_row.path}")
     try:
         worst = 0.0
-        for decision in decisions:
-            pmf = np.array(raw.predict(build_example(decision.context, decision.candidate_features)))
+        for decision, actions in zip(decisions, offered, strict=True):
+            pmf = np.array(raw.predict(build_example(decision.context, actions)))
             worst = max(worst, float(np.max(np.abs(pmf / pmf.sum() - np.array(decision.probabilities)))))
     finally:
         raw.finish()

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from tacit.learning.registry import bandit_task
 from tacit.server.auth import Role
 from tacit.sim.client import rank_request, to_features
+from tacit.store.candidate_sets import decision_candidates
 from tacit.store.schema import Decision, ModelVersion, Reward
 from tacit.v1 import decision_pb2, decision_pb2_grpc
 
@@ -69,7 +70,11 @@ def test_decision_is_logged_replayably_and_reward_joins(server) -> None:  # type
         assert len(decision.probabilities) == 3 and sum(decision.probabilities) == pytest.approx(1.0)
         assert decision.candidate_ids[decision.chosen_index] == response.chosen_id
         assert decision.context == {"device": "mobile"}
-        assert decision.candidate_features[0]["topic"] == "news"
+        # The row references each feature map by digest; the maps are stored once.
+        assert decision.candidate_features is None and len(decision.candidate_refs) == 3
+        features = decision_candidates(session, [decision])[0]
+        assert features[0] == {"topic": "news", "id": "a1"}
+        assert [f["id"] for f in features] == ["a1", "b2", "c3"]
         assert decision.reward == 1.0 and decision.reward_count == 1
         assert decision.model_version == response.model_version
         stored = stored_id(server, response.event_id)
@@ -354,6 +359,7 @@ def test_the_subject_pseudonym_is_never_a_model_feature(server) -> None:  # type
         decision = session.get(Decision, stored_id(server, response.event_id))
         assert decision is not None and decision.subject == pseudonym
         # What the learner feeds VW for this decision: no trace of the subject.
-        lines = build_example(decision.context, decision.candidate_features)
+        candidates = decision_candidates(session, [decision])[0]
+        lines = build_example(decision.context, candidates)
         assert not any(pseudonym in line or "ps1:" in line for line in lines)
-        assert "feature-leak-check" not in str(decision.context) + str(decision.candidate_features)
+        assert "feature-leak-check" not in str(decision.context) + str(candidates)
