@@ -11,23 +11,16 @@ without one and would only extrapolate.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tacit.learning.engagement import ENGAGEMENT_TASK, ServingEngagement
-from tacit.learning.features import CATEGORICAL_FEATURES, FEATURE_NAMES, FeatureError
+from tacit.learning.features import FeatureError
 from tacit.learning.profiles import ProfileStore
-from tacit.learning.registry import ModelIntegrityError
-from tacit.learning.registry_models import ModelNotFoundError
-from tacit.privacy.audit_log import append_entries
 from tacit.privacy.boundary import PrivacyBoundary
-from tacit.server.errors import FailedPrecondition, InvalidArgument
+from tacit.server.predictions import Value, active_model, context_overrides, feature_missing
 from tacit.store.db import Database
-
-Value = str | float | int | bool
-PREDICT_CONTEXT_KIND = "predict_context"
 
 
 @dataclass(frozen=True)
@@ -36,14 +29,6 @@ class EngagementResult:
     baseline_dwell_seconds: float
     model_version: str
     default_profile: bool
-
-
-def _override(name: str, value: Value) -> float | str:
-    if name in CATEGORICAL_FEATURES:
-        return str(value).strip().lower()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(f"context.values[{name}]", "must be a number")
-    return float(value)
 
 
 class EngagementPredictions:
@@ -62,23 +47,8 @@ class EngagementPredictions:
     ) -> EngagementResult:
         now = now or datetime.now(UTC)
         pseudonym = self.boundary.pseudonymize_subject(subject_id)
-        overrides: dict[str, float | str] = {}
-        if context:
-            anonymized = self.boundary.anonymize(PREDICT_CONTEXT_KIND, context, "prd_" + uuid.uuid4().hex)
-            overrides = {n: _override(n, v) for n, v in anonymized.fields.items() if n in FEATURE_NAMES}
-            with self.db.transaction() as session:
-                append_entries(session, [anonymized.audit])
-        try:
-            served = self.models.get()
-        except ModelNotFoundError:
-            raise FailedPrecondition(
-                f"no active {ENGAGEMENT_TASK} model: train one with `tacit train {ENGAGEMENT_TASK}`",
-                "MODEL_NOT_FOUND",
-            ) from None
-        except ModelIntegrityError as error:
-            raise FailedPrecondition(
-                f"the active {ENGAGEMENT_TASK} model is not served: {error}", "MODEL_INTEGRITY"
-            ) from None
+        overrides = context_overrides(self.db, self.boundary, context)
+        served = active_model(ENGAGEMENT_TASK, self.models.get)
         profile = self.profiles.lookup(pseudonym, now)
         baseline = served.bundle.model.baseline
         if profile.default:
@@ -87,9 +57,5 @@ class EngagementPredictions:
         try:
             expected = float(served.predict([row])[0])
         except FeatureError as error:
-            raise FailedPrecondition(
-                f"the {ENGAGEMENT_TASK} model {served.version} needs feature {error.feature!r}, "
-                "which is missing at serving time",
-                "FEATURE_MISSING",
-            ) from None
+            raise feature_missing(ENGAGEMENT_TASK, served.version, error) from None
         return EngagementResult(expected, baseline, served.version, False)

@@ -23,9 +23,10 @@ committed before the score is returned.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from tacit.learning.features import CATEGORICAL_FEATURES, FEATURE_NAMES, FeatureError
 from tacit.learning.profiles import ProfileStore
@@ -38,6 +39,7 @@ from tacit.store.db import Database
 
 Value = str | float | int | bool
 PREDICT_CONTEXT_KIND = "predict_context"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,41 @@ def _override(name: str, value: Value) -> float | str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(f"context.values[{name}]", "must be a number")
     return float(value)
+
+
+def context_overrides(
+    db: Database, boundary: PrivacyBoundary, context: Mapping[str, Value]
+) -> dict[str, float | str]:
+    """The request context through the privacy boundary (its audit record committed first),
+    as feature overrides; a numeric override that is not a number is INVALID_ARGUMENT."""
+    if not context:
+        return {}
+    anonymized = boundary.anonymize(PREDICT_CONTEXT_KIND, context, "prd_" + uuid.uuid4().hex)
+    overrides = {n: _override(n, v) for n, v in anonymized.fields.items() if n in FEATURE_NAMES}
+    with db.transaction() as session:
+        append_entries(session, [anonymized.audit])
+    return overrides
+
+
+def active_model(task: str, get: Callable[[], T]) -> T:
+    """The task's served model, or FAILED_PRECONDITION MODEL_NOT_FOUND / MODEL_INTEGRITY."""
+    try:
+        return get()
+    except ModelNotFoundError:
+        raise FailedPrecondition(
+            f"no active {task} model: train one with `tacit train {task}`", "MODEL_NOT_FOUND"
+        ) from None
+    except ModelIntegrityError as error:
+        raise FailedPrecondition(
+            f"the active {task} model is not served: {error}", "MODEL_INTEGRITY"
+        ) from None
+
+
+def feature_missing(task: str, version: str, error: FeatureError) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the {task} model {version} needs feature {error.feature!r}, which is missing at serving time",
+        "FEATURE_MISSING",
+    )
 
 
 class Predictions:
@@ -75,31 +112,12 @@ class Predictions:
     ) -> PredictResult:
         now = now or datetime.now(UTC)
         pseudonym = self.boundary.pseudonymize_subject(subject_id)
-        overrides: dict[str, float | str] = {}
-        if context:
-            correlation_id = "prd_" + uuid.uuid4().hex
-            anonymized = self.boundary.anonymize(PREDICT_CONTEXT_KIND, context, correlation_id)
-            overrides = {n: _override(n, v) for n, v in anonymized.fields.items() if n in FEATURE_NAMES}
-            with self.db.transaction() as session:
-                append_entries(session, [anonymized.audit])
-        try:
-            served = self.classifiers.get(task)
-        except ModelNotFoundError:
-            raise FailedPrecondition(
-                f"no active {task} model: train one with `tacit train {task}`", "MODEL_NOT_FOUND"
-            ) from None
-        except ModelIntegrityError as error:
-            raise FailedPrecondition(
-                f"the active {task} model is not served: {error}", "MODEL_INTEGRITY"
-            ) from None
+        overrides = context_overrides(self.db, self.boundary, context)
+        served = active_model(task, lambda: self.classifiers.get(task))
         profile = self.profiles.lookup(pseudonym, now)
         row = {**profile.features.as_dict(), **overrides}
         try:
             probability = float(served.predict_proba([row])[0])
         except FeatureError as error:
-            raise FailedPrecondition(
-                f"the {task} model {served.version} needs feature {error.feature!r}, "
-                "which is missing at serving time",
-                "FEATURE_MISSING",
-            ) from None
+            raise feature_missing(task, served.version, error) from None
         return PredictResult(probability, served.version, profile.default)
