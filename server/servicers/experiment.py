@@ -145,7 +145,20 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
                 return request.reason  # a resume or a retried start: judged when it first started
             verdict = self._gate.check(experiment)
             if not verdict.passed and not request.force:
-                raise FailedPrecondition(f"{verdict.summary}; start with force to override", REFUSED_REASON)
+                # Arms by position, not by name or policy: errors never repeat a request value
+                # (the history entry keeps the full verdict for the experimenter).
+                arms = ", ".join(f"experiment.arms[{i}]" for i, c in enumerate(verdict.checks) if c.refused)
+                bounds = ", ".join(
+                    f"experiment.arms[{i}] {c.estimate.ci_low:.4g}"
+                    for i, c in enumerate(verdict.checks)
+                    if c.estimate is not None
+                )
+                raise FailedPrecondition(
+                    f"offline gate refused: {arms} has an off-policy lower bound below the control "
+                    f"arm's lower bound minus tolerance {verdict.tolerance:.4g} (lower bounds: {bounds}); "
+                    "start with force to override",
+                    REFUSED_REASON,
+                )
             if not verdict.passed:
                 logger.warning(
                     "experiment started past the offline gate", extra={"experiment_id": experiment_id}

@@ -114,7 +114,8 @@ def test_a_start_below_control_offline_is_refused_unless_forced(start_server: Ca
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert _reason(refused.value) == REFUSED_REASON
     details = refused.value.details()
-    assert "offline gate refused: treatment" in details and "force" in details
+    assert "offline gate refused: experiment.arms[1]" in details and "force" in details
+    assert "treatment" not in details and "uniform" not in details  # no request value repeated
     assert f"{bandit.ci_low:.4g}" in details and f"{uniform.ci_low:.4g}" in details
     draft = stub.GetExperiment(experiment_pb2.GetExperimentRequest(name="experiments/risky"), metadata=md)
     assert draft.state == experiment_pb2.EXPERIMENT_STATE_DRAFT
