@@ -7,6 +7,7 @@ reach, so it stays in apprentice mode until a command switches it; `logging` has
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from tacit.cli.main import main
 from tacit.server.auth import Role
 from tacit.sim.client import drive, rank_request, visit_candidates, visit_context
 from tacit.sim.world import ContentSite, Visit
@@ -155,7 +157,9 @@ def _rank(visit: Visit, slot: str = "home", **changes: object) -> decision_pb2.R
     return request
 
 
-def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(start_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
+    start_server, tmp_path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "apprentice"
     handle = start_server(data_dir=data_dir, slots={"home": _apprentice(None, 200, epsilon=0.5)})
     decisions = decision_pb2_grpc.DecisionServiceStub(handle.channel)
@@ -219,10 +223,19 @@ def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(start_s
     assert status.mode == slot_pb2.SLOT_MODE_APPRENTICE and not status.has_switch_margin
     assert "switch_margin unset" in status.switch_reason
 
-    # A command is committed before OK and survives a restart; nothing half-written was left by the refusals.
-    slots.SetSlotMode(
-        slot_pb2.SetSlotModeRequest(slot="home", mode=slot_pb2.SLOT_MODE_ONLINE), metadata=experimenter
+    # A command (here from the CLI) is committed before OK and survives a restart.
+    cli = ["slot", "--target", handle.target, "--data-dir", str(data_dir)]
+    assert main([*cli, "status", "home"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "SLOT_MODE_APPRENTICE"
+    assert main([*cli, "set-mode", "home", "online", "--reason", "baseline retired"]) == 0
+    change = json.loads(capsys.readouterr().out)["change"]
+    assert (change["actor"], change["to_mode"], change["reason"]) == (
+        "experimenter",
+        "SLOT_MODE_ONLINE",
+        "baseline retired",
     )
+    assert main([*cli, "status", "nowhere"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
     handle.running.stop(grace=1)
     restarted = start_server(data_dir=data_dir, slots={"home": _apprentice(None, 200, epsilon=0.5)})
     response = decision_pb2_grpc.DecisionServiceStub(restarted.channel).Rank(_rank(visit), metadata=service)
