@@ -158,10 +158,11 @@ def _rank(visit: Visit, slot: str = "home", **changes: object) -> decision_pb2.R
 
 
 def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
-    start_server, tmp_path, capsys
+    database_url, start_server, tmp_path, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "apprentice"
-    handle = start_server(data_dir=data_dir, slots={"home": _apprentice(None, 200, epsilon=0.5)})
+    config = {"home": _apprentice(None, 200, epsilon=0.5)}
+    handle = start_server(database_url, data_dir=data_dir, slots=config)
     decisions = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     slots = slot_pb2_grpc.SlotServiceStub(handle.channel)
     service, experimenter = handle.metadata(), handle.metadata(Role.EXPERIMENTER)
@@ -237,7 +238,7 @@ def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
     assert main([*cli, "status", "nowhere"]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
     handle.running.stop(grace=1)
-    restarted = start_server(data_dir=data_dir, slots={"home": _apprentice(None, 200, epsilon=0.5)})
+    restarted = start_server(database_url, data_dir=data_dir, slots=config)
     response = decision_pb2_grpc.DecisionServiceStub(restarted.channel).Rank(_rank(visit), metadata=service)
     assert response.slot_mode == slot_pb2.SLOT_MODE_ONLINE and not response.served_baseline
     history = slot_pb2_grpc.SlotServiceStub(restarted.channel).ListSlotModeChanges(
