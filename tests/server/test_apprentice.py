@@ -8,6 +8,7 @@ reach, so it stays in apprentice mode until a command switches it; `logging` has
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def test_apprentice_serves_the_baseline_and_switches_only_when_the_bound_is_met(
             break
     home = _status(slots, "home", experimenter)
     assert home.mode == slot_pb2.SLOT_MODE_ONLINE
+    assert home.lift_lower_bound == pytest.approx(home.learned.ci_low - home.baseline.ci_high)
 
     # Served the baseline >= 95% while in apprentice mode (ε = 0.04: at least 96% expected).
     assert np.mean(apprentice_visits) >= 0.95
@@ -161,7 +163,7 @@ def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
     database_url, start_server, tmp_path, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "apprentice"
-    config = {"home": _apprentice(None, 200, epsilon=0.5)}
+    config = {"home": _apprentice(None, 200, epsilon=0.5), "logging": _apprentice(None, 200, epsilon=0.0)}
     handle = start_server(database_url, data_dir=data_dir, slots=config)
     decisions = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     slots = slot_pb2_grpc.SlotServiceStub(handle.channel)
@@ -193,6 +195,19 @@ def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
     baseline_probability = {c.id: c.probability for c in first.ranking}[visit.candidates[2].item_id]
     assert baseline_probability >= 0.5  # 1 - ε at least
     assert sum(c.probability for c in first.ranking) == pytest.approx(1.0)
+    # The report reads decisions whose reward is final only.
+    status = slots.GetSlotStatus(slot_pb2.GetSlotStatusRequest(slot="home"), metadata=experimenter)
+    assert status.decisions == 0 and status.learned.status == "empty_log"
+    decisions.Reward(decision_pb2.RewardRequest(event_id=first.event_id, value=1.0), metadata=service)
+    status = slots.GetSlotStatus(slot_pb2.GetSlotStatusRequest(slot="home"), metadata=experimenter)
+    assert status.decisions == 1 and status.baseline_served == float(first.served_baseline)
+    assert status.learned.status == "too_few_decisions" and math.isnan(status.lift_lower_bound)
+    # Without baseline_id the baseline is the first eligible candidate (logging only: always it).
+    logged = decisions.Rank(
+        _rank(visit, "logging", excluded_ids=[visit.candidates[0].item_id]), metadata=service
+    )
+    assert logged.chosen_id == visit.candidates[1].item_id and logged.served_baseline
+    assert logged.ranking[0].probability == 1.0
 
     bad_slot_calls = [
         (slots.GetSlotStatus, slot_pb2.GetSlotStatusRequest(slot="nowhere"), grpc.StatusCode.NOT_FOUND),
@@ -217,6 +232,8 @@ def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
         with pytest.raises(grpc.RpcError) as caught:
             call(message, metadata=experimenter)
         assert caught.value.code() == code
+        if call == slots.SetSlotMode:
+            assert field_violations(caught.value) in (["mode"], ["reason"])
     with pytest.raises(grpc.RpcError) as caught:
         slots.GetSlotStatus(slot_pb2.GetSlotStatusRequest(slot="home"), metadata=service)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -245,12 +262,35 @@ def test_apprentice_bad_input_is_refused_and_the_mode_survives_a_restart(
         slot_pb2.ListSlotModeChangesRequest(slot="home", page_size=1), metadata=experimenter
     )
     assert [c.to_mode for c in history.changes] == [slot_pb2.SLOT_MODE_ONLINE] and history.next_page_token
+    # Back to apprentice: the history pages newest first; every change is in the audit chain.
+    back = slot_pb2.SetSlotModeRequest(slot="home", mode=slot_pb2.SLOT_MODE_APPRENTICE)
+    assert slot_pb2_grpc.SlotServiceStub(restarted.channel).SetSlotMode(back, metadata=experimenter).changed
+    pages, token = [], ""
+    for _ in range(3):
+        page = slot_pb2_grpc.SlotServiceStub(restarted.channel).ListSlotModeChanges(
+            slot_pb2.ListSlotModeChangesRequest(slot="home", page_size=1, page_token=token),
+            metadata=experimenter,
+        )
+        pages += [c.to_mode for c in page.changes]
+        token = page.next_page_token
+    assert pages == [slot_pb2.SLOT_MODE_APPRENTICE, slot_pb2.SLOT_MODE_ONLINE]
+    records = (
+        audit_pb2_grpc.AuditServiceStub(restarted.channel)
+        .ListAuditRecords(
+            audit_pb2.ListAuditRecordsRequest(payload_kind="slot_mode"),
+            metadata=handle.metadata(Role.AUDITOR),
+        )
+        .records
+    )
+    assert len(records) == 2
     db = Database.open(restarted.settings.database_url)
     try:
         with db.transaction() as session:
-            logged = session.execute(
+            stored = session.execute(
                 select(func.count()).where(Decision.apprentice.is_not(None))
             ).scalar_one()
     finally:
         db.dispose()
-    assert logged == 1  # the retried decision, logged once; the online one carries no apprentice data
+    assert (
+        stored == 2
+    )  # the retried decision (once) and the logging one; online ones carry no apprentice data
