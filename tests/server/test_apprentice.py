@@ -40,7 +40,7 @@ def _apprentice(margin: float | None, min_decisions: int, epsilon: float = EPSIL
             "switch_margin": margin,
             "min_decisions": min_decisions,
             "window": 2_000,
-            "check_interval_seconds": 0.5,
+            "check_interval_seconds": 1.0,
         },
     }
 
@@ -63,7 +63,7 @@ def _status(stub: slot_pb2_grpc.SlotServiceStub, slot: str, metadata) -> slot_pb
 
 @pytest.mark.slow
 def test_apprentice_serves_the_baseline_and_switches_only_when_the_bound_is_met(start_server) -> None:  # type: ignore[no-untyped-def]
-    handle = start_server(seed=5, slots=SLOTS, experiments={"refresh_seconds": 0.25})
+    handle = start_server(seed=5, slots=SLOTS, experiments={"refresh_seconds": 0.5})
     slots = slot_pb2_grpc.SlotServiceStub(handle.channel)
     experimenter = handle.metadata(Role.EXPERIMENTER)
     site = ContentSite(n_candidates=10, seed=21)
