@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tacit.cli.experiment import register as add_experiment_parser
 
     add_experiment_parser(sub)
+    from tacit.cli.slot import register as add_slot_parser
+
+    add_slot_parser(sub)
     return parser
 
 

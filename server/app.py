@@ -37,6 +37,7 @@ from tacit.privacy.erasure import RetentionPurger, model_rebuild_entry, retentio
 from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
+from tacit.server.apprentice import ApprenticeHook, AutoSwitch, SlotModes
 from tacit.server.auth import TokenStore, require_private
 from tacit.server.challengers import arm_models, challenger_source, policy_check, promoter
 from tacit.server.config import ConfigError, Settings
@@ -56,6 +57,7 @@ from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
 from tacit.server.servicers.model import ModelServicer
 from tacit.server.servicers.prediction import PredictionServicer
+from tacit.server.servicers.slot import SlotServicer
 from tacit.store.db import Database, StorageUnavailable, Timeouts, make_private_dir
 from tacit.v1 import (
     audit_pb2,
@@ -70,6 +72,8 @@ from tacit.v1 import (
     model_pb2_grpc,
     prediction_pb2,
     prediction_pb2_grpc,
+    slot_pb2,
+    slot_pb2_grpc,
 )
 
 logger = logging.getLogger("tacit.server")
@@ -81,6 +85,7 @@ SERVICE_NAMES = (
     experiment_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    slot_pb2.DESCRIPTOR.services_by_name["SlotService"].full_name,
 )
 
 
@@ -161,6 +166,7 @@ class Runtime:
     _metrics: MetricsSampler | None = None
     _routes_refresher: threading.Thread | None = None
     retrainer: Retrainer | None = None
+    apprentice: AutoSwitch | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -244,6 +250,9 @@ class Runtime:
         engine = DecisionEngine(settings, db, boundary, models, decision_log, seed=seed, profiles=profiles)
         experiments.refresh_routes()
         engine.assigner = experiments.assigner
+        modes = SlotModes(db, settings.slots, boundary.policies.version, keyring.active_key_id)
+        modes.refresh()
+        engine.apprentice = ApprenticeHook(modes)
         retrainer = retrainer_from(settings, db) if settings.learner.enabled else None  # worker 0 only
         return cls(
             settings,
@@ -259,6 +268,7 @@ class Runtime:
             experiments,
             profiles=profiles,
             retrainer=retrainer,
+            apprentice=AutoSwitch(db, modes),
         )
 
     def start_background(self) -> None:
@@ -290,6 +300,8 @@ class Runtime:
             target=self._routes_loop, name="tacit-experiment-routes", daemon=True
         )
         self._routes_refresher.start()
+        if self.apprentice is not None:  # the automatic switch runs beside the learner only
+            self.apprentice.start(self.settings.experiments.refresh_seconds, check=self.learner is not None)
         if self.settings.experiments.evaluate:
             self._evaluator = threading.Thread(
                 target=self._evaluate_loop, name="tacit-experiment-rules", daemon=True
@@ -337,6 +349,8 @@ class Runtime:
             self._routes_refresher.join()
         if self._evaluator is not None:
             self._evaluator.join()
+        if self.apprentice is not None:
+            self.apprentice.stop()
         self.decision_log.close()
         if self.retention is not None:
             self.retention.stop()
@@ -442,6 +456,9 @@ def create_server(
         server,
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
+    if runtime.apprentice is not None:
+        slot_servicer = SlotServicer(runtime.apprentice.modes, settings, caller_role(runtime.tokens))
+        slot_pb2_grpc.add_SlotServiceServicer_to_server(slot_servicer, server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:

@@ -112,8 +112,33 @@ class LearnerSettings(_Section):
     )
 
 
+class ApprenticeSettings(_Section):
+    """Apprentice mode of a slot (README "Apprentice mode"): serve the caller's baseline, learn, report."""
+
+    epsilon: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="share of decisions drawn from the learned policy; the baseline gets 1 - epsilon "
+        "(plus the learned policy's own weight on it). 0 = logging only",
+    )
+    switch_margin: float | None = Field(
+        None,
+        description="switch to online by itself once the learned policy's OPE lower bound exceeds the "
+        "baseline's upper bound by this much (reward units); None = only on command",
+    )
+    min_decisions: int = Field(1_000, ge=20, description="no automatic switch on fewer apprentice decisions")
+    window: int = Field(10_000, ge=20, description="the report reads the newest this many decisions")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0, description="of the reported intervals")
+    check_interval_seconds: float = Field(60.0, gt=0, description="how often the automatic switch is checked")
+
+
 class SlotSettings(_Section):
     vw_args: str = DEFAULT_VW_ARGS
+    mode: Literal["online", "apprentice"] = Field(
+        "online", description="the mode the slot starts in; a recorded mode change (SlotService) overrides it"
+    )
+    apprentice: ApprenticeSettings = ApprenticeSettings()
     reward_window_seconds: float = Field(3600.0, gt=0)
     default_reward: float = 0.0
     # Every reward of the slot (the default included) lies in [reward_min, reward_max]:

@@ -33,6 +33,7 @@ from tacit.learning.profiles import ProfileStore
 from tacit.learning.registry import ModelIntegrityError, ServingModels
 from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.boundary import PrivacyBoundary
+from tacit.server.apprentice import ApprenticeHook, Served, stored_mode
 from tacit.server.budget import scrub_chars
 from tacit.server.challengers import spec_for
 from tacit.server.config import Settings, SlotSettings
@@ -58,6 +59,7 @@ class RankInput:
     event_id: str = ""
     defer_activation: bool = False
     request_id: str = ""
+    baseline_id: str = ""
 
 
 Assigner = Callable[[str, str], ArmAssignment | None]
@@ -74,6 +76,9 @@ class RankResult:
     # Undeclared entries the privacy policy dropped (counts only: the keys are client input).
     dropped_context_fields: int = 0
     dropped_candidate_fields: int = 0
+    # The mode that served it ("online" or "apprentice", see server/apprentice.py).
+    slot_mode: str = "online"
+    served_baseline: bool = False
 
 
 class RewardOutcome(Enum):
@@ -395,6 +400,7 @@ class DecisionEngine:
         self._reserved_events: set[str] = set()
         self._ids_lock = Lock()
         self.assigner = assigner
+        self.apprentice: ApprenticeHook | None = None  # apprentice mode's step (set by the runtime)
         self.profiles = profiles
         self._rng = random.Random(seed)
         self._rng_lock = Lock()
@@ -448,6 +454,7 @@ class DecisionEngine:
                     Decision.chosen_index,
                     Decision.model_version,
                     Decision.arm,
+                    Decision.apprentice,
                 ).where(Decision.request_id.in_(request_keys))
             ).first()
         if row is None:
@@ -462,6 +469,7 @@ class DecisionEngine:
             raise _request_id_reused()
         candidate_ids: list[str] = list(row.candidate_ids)
         probabilities: list[float] = list(row.probabilities)
+        mode, served_baseline = stored_mode(row.apprentice, row.chosen_index)
         return RankResult(
             event_id=event_id,
             chosen_id=candidate_ids[row.chosen_index],
@@ -470,6 +478,8 @@ class DecisionEngine:
             ),
             model_version=row.model_version,
             arm=row.arm,
+            slot_mode=mode,
+            served_baseline=served_baseline,
         )
 
     def _derived_event_id(self, key_id: str, request_id: str) -> str:
@@ -537,6 +547,8 @@ class DecisionEngine:
         probabilities, model_version = self._policy_probabilities(
             request.slot, assignment, policy, shared_context, [p.line for p in prepared]
         )
+        served = self._apprentice_step(request, [p.id for p in prepared], probabilities, policy)
+        probabilities, policy = served.probabilities, served.policy
         chosen = self._sample(probabilities)
         order = _ranking_order(probabilities, chosen)
         deadline = now + timedelta(seconds=slot.reward_window_seconds)
@@ -564,6 +576,7 @@ class DecisionEngine:
             # Without a reward the decision is learnable at the deadline (default reward).
             learn_after=None if request.defer_activation else deadline,
             learn_state=LEARN_WAITING,
+            apprentice=served.logged,
         )
         audit = _merged_audit(context.audit, tuple(p.audits for p in prepared), candidate_dropped)
         self.decision_log.submit(decision, audit, {p.digest: p.anonymized for p in prepared})
@@ -576,7 +589,17 @@ class DecisionEngine:
             arm=assignment.arm if assignment is not None else "",
             dropped_context_fields=context.audit.dropped_undeclared,
             dropped_candidate_fields=candidate_dropped,
+            slot_mode=served.mode,
+            served_baseline=served.served_baseline(chosen),
         )
+
+    def _apprentice_step(
+        self, request: RankInput, candidate_ids: Sequence[str], probabilities: tuple[float, ...], policy: str
+    ) -> Served:
+        """Apprentice mode's hook (server/apprentice.py): mixes in the caller's baseline when on."""
+        if self.apprentice is None:
+            return Served(probabilities, policy, "online")
+        return self.apprentice.serve(request.slot, request.baseline_id, candidate_ids, probabilities, policy)
 
     def _policy_probabilities(
         self,

@@ -30,6 +30,9 @@ class Trace:
     optimal: list[float] = field(default_factory=list)
     random: list[float] = field(default_factory=list)
     clicks: list[int] = field(default_factory=list)
+    # Per visit: the mode that served it and whether the caller's baseline was served (apprentice mode).
+    modes: list[int] = field(default_factory=list)
+    served_baseline: list[bool] = field(default_factory=list)
 
     def summary(self, last: int) -> dict[str, float]:
         chosen = float(np.mean(self.chosen[-last:]))
@@ -81,13 +84,18 @@ def drive(
     decisions: int,
     slot: str = "home",
     on_step: Callable[[int, Trace], None] | None = None,
+    baseline: Callable[[Visit], str] | None = None,
 ) -> Trace:
-    """Ranks `decisions` visits and sends each click (1) or no click (0) as the reward."""
+    """Ranks `decisions` visits and sends each click (1) or no click (0) as the reward.
+
+    `baseline` is the site's own rule (its choice is sent as the baseline for apprentice mode)."""
     stub = decision_pb2_grpc.DecisionServiceStub(channel)
     metadata = bearer(token)
     trace = Trace()
     for step, visit in enumerate(site.visits(decisions)):
         request = rank_request(slot, visit.subject_id, visit_context(visit), visit_candidates(visit))
+        if baseline is not None:
+            request.baseline_id = baseline(visit)
         response = stub.Rank(request, metadata=metadata)
         index = [item.item_id for item in visit.candidates].index(response.chosen_id)
         probability = visit.click_probabilities[index]
@@ -100,8 +108,8 @@ def drive(
         trace.optimal.append(visit.optimal_probability)
         trace.random.append(visit.random_probability)
         trace.clicks.append(int(clicked))
+        trace.modes.append(response.slot_mode)
+        trace.served_baseline.append(response.served_baseline)
         if on_step is not None:
             on_step(step, trace)
     return trace
-
-

@@ -74,6 +74,9 @@ class Decision(Base):
     # Per candidate, the content digest of its anonymized feature map (without the id) in
     # `candidate_sets`; the id is `candidate_ids[i]`. See `tacit.store.candidate_sets`.
     candidate_refs: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # Apprentice mode (issue 13): {"baseline": index, "target": the learned policy's probabilities
+    # before mixing, "epsilon": ε}; `probabilities` holds the served mixture. NULL otherwise.
+    apprentice: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     __table_args__ = (
         Index("ix_decisions_learnable", "learn_state", "learn_after"),
@@ -296,3 +299,33 @@ class CandidateSet(Base):
 
     digest: Mapped[str] = mapped_column(String(32), primary_key=True)
     features: Mapped[dict] = mapped_column(JSON)
+
+
+# --- apprentice mode (issue 13) -----------------------------------------------------------
+
+
+class SlotModeRecord(Base):
+    """A slot's recorded mode (online or apprentice); without a row the configured `mode` holds."""
+
+    __tablename__ = "slot_modes"
+
+    slot: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SlotModeChange(Base):
+    """One mode change of a slot: who (a caller's role, or "system"), when, why, and its numbers."""
+
+    __tablename__ = "slot_mode_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(32))
+    from_mode: Mapped[str] = mapped_column(String(16))
+    to_mode: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (Index("ix_slot_mode_changes_slot", "slot", "id"),)

@@ -17,6 +17,7 @@ from tacit.server.converters import (
     require_text,
     timestamp_or_none,
 )
+from tacit.server.converters import slot as slot_converters
 from tacit.server.decisions import CandidateCache, PreparedCandidate, RankInput, RankResult, RawCandidate
 from tacit.server.errors import InvalidArgument
 from tacit.v1 import decision_pb2
@@ -66,6 +67,8 @@ def rank_input(
     for index, excluded in enumerate(request.excluded_ids):
         if not CONTENT_ID.match(excluded):
             raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")
+    if request.baseline_id and not CONTENT_ID.match(request.baseline_id):
+        raise InvalidArgument("baseline_id", f"must match {CONTENT_ID.pattern}")
     return RankInput(
         slot=request.slot,
         subject_id=request.subject_id,
@@ -75,6 +78,7 @@ def rank_input(
         event_id=event_id_or_empty("event_id", request.event_id),
         request_id=event_id_or_empty("request_id", request.request_id),
         defer_activation=request.defer_activation,
+        baseline_id=request.baseline_id,
     )
 
 
@@ -87,6 +91,8 @@ def rank_response(result: RankResult) -> decision_pb2.RankResponse:
         arm=result.arm,
         dropped_context_fields=result.dropped_context_fields,
         dropped_candidate_fields=result.dropped_candidate_fields,
+        slot_mode=slot_converters.SLOT_MODES[result.slot_mode],
+        served_baseline=result.served_baseline,
     )
 
 

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from tacit.v1 import common_pb2 as _common_pb2
+from tacit.v1 import slot_pb2 as _slot_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -31,7 +32,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id")
+    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id", "baseline_id")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +41,7 @@ class RankRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEFER_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_ID_FIELD_NUMBER: _ClassVar[int]
     slot: str
     subject_id: str
     context: _common_pb2.Features
@@ -48,7 +50,8 @@ class RankRequest(_message.Message):
     event_id: str
     defer_activation: bool
     request_id: str
-    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    baseline_id: str
+    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ..., baseline_id: _Optional[str] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("id", "probability")
@@ -59,7 +62,7 @@ class RankedCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields")
+    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields", "slot_mode", "served_baseline")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_ID_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +70,8 @@ class RankResponse(_message.Message):
     ARM_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CONTEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CANDIDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_MODE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BASELINE_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     chosen_id: str
     ranking: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
@@ -74,7 +79,9 @@ class RankResponse(_message.Message):
     arm: str
     dropped_context_fields: int
     dropped_candidate_fields: int
-    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ...) -> None: ...
+    slot_mode: _slot_pb2.SlotMode
+    served_baseline: bool
+    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ..., slot_mode: _Optional[_Union[_slot_pb2.SlotMode, str]] = ..., served_baseline: _Optional[bool] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "value", "request_id", "occurred_at")
