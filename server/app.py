@@ -38,6 +38,7 @@ from tacit.privacy.key_registry import KeyRingMismatch, register_key_ring
 from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.auth import TokenStore, require_private
+from tacit.server.auto_optimize import AutoOptimizer
 from tacit.server.challengers import arm_models, challenger_source, policy_check, promoter
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
@@ -161,6 +162,7 @@ class Runtime:
     _metrics: MetricsSampler | None = None
     _routes_refresher: threading.Thread | None = None
     retrainer: Retrainer | None = None
+    auto_optimizer: AutoOptimizer | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -245,6 +247,9 @@ class Runtime:
         experiments.refresh_routes()
         engine.assigner = experiments.assigner
         retrainer = retrainer_from(settings, db) if settings.learner.enabled else None  # worker 0 only
+        auto_optimizer = AutoOptimizer(
+            db, settings, experiments, boundary.policies.version, keyring.active_key_id
+        )
         return cls(
             settings,
             db,
@@ -259,6 +264,7 @@ class Runtime:
             experiments,
             profiles=profiles,
             retrainer=retrainer,
+            auto_optimizer=auto_optimizer,
         )
 
     def start_background(self) -> None:
@@ -266,6 +272,12 @@ class Runtime:
             self.learner.start()
         if self.retrainer is not None:
             self.retrainer.start()
+        if (
+            self.auto_optimizer is not None
+            and self.settings.auto_optimize.schedule
+            and self.learner is not None
+        ):
+            self.auto_optimizer.start()  # the schedule runs in the learner's process only
         privacy = self.settings.privacy
         self.retention = retention_purger(
             self.db,
@@ -344,6 +356,8 @@ class Runtime:
             self.learner.stop()
         if self.retrainer is not None:
             self.retrainer.stop()
+        if self.auto_optimizer is not None:
+            self.auto_optimizer.stop()
         self.models.close()
         self.db.dispose()
 
@@ -381,7 +395,9 @@ def prediction_and_model_servicers(
     expected = EngagementPredictions(runtime.db, runtime.boundary, profiles, engagement)
     return (
         PredictionServicer(predictions, settings.limits, known_names, expected),
-        ModelServicer(runtime.db, settings, classifiers, engagement),
+        ModelServicer(
+            runtime.db, settings, classifiers, engagement, runtime.auto_optimizer, caller_role(runtime.tokens)
+        ),
     )
 
 
