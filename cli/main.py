@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tacit.cli.experiment import register as add_experiment_parser
 
     add_experiment_parser(sub)
+    from tacit.cli.auto_optimize import register as add_auto_optimize_parser
+
+    add_auto_optimize_parser(sub)
     return parser
 
 

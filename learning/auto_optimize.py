@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -151,15 +152,13 @@ def evaluate_configs(
         raise EvaluationError(
             f"the slot has {len(decisions)} decisions with a final reward; at least {needed} are needed"
         )
-    settings = {
-        "warmup_fraction": warmup_fraction, "reward_range": reward_range, "confidence": confidence,
-        "min_matched_rewards": min_matched_rewards, "random_seed": random_seed,
-    }  # fmt: skip
-    current = ConfigEstimate(current_args, progressive_estimate(decisions, current_args, **settings), True)
+    estimate = partial(
+        progressive_estimate, decisions, warmup_fraction=warmup_fraction, reward_range=reward_range,
+        confidence=confidence, min_matched_rewards=min_matched_rewards, random_seed=random_seed,
+    )  # fmt: skip
+    current = ConfigEstimate(current_args, estimate(current_args), True)
     others = tuple(
-        ConfigEstimate(args, progressive_estimate(decisions, args, **settings))
-        for args in dict.fromkeys(candidates)
-        if args != current_args
+        ConfigEstimate(args, estimate(args)) for args in dict.fromkeys(candidates) if args != current_args
     )
     judged = [c for c in others if c.judged]
     floor = current.estimate.ci_low + margin

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from google.protobuf.json_format import Parse
 from sqlalchemy import select
 
+from tacit.cli import main
 from tacit.server.auth import Role
 from tacit.server.auto_optimize import AutoOptimizer
 from tacit.sim.world import ContentSite
@@ -55,7 +57,7 @@ def _start(
 
 
 def test_auto_optimize_finds_a_better_configuration_and_its_rollout_ships_it(
-    database_url: str, start_server: Callable[..., ServerHandle]
+    database_url: str, start_server: Callable[..., ServerHandle], capsys: pytest.CaptureFixture[str]
 ) -> None:
     handle = _start(start_server, database_url)
     driver = Driver(handle, ContentSite(seed=21, n_candidates=6))
@@ -67,7 +69,11 @@ def test_auto_optimize_finds_a_better_configuration_and_its_rollout_ships_it(
     md = handle.metadata(Role.EXPERIMENTER)
     runtime = handle.running.runtime
     # A dry run, and a slot that does not allow challengers: proposed, recorded, nothing started.
-    dry = models.AutoOptimize(model_pb2.AutoOptimizeRequest(slot="home", dry_run=True), metadata=md)
+    cli = ["auto-optimize", "--target", handle.target, "--data-dir", str(handle.data_dir)]
+    capsys.readouterr()
+    assert main([*cli, "run", "--slot", "home", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    dry = Parse(out[out.index("{") :], model_pb2.AutoOptimizeRun())
     assert (dry.outcome, dry.experiment_id) == ("proposed", "") and "dry run" in dry.note, dry.note
     closed = runtime.settings.model_copy(deep=True)
     closed.slots["home"].auto_optimize_challenger = False
@@ -92,6 +98,9 @@ def test_auto_optimize_finds_a_better_configuration_and_its_rollout_ships_it(
 
     # The stored run and its audit record (counts only, no argument string, no value).
     listed = models.ListAutoOptimizeRuns(model_pb2.AutoOptimizeListRunsRequest(slot="home"), metadata=md)
+    capsys.readouterr()
+    assert main([*cli, "list", "--slot", "home"]) == 0
+    assert Parse(capsys.readouterr().out, model_pb2.AutoOptimizeListRunsResponse()) == listed
     assert [r.id for r in listed.runs] == [run.id, refused.id, dry.id] and listed.runs[0] == run
     assert [r.trigger for r in listed.runs] == ["command"] * 3
     with runtime.db.transaction() as session:
