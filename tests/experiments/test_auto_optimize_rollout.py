@@ -29,13 +29,14 @@ from tests.experiments.test_challengers import (
     _drive_until_decided,
     _wait_for,
 )
+from tests.learning.test_training_service import error_reason
 
 POOR = "--cb_explore_adf --epsilon 0.5 --ignore U"
 GRID = ["--cb_explore_adf --squarecb -q UA", "--cb_explore_adf --squarecb -q UA -l 0.1"]
 
 
 def _start(
-    start_server: Callable[..., ServerHandle], database_url: str, allow_challenger: bool = True
+    start_server: Callable[..., ServerHandle], database_url: str, **auto_optimize: object
 ) -> ServerHandle:
     return start_server(
         database_url,
@@ -43,7 +44,7 @@ def _start(
             "home": {
                 "vw_args": POOR,
                 "reward_window_seconds": REWARD_WINDOW,
-                "auto_optimize_challenger": allow_challenger,
+                "auto_optimize_challenger": True,
             }
         },
         learner={"checkpoint_interval_seconds": 0.2, "reload_interval_seconds": 0.1},
@@ -52,7 +53,7 @@ def _start(
             "refresh_seconds": 0.05,
             "sequential_tuning_n": 1000,
         },
-        auto_optimize={"grid": GRID, "margin": 0.02, "stages": [[50, 150], [100, 250]]},
+        auto_optimize={"grid": GRID, "margin": 0.02, "stages": [[50, 150], [100, 250]], **auto_optimize},
     )
 
 
@@ -172,6 +173,8 @@ def test_bad_auto_optimize_requests_are_refused_naming_the_field_and_store_nothi
         )
     details = caught.value.details() or ""
     assert caught.value.code() == code and field in details, details
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        assert error_reason(caught.value) == "NOT_ENOUGH_DECISIONS"
     assert "secret_flag_value" not in details and "Nope!" not in details and "sidebar" not in details
     with handle.running.runtime.db.transaction() as session:
         assert session.execute(select(AutoOptimizeRun)).first() is None
@@ -180,3 +183,30 @@ def test_bad_auto_optimize_requests_are_refused_naming_the_field_and_store_nothi
             model_pb2.AutoOptimizeRequest(slot="home"), metadata=handle.metadata(Role.SERVICE)
         )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_schedule_runs_on_the_configured_slots_and_records_its_trigger(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    handle = _start(start_server, "", schedule=True, interval_seconds=1.0, slots=["home"], grid=GRID[:1])
+    runtime = handle.running.runtime
+    assert runtime.auto_optimizer is not None and runtime.auto_optimizer.run_scheduled() == []  # no log yet
+    Driver(handle, ContentSite(seed=23, n_candidates=6)).run(60)
+    time.sleep(REWARD_WINDOW + 0.5)
+    md = handle.metadata(Role.EXPERIMENTER)
+    models = model_pb2_grpc.ModelServiceStub(handle.channel)
+
+    def scheduled() -> list[model_pb2.AutoOptimizeRun]:
+        request = model_pb2.AutoOptimizeListRunsRequest(slot="home")
+        return [r for r in models.ListAutoOptimizeRuns(request, metadata=md).runs if r.trigger == "schedule"]
+
+    _wait_for(lambda: len(scheduled()) > 0, seconds=60)
+    run = scheduled()[-1]
+    assert run.slot == "home" and run.decisions == 60 and run.outcome != "running"
+    assert [c.vw_args for c in run.candidates] == [POOR, GRID[0]]
+    with runtime.db.transaction() as session:
+        stored = session.get(AutoOptimizeRun, run.id)
+        assert stored is not None and stored.actor == "auto-optimize"
+        assert session.execute(
+            select(AuditRecord).where(AuditRecord.correlation_id == f"auto_optimize:{run.id}")
+        ).scalar_one()
