@@ -60,6 +60,13 @@ TASK = re.compile(
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
 
 
+def _page(page_size: int, page_token: str, method: str) -> tuple[int, int | None]:
+    """(page size, id to continue after) of a List call; INVALID_ARGUMENT names the bad field."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(page_size or DEFAULT_PAGE, MAX_PAGE), decode_page_token(page_token, method)
+
+
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     def __init__(
         self,
@@ -210,10 +217,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     ) -> model_pb2.ListRetrainingRunsResponse:
         if request.task and not TASK.match(request.task):
             raise InvalidArgument("task", f"must match {TASK.pattern}")
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        page_size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        after = decode_page_token(request.page_token, "ListRetrainingRuns")
+        page_size, after = _page(request.page_size, request.page_token, "ListRetrainingRuns")
         runs, cursor = list_runs(self._db, request.task or None, page_size, after)
         return model_pb2.ListRetrainingRunsResponse(
             runs=[retraining_run_message(r) for r in runs],
@@ -259,10 +263,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     ) -> model_pb2.AutoOptimizeListRunsResponse:
         if request.slot:
             converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        page_size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        after = decode_page_token(request.page_token, "ListAutoOptimizeRuns")
+        page_size, after = _page(request.page_size, request.page_token, "ListAutoOptimizeRuns")
         runs, cursor = list_auto_optimize_runs(self._db, request.slot or None, page_size, after)
         return model_pb2.AutoOptimizeListRunsResponse(
             runs=[auto_optimize_run_message(r) for r in runs],

@@ -200,7 +200,19 @@ def test_the_schedule_runs_on_the_configured_slots_and_records_its_trigger(
         request = model_pb2.AutoOptimizeListRunsRequest(slot="home")
         return [r for r in models.ListAutoOptimizeRuns(request, metadata=md).runs if r.trigger == "schedule"]
 
-    _wait_for(lambda: len(scheduled()) > 0, seconds=60)
+    _wait_for(lambda: len(scheduled()) > 1, seconds=90)
+    # Pages of one run, newest first, follow each other without a gap.
+    first = models.ListAutoOptimizeRuns(model_pb2.AutoOptimizeListRunsRequest(page_size=1), metadata=md)
+    second = models.ListAutoOptimizeRuns(
+        model_pb2.AutoOptimizeListRunsRequest(page_size=1, page_token=first.next_page_token), metadata=md
+    )
+    assert len(first.runs) == len(second.runs) == 1 and first.runs[0].id > second.runs[0].id
+    for bad, field in ((model_pb2.AutoOptimizeListRunsRequest(page_token="nope"), "page_token"),
+                       (model_pb2.AutoOptimizeListRunsRequest(page_size=-1), "page_size")):  # fmt: skip
+        with pytest.raises(grpc.RpcError) as caught:
+            models.ListAutoOptimizeRuns(bad, metadata=md)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (caught.value.details() or "")
     run = scheduled()[-1]
     assert run.slot == "home" and run.decisions == 60 and run.outcome != "running"
     assert [c.vw_args for c in run.candidates] == [POOR, GRID[0]]
