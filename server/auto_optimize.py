@@ -7,12 +7,14 @@ persists the run (`auto_optimize_runs`), and when a candidate is proposed and th
 (`slots.<name>.auto_optimize_challenger`), creates and starts an experiment whose control arm is
 the slot's policy (`bandit`) and whose challenger arm is `bandit:<proposed arguments>`, with the
 configured stages and auto-advance: the rollout rules then ship it (the challenger becomes the
-slot's policy) or roll it back. Every run writes one audit record (kind "auto_optimize") with
-counts only.
+slot's policy) or roll it back. A run that may start one (not a dry run) first concludes the
+slot's ended auto-optimize experiments, which would otherwise hold the slot. Every run writes
+one audit record (kind "auto_optimize") with counts only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -26,7 +28,7 @@ from sqlalchemy import select
 from tacit.experiments.errors import ExperimentConflict, ExperimentExists, SpecError
 from tacit.experiments.rules import Stage
 from tacit.experiments.service import ExperimentService
-from tacit.experiments.service.definitions import ArmConfig, ExperimentDefinition
+from tacit.experiments.service.definitions import ArmConfig, ExperimentDefinition, ExperimentState
 from tacit.learning.auto_optimize import DEFAULT_GRID, ConfigEstimate, OptimizeResult, optimize_slot
 from tacit.learning.evaluation import EvaluationError
 from tacit.learning.registry import bandit_task, newest_checkpoint
@@ -42,6 +44,7 @@ AUTO_OPTIMIZE_KIND = "auto_optimize"
 ACTOR = "auto-optimize"
 CONTROL_ARM = "current"
 CHALLENGER_ARM = "proposed"
+EXPERIMENT_PREFIX = "autoopt-"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class AutoOptimizer:
                 reward_range=slot_settings.reward_range, random_seed=self.settings.server.seed or 0,
             )  # fmt: skip
             row_id = self._insert(slot, actor, trigger, started_at, result)
+            if not dry_run:
+                self._conclude_ended(slot, row_id)
             outcome, experiment_id, note = self._act(slot, row_id, result, dry_run)
             return self._finish(row_id, slot, result, outcome, experiment_id, note)
 
@@ -172,6 +177,18 @@ class AutoOptimizer:
             session.flush()
             return int(row.id)
 
+    def _conclude_ended(self, slot: str, run_id: int) -> None:
+        """Concludes this slot's ended (shipped or rolled back) auto-optimize experiments, which would
+        hold the slot; the slot's policy serves on unchanged (a shipped winner is already its policy)."""
+        experiments, _ = self.experiments.list_experiments(page_size=500, slot=slot)
+        ended = (ExperimentState.SHIPPED, ExperimentState.ROLLED_BACK)
+        for experiment in experiments:
+            experiment_id = experiment.definition.experiment_id
+            if experiment_id.startswith(EXPERIMENT_PREFIX) and experiment.state in ended:
+                with contextlib.suppress(ExperimentConflict):  # concluded meanwhile by someone else
+                    reason = f"auto-optimize run {run_id}: rollout ended"
+                    self.experiments.conclude(experiment_id, ACTOR, reason)
+
     def _act(self, slot: str, run_id: int, result: OptimizeResult, dry_run: bool) -> tuple[str, str, str]:
         """(outcome, experiment id, note) after the verdict."""
         if not result.proposed or result.best is None:
@@ -181,7 +198,7 @@ class AutoOptimizer:
         if not self.settings.slots[slot].auto_optimize_challenger:
             return "proposed", "", f"{result.reason}; slots.{slot}.auto_optimize_challenger is off"
         config = self.settings.auto_optimize
-        experiment_id = f"autoopt-{run_id}"
+        experiment_id = f"{EXPERIMENT_PREFIX}{run_id}"
         definition = ExperimentDefinition(
             experiment_id=experiment_id,
             slot=slot,

@@ -137,11 +137,14 @@ def test_auto_optimize_finds_a_better_configuration_and_its_rollout_ships_it(
     # Shipped: the slot now serves and learns with the proposed arguments, and the next run
     # starts from them.
     _wait_for(lambda: runtime.models.get("home").vw_args == run.best_args)
-    again = models.AutoOptimize(
-        model_pb2.AutoOptimizeRequest(slot="home", candidates=[POOR], dry_run=True), metadata=md
-    )
+    again = models.AutoOptimize(model_pb2.AutoOptimizeRequest(slot="home", candidates=[POOR]), metadata=md)
     assert again.current_args == run.best_args and again.outcome == "kept_current", again.note
     assert [c.vw_args for c in again.candidates] == [run.best_args, POOR]
+    # Its shipped rollout no longer holds the slot: concluded by the next run, recorded as such.
+    concluded = _changes(handle, run.experiment_id)[-1]
+    assert (concluded.action, concluded.actor) == ("conclude", "auto-optimize")
+    assert f"auto-optimize run {again.id}" in concluded.reason
+    _wait_for(lambda: runtime.models.get("home").vw_args == run.best_args)
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,9 @@ class ModelServiceServicer:
         (progressive validation, IPS with a 95% betting interval) against the slot's current
         configuration; proposes the best when its lower bound beats the current one's by the
         configured margin and, when slots.<name>.auto_optimize_challenger is on, starts it as a
-        bandit:<args> challenger in a staged experiment. The run is stored and audited.
+        bandit:<args> challenger in a staged experiment ("autoopt-<run id>"; a run that is not a
+        dry run first concludes the slot's shipped or rolled-back autoopt-* experiments, which would
+        hold the slot). The run is stored and audited.
         FAILED_PRECONDITION (reason NOT_ENOUGH_DECISIONS) when the log is too short; nothing is
         stored then.
         """
