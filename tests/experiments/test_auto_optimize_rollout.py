@@ -18,6 +18,7 @@ from sqlalchemy import select
 from tacit.cli import main
 from tacit.server.auth import Role
 from tacit.server.auto_optimize import AutoOptimizer
+from tacit.server.config import ConfigError, load_settings
 from tacit.sim.world import ContentSite
 from tacit.store.schema import AuditRecord, AutoOptimizeRun
 from tacit.v1 import experiment_pb2, experiment_pb2_grpc, model_pb2, model_pb2_grpc
@@ -225,3 +226,20 @@ def test_the_schedule_runs_on_the_configured_slots_and_records_its_trigger(
         assert session.execute(
             select(AuditRecord).where(AuditRecord.correlation_id == f"auto_optimize:{run.id}")
         ).scalar_one()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"grid": [GRID[0], "--cb_explore_adf --cb 4"]}, "grid[1]"),
+        ({"margin": -0.1}, "margin"),
+        ({"warmup_fraction": 1.0}, "warmup_fraction"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)
+def test_an_unusable_auto_optimize_section_stops_the_start_naming_the_setting(
+    section: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, auto_optimize=section)
+    assert "auto_optimize" in str(caught.value) and message in str(caught.value), str(caught.value)
