@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tacit.cli.slot import register as add_slot_parser
 
     add_slot_parser(sub)
+    from tacit.cli.auto_optimize import register as add_auto_optimize_parser
+
+    add_auto_optimize_parser(sub)
     return parser
 
 

@@ -39,6 +39,7 @@ from tacit.privacy.policy import DEFAULT_POLICIES, PolicySet
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.apprentice import ApprenticeHook, AutoSwitch, SlotModes
 from tacit.server.auth import TokenStore, require_private
+from tacit.server.auto_optimize import AutoOptimizer
 from tacit.server.challengers import arm_models, challenger_source, policy_check, promoter
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
@@ -167,6 +168,7 @@ class Runtime:
     _routes_refresher: threading.Thread | None = None
     retrainer: Retrainer | None = None
     apprentice: AutoSwitch | None = None
+    auto_optimizer: AutoOptimizer | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -254,6 +256,9 @@ class Runtime:
         modes.refresh()
         engine.apprentice = ApprenticeHook(modes)
         retrainer = retrainer_from(settings, db) if settings.learner.enabled else None  # worker 0 only
+        auto_optimizer = AutoOptimizer(
+            db, settings, experiments, boundary.policies.version, keyring.active_key_id
+        )
         return cls(
             settings,
             db,
@@ -269,6 +274,7 @@ class Runtime:
             profiles=profiles,
             retrainer=retrainer,
             apprentice=AutoSwitch(db, modes),
+            auto_optimizer=auto_optimizer,
         )
 
     def start_background(self) -> None:
@@ -276,6 +282,12 @@ class Runtime:
             self.learner.start()
         if self.retrainer is not None:
             self.retrainer.start()
+        if (
+            self.auto_optimizer is not None
+            and self.settings.auto_optimize.schedule
+            and self.learner is not None
+        ):
+            self.auto_optimizer.start()  # the schedule runs in the learner's process only
         privacy = self.settings.privacy
         self.retention = retention_purger(
             self.db,
@@ -358,6 +370,8 @@ class Runtime:
             self.learner.stop()
         if self.retrainer is not None:
             self.retrainer.stop()
+        if self.auto_optimizer is not None:
+            self.auto_optimizer.stop()
         self.models.close()
         self.db.dispose()
 
@@ -395,7 +409,9 @@ def prediction_and_model_servicers(
     expected = EngagementPredictions(runtime.db, runtime.boundary, profiles, engagement)
     return (
         PredictionServicer(predictions, settings.limits, known_names, expected),
-        ModelServicer(runtime.db, settings, classifiers, engagement),
+        ModelServicer(
+            runtime.db, settings, classifiers, engagement, runtime.auto_optimizer, caller_role(runtime.tokens)
+        ),
     )
 
 

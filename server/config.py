@@ -147,6 +147,11 @@ class SlotSettings(_Section):
     reward_max: float = 1.0
     reward_aggregation: Literal["first", "last", "sum", "max"] = "first"
     max_candidates: int | None = Field(None, ge=1)
+    auto_optimize_challenger: bool = Field(
+        False,
+        description="auto-optimize may start the configuration it proposes as a bandit:<args> challenger "
+        "in a staged experiment on this slot (otherwise it only proposes)",
+    )
     profile_features: list[str] = Field(
         default_factory=list,
         description="behavioural profile features (tacit.learning.features names) added to the context "
@@ -231,6 +236,40 @@ class RetrainingSettings(_Section):
     snapshot_every_days: float = Field(2.0, gt=0)
 
 
+class AutoOptimizeSettings(_Section):
+    """Auto-optimize (tacit.server.auto_optimize): candidate VW configurations judged on a slot's log."""
+
+    schedule: bool = Field(False, description="run on every slot each interval (learner process only)")
+    interval_seconds: float = Field(86_400.0, gt=0, description="how often the scheduled runs happen")
+    slots: list[str] = Field(default_factory=list, description="slots the schedule runs on; empty = all")
+    grid: list[str] = Field(
+        default_factory=list, description="candidate VW arguments; empty = the built-in grid"
+    )
+    margin: float = Field(
+        0.01, ge=0, description="propose when best lower bound >= current lower bound + margin"
+    )
+    max_decisions: int = Field(20_000, ge=50, le=200_000, description="newest decisions with a final reward")
+    warmup_fraction: float = Field(0.5, ge=0, lt=1, description="share of the log learned but not scored")
+    stages: list[tuple[float, int]] = Field(
+        default_factory=lambda: [(10.0, 1_000), (50.0, 2_000), (100.0, 5_000)],
+        description="the challenger experiment's stages: (percent, minimum subjects per arm)",
+    )
+    primary_metric: str = "click_through"
+    learn_from_all: bool = Field(
+        True, description="the challenger learns from every decision of the slot, importance-weighted"
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _valid_grid(cls, grid: list[str]) -> list[str]:
+        for index, value in enumerate(grid):
+            try:
+                check_workspace(value)
+            except BanditConfigError as error:
+                raise ValueError(f"grid[{index}]: {error}") from None
+        return grid
+
+
 class TrainingSettings(_Section):
     """`tacit train`'s classifier search and its MLflow tracking (README "Models")."""
 
@@ -258,6 +297,7 @@ class Settings(BaseSettings):
     experiments: ExperimentSettings = ExperimentSettings()
     retraining: RetrainingSettings = RetrainingSettings()
     training: TrainingSettings = TrainingSettings()
+    auto_optimize: AutoOptimizeSettings = AutoOptimizeSettings()
     slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
 
     @classmethod

@@ -329,3 +329,34 @@ class SlotModeChange(Base):
     report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_slot_mode_changes_slot", "slot", "id"),)
+# --- auto-optimize runs (issue 13, part 3) -------------------------------------------------
+
+
+class AutoOptimizeRun(Base):
+    """One auto-optimize run of a slot: every candidate VW configuration's off-policy estimate on the
+    slot's log, the verdict, and the challenger experiment it started (if any).
+
+    ``outcome``: running, kept_current (no candidate beat the current configuration by the margin),
+    proposed (one did; no experiment started: not allowed for the slot, a dry run, or the slot busy,
+    see ``note``), started (its challenger experiment ``experiment_id`` is running) or failed.
+    ``estimates`` holds one dict per configuration (arguments and figures); no personal value.
+    """
+
+    __tablename__ = "auto_optimize_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    current_args: Mapped[str] = mapped_column(String(512))
+    best_args: Mapped[str] = mapped_column(String(512), default="")
+    margin: Mapped[float] = mapped_column(Float, default=0.0)
+    decisions: Mapped[int] = mapped_column(Integer, default=0)
+    estimates: Mapped[list] = mapped_column(JSON, default=list)
+    experiment_id: Mapped[str] = mapped_column(String(64), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_auto_optimize_runs_slot_id", "slot", "id"),)

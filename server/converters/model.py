@@ -15,6 +15,7 @@ from tacit.learning.evaluation import DriftSummary
 from tacit.learning.registry import PROMOTED, needs_retraining
 from tacit.learning.registry_models import ModelRecord
 from tacit.learning.retraining import RunRecord
+from tacit.server.auto_optimize import RunRecord as AutoOptimizeRecord
 from tacit.server.converters import to_timestamp
 from tacit.server.errors import InvalidArgument
 from tacit.v1 import model_pb2
@@ -138,4 +139,25 @@ def retraining_run_message(run: RunRecord) -> model_pb2.RetrainingRun:
         message.active_score = run.active_score
     if run.candidate_score is not None and math.isfinite(run.candidate_score):
         message.candidate_score = run.candidate_score
+    return message
+
+
+def auto_optimize_run_message(run: AutoOptimizeRecord) -> model_pb2.AutoOptimizeRun:
+    """The wire form of a stored auto-optimize run; missing figures (no interval) become 0."""
+    message = model_pb2.AutoOptimizeRun(
+        id=run.id, slot=run.slot, trigger=run.trigger, start_time=to_timestamp(run.started_at),
+        outcome=run.outcome, current_args=run.current_args, best_args=run.best_args, margin=run.margin,
+        decisions=run.decisions, experiment_id=run.experiment_id, note=run.note,
+        candidates=[
+            model_pb2.AutoOptimizeCandidate(
+                vw_args=e["vw_args"], current=bool(e["current"]), estimator=e["estimator"],
+                value=e["value"] or 0.0, ci_low=e["ci_low"] or 0.0, ci_high=e["ci_high"] or 0.0,
+                n=e["n"], status=e["status"], effective_sample_size=e["effective_sample_size"] or 0.0,
+                matched=e["matched"], matched_rewards=e["matched_rewards"],
+            )
+            for e in run.estimates
+        ],
+    )  # fmt: skip
+    if run.finished_at is not None:
+        message.end_time.CopyFrom(to_timestamp(run.finished_at))
     return message

@@ -4,9 +4,11 @@ scheduler's runs; conversions in `converters.model`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import grpc
 
+from tacit.learning.bandit import BanditConfigError, check_workspace
 from tacit.learning.engagement import ENGAGEMENT_TASK, ServingEngagement
 from tacit.learning.evaluation import (
     DRIFT_RECENT,
@@ -30,8 +32,11 @@ from tacit.learning.registry_models import (
 )
 from tacit.learning.retraining import list_runs
 from tacit.server import converters
+from tacit.server.auto_optimize import AutoOptimizer
+from tacit.server.auto_optimize import list_runs as list_auto_optimize_runs
 from tacit.server.config import Settings
 from tacit.server.converters.model import (
+    auto_optimize_run_message,
     decode_page_token,
     drift_message,
     encode_page_token,
@@ -46,11 +51,20 @@ from tacit.v1 import model_pb2, model_pb2_grpc
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_POLICIES = 16
+# A candidate becomes the challenger policy "bandit:<args>", stored in 128 characters.
+MAX_CANDIDATE_CHARS = 128 - len("bandit:")
 TASK = re.compile(
     r"^(conversion|churn|engagement|bandit:[a-z][a-z0-9_\-]{0,63}"
     r"|challenger:[a-z][a-z0-9\-]{0,62}:[a-z0-9][a-z0-9_\-]{0,20})$"
 )
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
+
+
+def _page(page_size: int, page_token: str, method: str) -> tuple[int, int | None]:
+    """(page size, id to continue after) of a List call; INVALID_ARGUMENT names the bad field."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(page_size or DEFAULT_PAGE, MAX_PAGE), decode_page_token(page_token, method)
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -60,7 +74,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         settings: Settings,
         classifiers: ServingClassifiers,
         engagement: ServingEngagement | None = None,
+        auto_optimizer: AutoOptimizer | None = None,
+        actor: Callable[[grpc.ServicerContext], str] | None = None,
     ) -> None:
+        self._auto_optimizer = auto_optimizer
+        self._actor = actor
         self._db = db
         self._settings = settings
         self._classifiers = classifiers
@@ -199,12 +217,55 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     ) -> model_pb2.ListRetrainingRunsResponse:
         if request.task and not TASK.match(request.task):
             raise InvalidArgument("task", f"must match {TASK.pattern}")
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        page_size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        after = decode_page_token(request.page_token, "ListRetrainingRuns")
+        page_size, after = _page(request.page_size, request.page_token, "ListRetrainingRuns")
         runs, cursor = list_runs(self._db, request.task or None, page_size, after)
         return model_pb2.ListRetrainingRunsResponse(
             runs=[retraining_run_message(r) for r in runs],
+            next_page_token=encode_page_token(cursor) if cursor is not None else "",
+        )
+
+    def AutoOptimize(  # noqa: N802
+        self, request: model_pb2.AutoOptimizeRequest, context: grpc.ServicerContext
+    ) -> model_pb2.AutoOptimizeRun:
+        converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
+        if request.slot not in self._settings.slots:
+            raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
+        if len(request.candidates) > MAX_POLICIES:
+            raise InvalidArgument("candidates", f"at most {MAX_POLICIES} candidates per request")
+        for index, candidate in enumerate(request.candidates):
+            if len(candidate) > MAX_CANDIDATE_CHARS:
+                raise InvalidArgument(
+                    f"candidates[{index}]", f"is longer than {MAX_CANDIDATE_CHARS} characters"
+                )
+            try:
+                check_workspace(candidate)
+            except BanditConfigError as error:
+                # VW's own refusal quotes the option it did not know: say only that it refused.
+                message = (
+                    str(error) if "Vowpal Wabbit refuses" not in str(error) else "Vowpal Wabbit refuses it"
+                )
+                raise InvalidArgument(f"candidates[{index}]", message) from None
+        if self._auto_optimizer is None:
+            raise FailedPrecondition(
+                "auto-optimize is not available in this process", "AUTO_OPTIMIZE_UNAVAILABLE"
+            )
+        actor = self._actor(context) if self._actor is not None else "api"
+        try:
+            run = self._auto_optimizer.run(
+                request.slot, actor, "command", list(request.candidates), dry_run=request.dry_run
+            )
+        except EvaluationError as error:
+            raise FailedPrecondition(str(error), "NOT_ENOUGH_DECISIONS") from None
+        return auto_optimize_run_message(run)
+
+    def ListAutoOptimizeRuns(  # noqa: N802
+        self, request: model_pb2.AutoOptimizeListRunsRequest, context: grpc.ServicerContext
+    ) -> model_pb2.AutoOptimizeListRunsResponse:
+        if request.slot:
+            converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
+        page_size, after = _page(request.page_size, request.page_token, "ListAutoOptimizeRuns")
+        runs, cursor = list_auto_optimize_runs(self._db, request.slot or None, page_size, after)
+        return model_pb2.AutoOptimizeListRunsResponse(
+            runs=[auto_optimize_run_message(r) for r in runs],
             next_page_token=encode_page_token(cursor) if cursor is not None else "",
         )

@@ -246,3 +246,87 @@ class ListRetrainingRunsResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[RetrainingRun]
     next_page_token: str
     def __init__(self, runs: _Optional[_Iterable[_Union[RetrainingRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AutoOptimizeRequest(_message.Message):
+    __slots__ = ("slot", "candidates", "dry_run")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    candidates: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    def __init__(self, slot: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class AutoOptimizeCandidate(_message.Message):
+    __slots__ = ("vw_args", "current", "estimator", "value", "ci_low", "ci_high", "n", "status", "effective_sample_size", "matched", "matched_rewards")
+    VW_ARGS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    vw_args: str
+    current: bool
+    estimator: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    status: str
+    effective_sample_size: float
+    matched: int
+    matched_rewards: int
+    def __init__(self, vw_args: _Optional[str] = ..., current: _Optional[bool] = ..., estimator: _Optional[str] = ..., value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., n: _Optional[int] = ..., status: _Optional[str] = ..., effective_sample_size: _Optional[float] = ..., matched: _Optional[int] = ..., matched_rewards: _Optional[int] = ...) -> None: ...
+
+class AutoOptimizeRun(_message.Message):
+    __slots__ = ("id", "slot", "trigger", "start_time", "end_time", "outcome", "current_args", "best_args", "margin", "decisions", "candidates", "experiment_id", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_ARGS_FIELD_NUMBER: _ClassVar[int]
+    BEST_ARGS_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    slot: str
+    trigger: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    outcome: str
+    current_args: str
+    best_args: str
+    margin: float
+    decisions: int
+    candidates: _containers.RepeatedCompositeFieldContainer[AutoOptimizeCandidate]
+    experiment_id: str
+    note: str
+    def __init__(self, id: _Optional[int] = ..., slot: _Optional[str] = ..., trigger: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[str] = ..., current_args: _Optional[str] = ..., best_args: _Optional[str] = ..., margin: _Optional[float] = ..., decisions: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[AutoOptimizeCandidate, _Mapping]]] = ..., experiment_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class AutoOptimizeListRunsRequest(_message.Message):
+    __slots__ = ("slot", "page_size", "page_token")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    page_size: int
+    page_token: str
+    def __init__(self, slot: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AutoOptimizeListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[AutoOptimizeRun]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[AutoOptimizeRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -61,6 +61,16 @@ class ModelServiceStub:
                 request_serializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsResponse.FromString,
                 _registered_method=True)
+        self.AutoOptimize = channel.unary_unary(
+                '/tacit.v1.ModelService/AutoOptimize',
+                request_serializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeRun.FromString,
+                _registered_method=True)
+        self.ListAutoOptimizeRuns = channel.unary_unary(
+                '/tacit.v1.ModelService/ListAutoOptimizeRuns',
+                request_serializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -101,6 +111,28 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AutoOptimize(self, request, context):
+        """Evaluates candidate VW configurations offline on the slot's own logged decisions
+        (progressive validation, IPS with a 95% betting interval) against the slot's current
+        configuration; proposes the best when its lower bound beats the current one's by the
+        configured margin and, when slots.<name>.auto_optimize_challenger is on, starts it as a
+        bandit:<args> challenger in a staged experiment ("autoopt-<run id>"; a run that is not a
+        dry run first concludes the slot's shipped or rolled-back autoopt-* experiments, which would
+        hold the slot). The run is stored and audited.
+        FAILED_PRECONDITION (reason NOT_ENOUGH_DECISIONS) when the log is too short; nothing is
+        stored then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAutoOptimizeRuns(self, request, context):
+        """Stored auto-optimize runs, newest first (on command and on the [auto_optimize] schedule).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +160,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListRetrainingRuns,
                     request_deserializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_model__pb2.ListRetrainingRunsResponse.SerializeToString,
+            ),
+            'AutoOptimize': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutoOptimize,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeRun.SerializeToString,
+            ),
+            'ListAutoOptimizeRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAutoOptimizeRuns,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +309,60 @@ class ModelService:
             '/tacit.v1.ModelService/ListRetrainingRuns',
             tacit_dot_v1_dot_model__pb2.ListRetrainingRunsRequest.SerializeToString,
             tacit_dot_v1_dot_model__pb2.ListRetrainingRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutoOptimize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/AutoOptimize',
+            tacit_dot_v1_dot_model__pb2.AutoOptimizeRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.AutoOptimizeRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAutoOptimizeRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ListAutoOptimizeRuns',
+            tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
