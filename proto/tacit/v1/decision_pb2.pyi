@@ -31,7 +31,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id")
+    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id", "use_catalogue", "tags", "any_tags", "excluded_tags")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,10 @@ class RankRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEFER_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ANY_TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_TAGS_FIELD_NUMBER: _ClassVar[int]
     slot: str
     subject_id: str
     context: _common_pb2.Features
@@ -48,7 +52,11 @@ class RankRequest(_message.Message):
     event_id: str
     defer_activation: bool
     request_id: str
-    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    use_catalogue: bool
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    any_tags: _containers.RepeatedScalarFieldContainer[str]
+    excluded_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ..., use_catalogue: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., any_tags: _Optional[_Iterable[str]] = ..., excluded_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("id", "probability")
@@ -59,7 +67,7 @@ class RankedCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields")
+    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields", "unknown_candidates", "unavailable_candidates", "matched_items")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_ID_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +75,9 @@ class RankResponse(_message.Message):
     ARM_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CONTEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CANDIDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     chosen_id: str
     ranking: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
@@ -74,7 +85,10 @@ class RankResponse(_message.Message):
     arm: str
     dropped_context_fields: int
     dropped_candidate_fields: int
-    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ...) -> None: ...
+    unknown_candidates: int
+    unavailable_candidates: int
+    matched_items: int
+    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ..., unknown_candidates: _Optional[int] = ..., unavailable_candidates: _Optional[int] = ..., matched_items: _Optional[int] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "value", "request_id", "occurred_at")
