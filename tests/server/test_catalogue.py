@@ -1,0 +1,443 @@
+"""The content catalogue through a real server: items stored anonymized and audited, Rank by id
+with the catalogue's features (replayable by content digest), tag filters, hostile input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from sqlalchemy import select
+
+from tacit.server.auth import Role
+from tacit.server.catalogue import TAG_FEATURE_PREFIX, TagFilter
+from tacit.server.converters import to_timestamp
+from tacit.server.decisions import RawCandidate
+from tacit.sim.client import to_features
+from tacit.store.candidate_sets import candidate_digest, decision_candidates
+from tacit.store.db import Database
+from tacit.store.schema import AuditRecord, CatalogueItem, Decision
+from tacit.v1 import catalogue_pb2, catalogue_pb2_grpc, decision_pb2, decision_pb2_grpc
+from tests.conftest import ServerHandle
+from tests.faults.test_contract_drift import Rich, call
+
+PHONE = "555-867-5309"
+EMAIL = "jane.doe@example.com"
+
+
+def item(
+    item_id: str,
+    tags: list[str],
+    features: dict[str, Any] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> catalogue_pb2.CatalogueItem:
+    message = catalogue_pb2.CatalogueItem(id=item_id, tags=tags, features=to_features(features or {}))
+    if start is not None:
+        message.available_from.CopyFrom(to_timestamp(start))
+    if end is not None:
+        message.available_until.CopyFrom(to_timestamp(end))
+    return message
+
+
+def stubs(
+    handle: ServerHandle,
+) -> tuple[catalogue_pb2_grpc.CatalogueServiceStub, decision_pb2_grpc.DecisionServiceStub]:
+    return catalogue_pb2_grpc.CatalogueServiceStub(handle.channel), decision_pb2_grpc.DecisionServiceStub(
+        handle.channel
+    )
+
+
+def catalogue_rank(ids: list[str], **fields: Any) -> decision_pb2.RankRequest:
+    return decision_pb2.RankRequest(
+        slot="home",
+        subject_id="user-1",
+        candidates=[decision_pb2.Candidate(id=i) for i in ids],
+        use_catalogue=True,
+        **fields,
+    )
+
+
+def stored_bytes(handle: ServerHandle) -> bytes:
+    """Every byte of the database file and its WAL (SQLite) or the tables' text (PostgreSQL)."""
+    db = Database.open(handle.settings.database_url)
+    try:
+        with db.transaction() as session:
+            items = session.execute(select(CatalogueItem)).scalars().all()
+            audits = session.execute(select(AuditRecord)).scalars().all()
+    finally:
+        db.dispose()
+    text = json.dumps(
+        [[i.item_id, i.tags, i.features] for i in items] + [[a.correlation_id, a.body_json] for a in audits]
+    )
+    return text.encode()
+
+
+def test_items_are_stored_anonymized_listed_deleted_and_every_write_audited(server: ServerHandle) -> None:
+    catalogue, _ = stubs(server)
+    admin, service = server.metadata(Role.ADMIN), server.metadata(Role.SERVICE)
+    now = datetime.now(UTC)
+    batch = [
+        item("news-1", ["sports", "news", "sports"], {"topic": "football", "title": f"call {PHONE} now"}),
+        item("news-2", ["news"], {"topic": "politics", "nickname": EMAIL}, start=now - timedelta(days=1)),
+        item("promo-1", ["promo"], {"topic": "sale"}, end=now - timedelta(hours=1)),
+    ]
+    reply = catalogue.UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(items=batch), metadata=admin
+    )
+    assert (reply.created, reply.updated, reply.unchanged, reply.dropped_fields) == (3, 0, 0, 1)
+
+    got = catalogue.GetCatalogueItem(catalogue_pb2.GetCatalogueItemRequest(id="news-1"), metadata=service)
+    assert list(got.tags) == ["news", "sports"]  # sorted, deduplicated
+    assert got.features.values["topic"].string_value == "football"
+    title = got.features.values["title"].string_value
+    assert "5309" not in title and "<PHONE_NUMBER>" in title  # the boundary scrubbed it before storage
+    stored = {"topic": "football", "title": title}
+    assert got.feature_digest == candidate_digest(
+        {**stored, f"{TAG_FEATURE_PREFIX}news": True, f"{TAG_FEATURE_PREFIX}sports": True}
+    )
+    assert not got.stale
+    second = catalogue.GetCatalogueItem(catalogue_pb2.GetCatalogueItemRequest(id="news-2"), metadata=service)
+    assert "nickname" not in second.features.values  # undeclared: dropped, counted above
+
+    # The same content again changes nothing; a changed window is an update.
+    again = catalogue.UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(
+            items=[batch[0], item("promo-1", ["promo"], {"topic": "sale"})]
+        ),
+        metadata=admin,
+    )
+    assert (again.created, again.updated, again.unchanged) == (0, 1, 1)
+
+    listed = catalogue.ListCatalogueItems(
+        catalogue_pb2.ListCatalogueItemsRequest(tags=["news"], page_size=1), metadata=service
+    )
+    assert [i.id for i in listed.items] == ["news-1"] and listed.next_page_token
+    rest = catalogue.ListCatalogueItems(
+        catalogue_pb2.ListCatalogueItemsRequest(
+            tags=["news"], page_size=1, page_token=listed.next_page_token
+        ),
+        metadata=service,
+    )
+    assert [i.id for i in rest.items] == ["news-2"] and not rest.next_page_token
+
+    catalogue.DeleteCatalogueItem(catalogue_pb2.DeleteCatalogueItemRequest(id="news-2"), metadata=admin)
+    gone = call(
+        lambda: catalogue.GetCatalogueItem(
+            catalogue_pb2.GetCatalogueItemRequest(id="news-2"), metadata=service
+        )
+    )
+    assert gone is not None and gone.code == grpc.StatusCode.NOT_FOUND
+    assert gone.reason == "CATALOGUE_ITEM_NOT_FOUND" and gone.resource is not None
+    assert gone.resource.resource_type == "tacit.v1.CatalogueItem" and gone.resource.resource_name == ""
+    assert "news-2" not in gone.caller_visible_text()
+
+    # A service may read, not write.
+    denied = call(
+        lambda: catalogue.UpsertCatalogueItems(
+            catalogue_pb2.UpsertCatalogueItemsRequest(items=[batch[2]]), metadata=service
+        )
+    )
+    assert denied is not None and denied.code == grpc.StatusCode.PERMISSION_DENIED
+
+    db = Database.open(server.settings.database_url)
+    try:
+        with db.transaction() as session:
+            records = (
+                session.execute(
+                    select(AuditRecord)
+                    .where(AuditRecord.payload_kind == "catalogue")
+                    .order_by(AuditRecord.seq)
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        db.dispose()
+    bodies = [json.loads(r.body_json) for r in records]
+    assert len(records) == 3  # two upserts and a delete; the refused write left nothing
+    assert all(r.correlation_id.endswith(":admin") for r in records)
+    assert bodies[0]["dropped_undeclared"] == 1
+    items_field = next(f for f in bodies[0]["fields"] if f["field"] == "items")
+    assert items_field["entity_counts"]["created"] == 3
+    title_field = next(f for f in bodies[0]["fields"] if f["field"] == "candidates.title")
+    assert title_field["outcome"] == "scrubbed" and title_field["entity_counts"]["PHONE_NUMBER"] == 1
+    assert next(f for f in bodies[2]["fields"] if f["field"] == "items")["operator"] == "delete"
+    written = stored_bytes(server)
+    for raw in (PHONE, "5309", EMAIL, "jane.doe"):
+        assert raw.encode() not in written
+
+
+def test_rank_by_id_uses_catalogue_features_skips_the_rest_and_replays_exactly(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    handle = start_server(learner={"enabled": False}, slots={"home": {"max_candidates": 4}})
+    catalogue, decisions = stubs(handle)
+    admin = handle.metadata(Role.ADMIN)
+    now = datetime.now(UTC)
+    catalogue.UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(
+            items=[
+                item("a", ["news", "sports"], {"topic": "football", "length": 3}),
+                item("b", ["news"], {"topic": "politics"}),
+                item("c", ["sports"], {"topic": "tennis"}),
+                item("d", ["news"], {"topic": "weather"}),
+                item("e", ["news"], {"topic": "economy"}),
+                item("f", ["news"], {"topic": "culture"}),
+                item("later", ["news"], {"topic": "tv"}, start=now + timedelta(days=1)),
+                item("over", ["news"], {"topic": "tv"}, end=now - timedelta(days=1)),
+            ]
+        ),
+        metadata=admin,
+    )
+    service = handle.metadata()
+    reply = decisions.Rank(
+        catalogue_rank(["a", "missing-1", "later", "c"], tags=["sports"]), metadata=service
+    )
+    assert {r.id for r in reply.ranking} == {"a", "c"}
+    assert (reply.unknown_candidates, reply.unavailable_candidates, reply.matched_items) == (1, 1, 0)
+    assert abs(sum(r.probability for r in reply.ranking) - 1.0) < 1e-9
+
+    # Without ids: every available item matching the filter, at most the slot's limit of them.
+    browse = decisions.Rank(catalogue_rank([], any_tags=["news"], excluded_tags=["sports"]), metadata=service)
+    assert browse.matched_items == 4 and {r.id for r in browse.ranking} == {"b", "d", "e", "f"}
+    capped = decisions.Rank(catalogue_rank([], tags=["news"]), metadata=service)
+    assert capped.matched_items == 5 and len(capped.ranking) == 4
+    assert {r.id for r in capped.ranking} <= {"a", "b", "d", "e", "f"}
+
+    nothing = call(lambda: decisions.Rank(catalogue_rank(["over", "missing-2"]), metadata=service))
+    assert nothing is not None and nothing.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert nothing.reason == "NO_AVAILABLE_CANDIDATES"
+
+    # The decision references the catalogue's feature maps by content digest; an update of
+    # the item later does not change what the decision replays.
+    got = catalogue.GetCatalogueItem(catalogue_pb2.GetCatalogueItemRequest(id="a"), metadata=admin)
+    catalogue.UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("a", ["news"], {"topic": "golf"})]),
+        metadata=admin,
+    )
+    handle.running.runtime.decision_log.flush()
+    db = Database.open(handle.settings.database_url)
+    try:
+        with db.transaction() as session:
+            rows = session.execute(select(Decision).order_by(Decision.created_at)).scalars().all()
+            replayed = decision_candidates(session, rows[:1])[0]
+    finally:
+        db.dispose()
+    first = rows[0]
+    by_id = dict(zip(first.candidate_ids, first.candidate_refs, strict=True))
+    assert by_id["a"] == got.feature_digest
+    features_a = next(f for f in replayed if f["id"] == "a")
+    assert features_a == {
+        "topic": "football",
+        "length": 3.0,
+        "tag.news": True,
+        "tag.sports": True,
+        "id": "a",
+    }
+    rank_audit = None
+    db = Database.open(handle.settings.database_url)
+    try:
+        with db.transaction() as session:
+            rank_audit = (
+                session.execute(select(AuditRecord).where(AuditRecord.payload_kind == "rank"))
+                .scalars()
+                .first()
+            )
+    finally:
+        db.dispose()
+    assert rank_audit is not None
+    fields = {f["field"]: f for f in json.loads(rank_audit.body_json)["fields"]}
+    assert fields["candidates.catalogue"]["entity_counts"]["candidates"] == 2
+
+
+def test_catalogue_and_inline_candidates_give_the_model_the_same_action_lines(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    """A catalogue item without tags is, to the policy, exactly the inline candidate with its features."""
+    handle = start_server(learner={"enabled": False})
+    catalogue, _ = stubs(handle)
+    catalogue.UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("x1", [], {"topic": "golf", "length": 4})]),
+        metadata=handle.metadata(Role.ADMIN),
+    )
+    engine = handle.running.runtime.engine
+    inline = engine.candidates.prepare(
+        RawCandidate("x1", {"topic": "golf", "length": 4.0}), "t", engine.candidates.generation()
+    )
+    runtime_catalogue = handle.running.runtime.catalogue
+    assert runtime_catalogue is not None
+    from_catalogue = runtime_catalogue.select(["x1"], TagFilter(), frozenset(), 10).candidates[0]
+    assert (from_catalogue.line, from_catalogue.digest) == (inline.line, inline.digest)
+
+
+HEX_EMAIL = "6a616e652e646f65406578616d706c652e636f6d"  # hex of an e-mail address
+BASE64_EMAIL = "amFuZS5kb2VAZXhhbXBsZS5jb20"
+HOSTILE_IDS = [
+    PHONE,
+    "4111111111111111",
+    "jane.doe.example.com",
+    "192.168.10.20",
+    HEX_EMAIL,
+    BASE64_EMAIL,
+    "bad id",
+]
+HOSTILE_TAGS = [
+    "Sports",
+    "jane-at-example-com",
+    PHONE,
+    "4111111111111111",
+    HEX_EMAIL,
+    "a" * 49,
+    "x y",
+    "news\u200b",
+]
+
+
+def test_hostile_ids_and_tags_are_refused_by_field_without_echo(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    handle = start_server(learner={"enabled": False})
+    catalogue, decisions = stubs(handle)
+    admin, service = handle.metadata(Role.ADMIN), handle.metadata()
+    for value in HOSTILE_IDS:
+        _refused(
+            call(
+                lambda v=value: catalogue.UpsertCatalogueItems(
+                    catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("ok-1", []), item(v, ["news"])]),
+                    metadata=admin,
+                )
+            ),
+            "items[1].id",
+            value,
+        )
+        _refused(
+            call(
+                lambda v=value: catalogue.GetCatalogueItem(
+                    catalogue_pb2.GetCatalogueItemRequest(id=v), metadata=admin
+                )
+            ),
+            "id",
+            value,
+        )
+        _refused(
+            call(
+                lambda v=value: catalogue.DeleteCatalogueItem(
+                    catalogue_pb2.DeleteCatalogueItemRequest(id=v), metadata=admin
+                )
+            ),
+            "id",
+            value,
+        )
+        if value not in (HEX_EMAIL, BASE64_EMAIL):
+            # Rank stores nothing of an id it does not know: Candidate.id's rules apply there.
+            _refused(
+                call(lambda v=value: decisions.Rank(catalogue_rank(["ok-1", v]), metadata=service)),
+                "candidates[1].id",
+                value,
+            )
+    for value in HOSTILE_TAGS:
+        _refused(
+            call(
+                lambda v=value: catalogue.UpsertCatalogueItems(
+                    catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("ok-2", ["news", v])]),
+                    metadata=admin,
+                )
+            ),
+            "items[0].tags[1]",
+            value,
+        )
+        _refused(
+            call(
+                lambda v=value: catalogue.ListCatalogueItems(
+                    catalogue_pb2.ListCatalogueItemsRequest(tags=[v]), metadata=admin
+                )
+            ),
+            "tags[0]",
+            value,
+        )
+        for field in ("tags", "any_tags", "excluded_tags"):
+            request = catalogue_rank([])
+            getattr(request, field).extend(["news", value])
+            _refused(call(lambda r=request: decisions.Rank(r, metadata=service)), f"{field}[1]", value)
+    written = stored_bytes(handle)
+    assert b"ok-1" not in written and b"ok-2" not in written  # nothing half-written
+    for value in HOSTILE_IDS + HOSTILE_TAGS:
+        assert value.encode() not in written
+
+
+def test_malformed_catalogue_requests_are_refused_naming_the_field(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    handle = start_server(learner={"enabled": False})
+    catalogue, decisions = stubs(handle)
+    admin, service = handle.metadata(Role.ADMIN), handle.metadata()
+    now = datetime.now(UTC)
+    with_features = catalogue_rank(["a1"])
+    with_features.candidates[0].features.values["topic"].string_value = "golf"
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (
+            lambda: catalogue.UpsertCatalogueItems(
+                catalogue_pb2.UpsertCatalogueItemsRequest(), metadata=admin
+            ),
+            "items",
+        ),
+        (
+            lambda: catalogue.UpsertCatalogueItems(
+                catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("a1", []), item("a1", [])]),
+                metadata=admin,
+            ),
+            "items[1].id",
+        ),
+        (
+            lambda: catalogue.UpsertCatalogueItems(
+                catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("a1", [], start=now, end=now)]),
+                metadata=admin,
+            ),
+            "items[0].available_until",
+        ),
+        (
+            lambda: catalogue.UpsertCatalogueItems(
+                catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("a1", [f"t{i}" for i in range(33)])]),
+                metadata=admin,
+            ),
+            "items[0].tags",
+        ),
+        (
+            lambda: catalogue.UpsertCatalogueItems(
+                catalogue_pb2.UpsertCatalogueItemsRequest(items=[item(f"i{n}", []) for n in range(501)]),
+                metadata=admin,
+            ),
+            "items",
+        ),
+        (
+            lambda: catalogue.ListCatalogueItems(
+                catalogue_pb2.ListCatalogueItemsRequest(page_token="not-a-token"), metadata=admin
+            ),
+            "page_token",
+        ),
+        (lambda: decisions.Rank(with_features, metadata=service), "candidates[0].features"),
+        (
+            lambda: decisions.Rank(
+                decision_pb2.RankRequest(
+                    slot="home", subject_id="u", candidates=[decision_pb2.Candidate(id="a1")], tags=["news"]
+                ),
+                metadata=service,
+            ),
+            "tags",
+        ),
+    ]
+    for invoke, field in cases:
+        _refused(call(invoke), field, "")
+
+
+def _refused(outcome: Rich | None, field: str, value: str) -> None:
+    assert outcome is not None, field
+    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (field, outcome.code)
+    assert [f for f, _ in outcome.violations] == [field], outcome.violations
+    if value:
+        text = outcome.caller_visible_text()
+        assert value.lower() not in text
+        assert not any(len(part) >= 6 and part in text for part in value.lower().replace("-", " ").split())
