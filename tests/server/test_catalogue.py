@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from tacit.server.auth import Role
@@ -441,3 +444,100 @@ def _refused(outcome: Rich | None, field: str, value: str) -> None:
         text = outcome.caller_visible_text()
         assert value.lower() not in text
         assert not any(len(part) >= 6 and part in text for part in value.lower().replace("-", " ").split())
+
+
+# ---------------------------------------------------------------- the tag filter, as a property
+
+VOCABULARY = ["news", "sports", "tech", "promo", "kids", "local"]
+GHOSTS = [f"ghost-{n}" for n in range(5)]  # never in the catalogue
+
+
+def _property_catalogue() -> dict[str, tuple[frozenset[str], bool]]:
+    """40 items: tags from the bits of the index, some outside their window. id -> (tags, available)."""
+    out: dict[str, tuple[frozenset[str], bool]] = {}
+    for n in range(40):
+        tags = frozenset(tag for bit, tag in enumerate(VOCABULARY) if (n * 37 + 11) >> bit & 1)
+        out[f"item-{n:02d}"] = (tags, n % 5 != 0 and n % 7 != 0)  # 0 mod 5: not yet; 0 mod 7: ended
+    return out
+
+
+def _upsert_property_catalogue(handle: ServerHandle, now: datetime) -> dict[str, tuple[frozenset[str], bool]]:
+    catalogue = _property_catalogue()
+    messages = []
+    for n, (item_id, (tags, _)) in enumerate(catalogue.items()):
+        start = now + timedelta(days=1) if n % 5 == 0 else now - timedelta(days=1)
+        end = now - timedelta(hours=1) if n % 7 == 0 and n % 5 != 0 else None
+        messages.append(item(item_id, sorted(tags), {"topic": f"t{n % 4}"}, start=start, end=end))
+    stubs(handle)[0].UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(items=messages), metadata=handle.metadata(Role.ADMIN)
+    )
+    return catalogue
+
+
+tag_sets = st.sets(st.sampled_from([*VOCABULARY, "unknown-tag"]), max_size=3)
+
+
+@settings(
+    max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+@given(
+    required=tag_sets,
+    any_of=tag_sets,
+    excluded=tag_sets,
+    ids=st.one_of(
+        st.just([]),
+        st.lists(
+            st.sampled_from([f"item-{n:02d}" for n in range(40)] + GHOSTS),
+            min_size=1,
+            max_size=15,
+            unique=True,
+        ),
+    ),
+)
+def test_a_tag_filter_never_returns_an_item_outside_it(
+    catalogue_server: tuple[ServerHandle, dict[str, tuple[frozenset[str], bool]]],
+    required: set[str],
+    any_of: set[str],
+    excluded: set[str],
+    ids: list[str],
+) -> None:
+    """Through the real server: every ranked item carries the required tags, one of any_tags, none of
+    excluded_tags and is available; with ids, exactly the eligible ones are ranked and the rest counted."""
+    handle, catalogue = catalogue_server
+
+    def passes(tags: frozenset[str]) -> bool:  # the filter as decision.proto states it
+        return required <= tags and (not any_of or bool(any_of & tags)) and not excluded & tags
+
+    pool = ids or list(catalogue)
+    eligible = {i for i in pool if i in catalogue and catalogue[i][1] and passes(catalogue[i][0])}
+    request = catalogue_rank(
+        ids, tags=sorted(required), any_tags=sorted(any_of), excluded_tags=sorted(excluded)
+    )
+    stub = stubs(handle)[1]
+    if not eligible:
+        refused = call(lambda: stub.Rank(request, metadata=handle.metadata()))
+        assert refused is not None and refused.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.reason == "NO_AVAILABLE_CANDIDATES"
+        return
+    reply = stub.Rank(request, metadata=handle.metadata())
+    ranked = [r.id for r in reply.ranking]
+    for item_id in ranked:
+        tags, available = catalogue[item_id]
+        assert available and passes(tags)
+    assert set(ranked) == eligible and len(ranked) == len(eligible)
+    if ids:
+        unknown = sum(1 for i in ids if i not in catalogue)
+        assert (reply.unknown_candidates, reply.unavailable_candidates) == (
+            unknown,
+            len(ids) - unknown - len(eligible),
+        )
+    else:
+        assert reply.matched_items == len(eligible)
+
+
+@pytest.fixture
+def catalogue_server(
+    start_server: Callable[..., ServerHandle],
+) -> tuple[ServerHandle, dict[str, tuple[frozenset[str], bool]]]:
+    handle = start_server(learner={"enabled": False})
+    return handle, _upsert_property_catalogue(handle, datetime.now(UTC))
