@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Container
+from collections.abc import Container, Mapping
 
 from tacit.privacy.identifiers import personal_data_in_content_id
 from tacit.server.catalogue import MAX_BATCH, ItemInput, TagFilter, encoded_personal_data, require_tags
@@ -66,7 +66,8 @@ def upsert_items(
     return out
 
 
-def _features(values: dict) -> common_pb2.Features:
+def features_message(values: Mapping[str, object]) -> common_pb2.Features:
+    """A plain feature map as the Features message (bool, number, else string)."""
     features = common_pb2.Features()
     for name, value in values.items():
         if isinstance(value, bool):
@@ -82,7 +83,7 @@ def item_message(row: ItemRow, stale: bool) -> catalogue_pb2.CatalogueItem:
     message = catalogue_pb2.CatalogueItem(
         id=row.item_id,
         tags=list(row.tags),
-        features=_features(dict(row.features)),
+        features=features_message(row.features),
         feature_digest=row.feature_digest,
         update_time=to_timestamp(row.updated_at),
         stale=stale,
@@ -135,7 +136,7 @@ def rank_catalogue_ids(
             require_item_id(f"candidates[{index}].id", candidate.id)
         if candidate.id in seen:
             raise InvalidArgument(f"candidates[{index}].id", "duplicates an earlier candidate id")
-        if candidate.features.values:
+        if candidate.HasField("features") and candidate.features.values:
             raise InvalidArgument(
                 f"candidates[{index}].features",
                 "must be empty with use_catalogue (features come from the catalogue)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from tacit.cli import main
 from tacit.server.auth import Role
 from tacit.server.catalogue import TAG_FEATURE_PREFIX, TagFilter
 from tacit.server.converters import to_timestamp
@@ -541,3 +543,47 @@ def catalogue_server(
 ) -> tuple[ServerHandle, dict[str, tuple[frozenset[str], bool]]]:
     handle = start_server(learner={"enabled": False})
     return handle, _upsert_property_catalogue(handle, datetime.now(UTC))
+
+
+def test_cli_puts_lists_shows_and_deletes_items(
+    start_server: Callable[..., ServerHandle], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = start_server(learner={"enabled": False})
+    base = ["catalogue", "--target", handle.target, "--data-dir", str(handle.data_dir)]
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        json.dumps(
+            {"id": "cli-1", "tags": ["news"], "features": {"topic": "golf", "length": 3, "title": EMAIL}}
+        )
+        + "\n\n"
+        + json.dumps({"id": "cli-2", "tags": ["sports"], "available_until": "2000-01-02T00:00:00Z"})
+        + "\n"
+    )
+    assert main([*base, "put", str(jsonl)]) == 0
+    assert "2 items: 2 created, 0 updated, 0 unchanged" in capsys.readouterr().out
+    array = tmp_path / "items.json"
+    array.write_text(
+        json.dumps([{"id": "cli-1", "tags": ["news"], "features": {"topic": "golf", "length": 3}}])
+    )
+    assert main([*base, "put", str(array)]) == 0
+    assert "1 items: 0 created, 1 updated" in capsys.readouterr().out  # the title is gone: a change
+    assert main([*base, "list", "--tag", "news"]) == 0
+    listed = capsys.readouterr().out
+    assert "cli-1" in listed and "cli-2" not in listed
+    assert main([*base, "list", "--available"]) == 0
+    assert "cli-2" not in capsys.readouterr().out  # its window ended in 2000
+    assert main([*base, "show", "cli-1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["tags"] == ["news"] and shown["features"]["values"]["topic"] == {"string_value": "golf"}
+    assert main([*base, "delete", "cli-2"]) == 0
+    assert main([*base, "show", "cli-2"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "ok-3"}\n{"id": ' + json.dumps(EMAIL) + ', "topic": "x"}\n')
+    assert main([*base, "put", str(bad)]) == 2  # an unknown key: refused before anything is sent
+    assert EMAIL not in capsys.readouterr().err
+    refused = tmp_path / "refused.jsonl"
+    refused.write_text(json.dumps({"id": "cli-4", "tags": ["Not A Tag"]}) + "\n")
+    assert main([*base, "put", str(refused)]) == 1
+    err = capsys.readouterr().err
+    assert "items[0].tags[0]" in err and "Not A Tag" not in err
