@@ -4,6 +4,7 @@ with the catalogue's features (replayable by content digest), tag filters, hosti
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -587,3 +588,52 @@ def test_cli_puts_lists_shows_and_deletes_items(
     assert main([*base, "put", str(refused)]) == 1
     err = capsys.readouterr().err
     assert "items[0].tags[0]" in err and "Not A Tag" not in err
+
+
+def test_a_replica_sees_writes_and_a_policy_change_makes_items_stale_not_served(
+    start_server: Callable[..., ServerHandle], tmp_path: Path
+) -> None:
+    """catalogue.proto: replicas see writes within catalogue.refresh_seconds; an item anonymized under
+    another candidate_features policy is stale and Rank does not serve it until it is upserted again."""
+    data = tmp_path / "shared"
+    first = start_server(data_dir=data, learner={"enabled": False}, catalogue={"refresh_seconds": 0.1})
+    second = start_server(data_dir=data, learner={"enabled": False}, catalogue={"refresh_seconds": 0.1})
+    stubs(first)[0].UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(
+            items=[item("r-1", ["news"], {"topic": "golf", "title": "Hi"})]
+        ),
+        metadata=first.metadata(Role.ADMIN),
+    )
+    rank = stubs(second)[1]
+    deadline = time.monotonic() + 30
+    while call(lambda: rank.Rank(catalogue_rank(["r-1"]), metadata=second.metadata())) is not None:
+        assert time.monotonic() < deadline, "the second replica never saw the write"
+        time.sleep(0.05)
+    second.running.stop(grace=1)
+    first.running.stop(grace=1)
+
+    # The operator now drops titles: the stored item was anonymized under the old policy.
+    stricter = start_server(
+        data_dir=data,
+        learner={"enabled": False},
+        privacy={"policies": {"candidate_features": {"fields": {"topic": "keep", "title": "drop"}}}},
+    )
+    catalogue, decisions = stubs(stricter)
+    got = catalogue.GetCatalogueItem(
+        catalogue_pb2.GetCatalogueItemRequest(id="r-1"), metadata=stricter.metadata()
+    )
+    assert got.stale
+    refused = call(lambda: decisions.Rank(catalogue_rank(["r-1"]), metadata=stricter.metadata()))
+    assert refused is not None and refused.reason == "NO_AVAILABLE_CANDIDATES"
+    catalogue.UpsertCatalogueItems(
+        catalogue_pb2.UpsertCatalogueItemsRequest(
+            items=[item("r-1", ["news"], {"topic": "golf", "title": "Hi"})]
+        ),
+        metadata=stricter.metadata(Role.ADMIN),
+    )
+    fresh = catalogue.GetCatalogueItem(
+        catalogue_pb2.GetCatalogueItemRequest(id="r-1"), metadata=stricter.metadata()
+    )
+    assert not fresh.stale and "title" not in fresh.features.values
+    reply = decisions.Rank(catalogue_rank(["r-1"]), metadata=stricter.metadata())
+    assert [r.id for r in reply.ranking] == ["r-1"]
