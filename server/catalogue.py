@@ -120,6 +120,10 @@ class TagFilter:
     any_of: frozenset[str] = frozenset()
     excluded: frozenset[str] = frozenset()
 
+    @property
+    def empty(self) -> bool:
+        return not (self.required or self.any_of or self.excluded)
+
     def matches(self, tags: frozenset[str]) -> bool:
         return (
             self.required <= tags
@@ -137,9 +141,10 @@ class Entry:
     available_from: datetime | None
     available_until: datetime | None
     stale: bool
+    always: bool  # no window and not stale: available whatever the time
 
     def available(self, now: datetime) -> bool:
-        return (
+        return self.always or (
             not self.stale
             and (self.available_from is None or self.available_from <= now)
             and (self.available_until is None or now < self.available_until)
@@ -334,9 +339,9 @@ class Catalogue:
             line=action_line(action),
             generation=self._cache.generation(),
         )
-        return Entry(
-            candidate, frozenset(row.tags), row.available_from, row.available_until, self.is_stale(row)
-        )
+        stale = self.is_stale(row)
+        always = not stale and row.available_from is None and row.available_until is None
+        return Entry(candidate, frozenset(row.tags), row.available_from, row.available_until, stale, always)
 
     def refresh(self) -> bool:
         """Reloads the snapshot when the catalogue's revision moved; True when it did."""
@@ -375,11 +380,12 @@ class Catalogue:
         if ids:
             chosen: list[PreparedCandidate] = []
             unknown = unavailable = 0
+            entries, unfiltered = snapshot.entries, tags.empty
             for item_id in ids:
-                entry = snapshot.entries.get(item_id)
+                entry = entries.get(item_id)
                 if entry is None:
                     unknown += 1
-                elif entry.available(now) and tags.matches(entry.tags):
+                elif (entry.always or entry.available(now)) and (unfiltered or tags.matches(entry.tags)):
                     chosen.append(entry.candidate)
                 else:
                     unavailable += 1

@@ -114,7 +114,12 @@ def decode_page_token(token: str) -> str | None:
     return text[len(_TOKEN_PREFIX) :]
 
 
+NO_TAG_FILTER = TagFilter()
+
+
 def rank_tag_filter(request: decision_pb2.RankRequest) -> TagFilter:
+    if not (request.tags or request.any_tags or request.excluded_tags):
+        return NO_TAG_FILTER
     return TagFilter(
         required=frozenset(require_tags("tags", list(request.tags))),
         any_of=frozenset(require_tags("any_tags", list(request.any_tags))),
@@ -128,18 +133,23 @@ def rank_catalogue_ids(
     """The candidate ids of a use_catalogue Rank: ids only, valid, distinct, within the limit.
 
     An id in `known` (the catalogue) was checked when it was stored and is not checked again."""
-    if len(request.candidates) > max_candidates:
+    candidates = request.candidates
+    if len(candidates) > max_candidates:
         raise InvalidArgument("candidates", f"more than {max_candidates} candidates for this slot")
-    seen: set[str] = set()
-    for index, candidate in enumerate(request.candidates):
-        if candidate.id not in known:
-            require_item_id(f"candidates[{index}].id", candidate.id)
-        if candidate.id in seen:
-            raise InvalidArgument(f"candidates[{index}].id", "duplicates an earlier candidate id")
+    ids = [candidate.id for candidate in candidates]
+    for index, item_id in enumerate(ids):
+        if item_id not in known:
+            require_item_id(f"candidates[{index}].id", item_id)
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        for index, item_id in enumerate(ids):
+            if item_id in seen:
+                raise InvalidArgument(f"candidates[{index}].id", "duplicates an earlier candidate id")
+            seen.add(item_id)
+    for index, candidate in enumerate(candidates):
         if candidate.HasField("features") and candidate.features.values:
             raise InvalidArgument(
                 f"candidates[{index}].features",
                 "must be empty with use_catalogue (features come from the catalogue)",
             )
-        seen.add(candidate.id)
-    return [candidate.id for candidate in request.candidates]
+    return ids
