@@ -308,42 +308,32 @@ def test_hostile_ids_and_tags_are_refused_by_field_without_echo(
     handle = start_server(learner={"enabled": False})
     catalogue, decisions = stubs(handle)
     admin, service = handle.metadata(Role.ADMIN), handle.metadata()
-    for value in HOSTILE_IDS:
-        _refused(
-            call(
-                lambda v=value: catalogue.UpsertCatalogueItems(
-                    catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("ok-1", []), item(v, ["news"])]),
-                    metadata=admin,
-                )
+    by_id: list[tuple[Callable[[str], Any], str]] = [
+        (
+            lambda v: catalogue.UpsertCatalogueItems(
+                catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("ok-1", []), item(v, ["news"])]),
+                metadata=admin,
             ),
             "items[1].id",
-            value,
-        )
-        _refused(
-            call(
-                lambda v=value: catalogue.GetCatalogueItem(
-                    catalogue_pb2.GetCatalogueItemRequest(id=v), metadata=admin
-                )
+        ),
+        (
+            lambda v: catalogue.GetCatalogueItem(catalogue_pb2.GetCatalogueItemRequest(id=v), metadata=admin),
+            "id",
+        ),
+        (
+            lambda v: catalogue.DeleteCatalogueItem(
+                catalogue_pb2.DeleteCatalogueItemRequest(id=v), metadata=admin
             ),
             "id",
-            value,
-        )
-        _refused(
-            call(
-                lambda v=value: catalogue.DeleteCatalogueItem(
-                    catalogue_pb2.DeleteCatalogueItemRequest(id=v), metadata=admin
-                )
-            ),
-            "id",
-            value,
-        )
-        if value not in (HEX_EMAIL, BASE64_EMAIL):
-            # Rank stores nothing of an id it does not know: Candidate.id's rules apply there.
-            _refused(
-                call(lambda v=value: decisions.Rank(catalogue_rank(["ok-1", v]), metadata=service)),
-                "candidates[1].id",
-                value,
-            )
+        ),
+        # Rank stores nothing of an id it does not know: Candidate.id's rules apply there (no decoding).
+        (lambda v: decisions.Rank(catalogue_rank(["ok-1", v]), metadata=service), "candidates[1].id"),
+    ]
+    for value in HOSTILE_IDS:
+        for invoke, field in by_id:
+            if field.startswith("candidates") and value in (HEX_EMAIL, BASE64_EMAIL):
+                continue
+            _refused(call(lambda i=invoke, v=value: i(v)), field, value)
     for value in HOSTILE_TAGS:
         _refused(
             call(
