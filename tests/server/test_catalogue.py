@@ -116,6 +116,8 @@ def test_items_are_stored_anonymized_listed_deleted_and_every_write_audited(serv
         metadata=admin,
     )
     assert (again.created, again.updated, again.unchanged) == (0, 1, 1)
+    same = catalogue.GetCatalogueItem(catalogue_pb2.GetCatalogueItemRequest(id="news-1"), metadata=service)
+    assert same.update_time == got.update_time  # unchanged: not rewritten
 
     listed = catalogue.ListCatalogueItems(
         catalogue_pb2.ListCatalogueItemsRequest(tags=["news"], page_size=1), metadata=service
@@ -224,6 +226,7 @@ def test_rank_by_id_uses_catalogue_features_skips_the_rest_and_replays_exactly(
         catalogue_pb2.UpsertCatalogueItemsRequest(items=[item("a", ["news"], {"topic": "golf"})]),
         metadata=admin,
     )
+    catalogue.DeleteCatalogueItem(catalogue_pb2.DeleteCatalogueItemRequest(id="c"), metadata=admin)
     handle.running.runtime.decision_log.flush()
     db = Database.open(handle.settings.database_url)
     try:
@@ -233,6 +236,7 @@ def test_rank_by_id_uses_catalogue_features_skips_the_rest_and_replays_exactly(
     finally:
         db.dispose()
     first = rows[0]
+    assert sorted(f["id"] for f in replayed) == ["a", "c"]  # "c" was deleted since: still replayable
     by_id = dict(zip(first.candidate_ids, first.candidate_refs, strict=True))
     assert by_id["a"] == got.feature_digest
     features_a = next(f for f in replayed if f["id"] == "a")
