@@ -5,8 +5,9 @@
 One `tacit serve` process (as in production, its own process); the same 400 items are
 registered in its catalogue, and the same visits are ranked both ways: inline (every
 candidate with its features, the way callers rank today) and by id (use_catalogue, no
-features on the wire). Sequential latencies are measured in alternating rounds so that
-load on a shared machine hits both alike; throughput with concurrent callers after.
+features on the wire). Sequential latencies are measured call by call in alternation (an
+inline call, then the same visit by id, and so on) so that load on a shared machine hits
+both alike; throughput with concurrent callers after.
 Prints p50/p99 and calls/s for 20 and 100 candidates, with the ratios
   p50 ratio  = ids-only p50 / inline p50     (goal: <= 1.0, at least as fast)
   rate ratio = ids-only calls/s / inline calls/s
@@ -59,7 +60,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating inline/ids rounds per size")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the requests per size")
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     console = Console(width=150)
@@ -68,7 +69,7 @@ def main() -> None:
     )
     pool = tacit_pool(settings, 1)
     table = Table(
-        title=f"Rank inline vs ids only ({args.requests} calls x {args.rounds} rounds, one process)"
+        title=f"Rank inline vs ids only ({args.requests} visits x {args.rounds} passes, alternating)"
     )
     for column in ("candidates", "what", "request B", "p50 ms", "p99 ms", "calls/s", "ratio"):
         table.add_column(column, justify="right")
@@ -107,8 +108,11 @@ def main() -> None:
                     return reply
 
                 for _ in range(args.rounds):
-                    measured["inline"].append(latencies(rank, inline))
-                    measured["ids"].append(latencies(rank, by_id))
+                    pairs = latencies(
+                        rank, [pair for both in zip(inline, by_id, strict=True) for pair in both]
+                    )
+                    measured["inline"].append(pairs[0::2])
+                    measured["ids"].append(pairs[1::2])
             rates = {
                 "inline": throughput(
                     pool.target, RANK_METHOD, inline, args.threads, codec=RANK_CODEC, metadata=metadata
