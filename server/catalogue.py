@@ -253,7 +253,7 @@ class Catalogue:
                 *_candidate_field_audits(tuple(p.audits for p in prepared)),
             )
             append_entries(session, [self._entry(now, revision, actor, field_audits, dropped)])
-        self.refresh()
+        self._refresh_after_write()
         return outcome
 
     def delete(self, item_id: str, actor: str, now: datetime | None = None) -> None:
@@ -264,7 +264,13 @@ class Catalogue:
                 raise _not_found()  # rolls the revision bump back with it
             audit = (FieldAudit("items", "delete", "deleted", {"items": 1}),)
             append_entries(session, [self._entry(now, revision, actor, audit, 0)])
-        self.refresh()
+        self._refresh_after_write()
+
+    def _refresh_after_write(self) -> None:
+        """This process serves its own write at once; if storage fails right after the commit,
+        the write still stands (OK) and the background loop loads it."""
+        with contextlib.suppress(StorageUnavailable):
+            self.refresh()
 
     def _entry(
         self, now: datetime, revision: int, actor: str, fields: tuple[FieldAudit, ...], dropped: int
