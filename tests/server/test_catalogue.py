@@ -419,6 +419,18 @@ def test_malformed_catalogue_requests_are_refused_naming_the_field(
             ),
             "page_token",
         ),
+        (
+            lambda: catalogue.ListCatalogueItems(
+                catalogue_pb2.ListCatalogueItemsRequest(page_size=-1), metadata=admin
+            ),
+            "page_size",
+        ),
+        (
+            lambda: decisions.Rank(
+                catalogue_rank([], any_tags=[f"t{i}" for i in range(33)]), metadata=service
+            ),
+            "any_tags",
+        ),
         (lambda: decisions.Rank(with_features, metadata=service), "candidates[0].features"),
         (
             lambda: decisions.Rank(
