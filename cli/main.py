@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tacit.cli.auto_optimize import register as add_auto_optimize_parser
 
     add_auto_optimize_parser(sub)
+    from tacit.cli.catalogue import register as add_catalogue_parser
+
+    add_catalogue_parser(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ from tacit.privacy.pseudonym import KeyRing
 from tacit.server.apprentice import ApprenticeHook, AutoSwitch, SlotModes
 from tacit.server.auth import TokenStore, require_private
 from tacit.server.auto_optimize import AutoOptimizer
+from tacit.server.catalogue import Catalogue
 from tacit.server.challengers import arm_models, challenger_source, policy_check, promoter
 from tacit.server.config import ConfigError, Settings
 from tacit.server.decision_log import DecisionLog
@@ -53,6 +54,7 @@ from tacit.server.offline_gate import OfflineGate
 from tacit.server.predictions import Predictions
 from tacit.server.reflection import enable_reflection
 from tacit.server.servicers.audit import AuditServicer
+from tacit.server.servicers.catalogue import CatalogueRank, CatalogueServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
@@ -63,6 +65,8 @@ from tacit.store.db import Database, StorageUnavailable, Timeouts, make_private_
 from tacit.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    catalogue_pb2,
+    catalogue_pb2_grpc,
     decision_pb2,
     decision_pb2_grpc,
     event_pb2,
@@ -87,6 +91,7 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     slot_pb2.DESCRIPTOR.services_by_name["SlotService"].full_name,
+    catalogue_pb2.DESCRIPTOR.services_by_name["CatalogueService"].full_name,
 )
 
 
@@ -169,6 +174,7 @@ class Runtime:
     retrainer: Retrainer | None = None
     apprentice: AutoSwitch | None = None
     auto_optimizer: AutoOptimizer | None = None
+    catalogue: Catalogue | None = None
 
     @classmethod
     def build(cls, settings: Settings, seed: int | None = None) -> Runtime:
@@ -275,9 +281,19 @@ class Runtime:
             retrainer=retrainer,
             apprentice=AutoSwitch(db, modes),
             auto_optimizer=auto_optimizer,
+            catalogue=Catalogue(
+                db,
+                boundary,
+                engine.candidates,
+                settings.catalogue.refresh_seconds,
+                settings.limits.max_scrub_chars_per_request,
+                seed,
+            ),
         )
 
     def start_background(self) -> None:
+        if self.catalogue is not None:
+            self.catalogue.start()
         if self.learner is not None:
             self.learner.start()
         if self.retrainer is not None:
@@ -364,6 +380,8 @@ class Runtime:
         if self.apprentice is not None:
             self.apprentice.stop()
         self.decision_log.close()
+        if self.catalogue is not None:
+            self.catalogue.stop()
         if self.retention is not None:
             self.retention.stop()
         if self.learner is not None:
@@ -442,8 +460,18 @@ def create_server(
         name for policy in runtime.boundary.policies.policies.values() for name in policy.fields
     )
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(
-        DecisionServicer(runtime.engine, settings, known_names), server
+        DecisionServicer(
+            runtime.engine,
+            settings,
+            known_names,
+            CatalogueRank(runtime.catalogue) if runtime.catalogue is not None else None,
+        ),
+        server,
     )
+    if runtime.catalogue is not None:
+        catalogue_pb2_grpc.add_CatalogueServiceServicer_to_server(
+            CatalogueServicer(runtime.catalogue, settings, known_names, caller_role(runtime.tokens)), server
+        )
     event_pb2_grpc.add_EventServiceServicer_to_server(
         EventServicer(runtime.events, settings, known_names), server
     )

@@ -36,6 +36,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/tacit.v1.ExperimentService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.ModelService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.SlotService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
+    "/tacit.v1.CatalogueService/GetCatalogueItem": frozenset({Role.SERVICE, Role.EXPERIMENTER, Role.ADMIN}),
+    "/tacit.v1.CatalogueService/ListCatalogueItems": frozenset({Role.SERVICE, Role.EXPERIMENTER, Role.ADMIN}),
+    "/tacit.v1.CatalogueService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.AuditService/EraseSubject": frozenset({Role.AUDITOR, Role.ADMIN}),
     "/tacit.v1.AuditService/": frozenset({Role.AUDITOR}),
 }

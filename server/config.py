@@ -282,6 +282,14 @@ class TrainingSettings(_Section):
     mlflow_experiment: str = Field("tacit", min_length=1, description="MLflow experiment of the runs")
 
 
+class CatalogueSettings(_Section):
+    """The content catalogue (README "Content catalogue")."""
+
+    refresh_seconds: float = Field(
+        1.0, gt=0, description="how stale a replica's in-memory catalogue may be for Rank (own writes: none)"
+    )
+
+
 class Settings(BaseSettings):
     """Everything `tacit serve` needs, validated at start-up."""
 
@@ -298,6 +306,7 @@ class Settings(BaseSettings):
     retraining: RetrainingSettings = RetrainingSettings()
     training: TrainingSettings = TrainingSettings()
     auto_optimize: AutoOptimizeSettings = AutoOptimizeSettings()
+    catalogue: CatalogueSettings = CatalogueSettings()
     slots: dict[str, SlotSettings] = Field(default_factory=lambda: {"home": SlotSettings()})
 
     @classmethod

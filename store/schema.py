@@ -360,3 +360,36 @@ class AutoOptimizeRun(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_auto_optimize_runs_slot_id", "slot", "id"),)
+# --- content catalogue (issue 13, part 6) ------------------------------------------------------
+
+
+class CatalogueItem(Base):
+    """A content item registered once for Rank's `use_catalogue`: anonymized features only.
+
+    `features` passed the privacy boundary (policy kind candidate_features) at upsert;
+    `policy_digest` is the digest of that policy, so an item anonymized under another
+    one is known to be stale. `feature_digest` is the `candidate_sets` digest of the
+    features with their tag features: the key Rank's decisions reference.
+    """
+
+    __tablename__ = "catalogue_items"
+
+    item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tags: Mapped[list] = mapped_column(JSON)
+    features: Mapped[dict] = mapped_column(JSON)
+    feature_digest: Mapped[str] = mapped_column(String(32))
+    policy_digest: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    available_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    available_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CatalogueHead(Base):
+    """One row whose revision every catalogue write bumps first: writes serialize on its row
+    lock, so a serving process reloads its in-memory catalogue exactly when it changed."""
+
+    __tablename__ = "catalogue_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger)

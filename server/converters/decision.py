@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container, Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,7 +18,7 @@ from tacit.server.converters import (
     timestamp_or_none,
 )
 from tacit.server.converters import slot as slot_converters
-from tacit.server.decisions import CandidateCache, PreparedCandidate, RankInput, RankResult, RawCandidate
+from tacit.server.decisions import CandidateCache, RankCandidate, RankInput, RankResult, RawCandidate
 from tacit.server.errors import InvalidArgument
 from tacit.v1 import decision_pb2
 
@@ -29,17 +29,48 @@ def rank_input(
     max_candidates: int,
     known_names: Container[str] = frozenset(),
     cache: CandidateCache | None = None,
+    source: Callable[[], Sequence[RankCandidate]] | None = None,
 ) -> RankInput:
     """Validates a Rank request. With `cache`, a candidate whose exact serialized form was
-    prepared before (and so validated before, under the same limits) is taken from it."""
+    prepared before (and so validated before, under the same limits) is taken from it.
+    `source`, when given, supplies the candidates instead (the catalogue)."""
     require_text("slot", request.slot, limits, SLOT_NAME)
     require_text("subject_id", request.subject_id, limits)
+    if source is not None:
+        candidates = source()
+    else:
+        candidates = _inline_candidates(request, limits, max_candidates, known_names, cache)
+    for index, excluded in enumerate(request.excluded_ids):
+        if not CONTENT_ID.match(excluded):
+            raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")
+    if request.baseline_id and not CONTENT_ID.match(request.baseline_id):
+        raise InvalidArgument("baseline_id", f"must match {CONTENT_ID.pattern}")
+    return RankInput(
+        slot=request.slot,
+        subject_id=request.subject_id,
+        context=features_to_dict("context", request.context, limits, known_names),
+        candidates=candidates,
+        excluded_ids=frozenset(request.excluded_ids),
+        event_id=event_id_or_empty("event_id", request.event_id),
+        request_id=event_id_or_empty("request_id", request.request_id),
+        defer_activation=request.defer_activation,
+        baseline_id=request.baseline_id,
+    )
+
+
+def _inline_candidates(
+    request: decision_pb2.RankRequest,
+    limits: LimitSettings,
+    max_candidates: int,
+    known_names: Container[str],
+    cache: CandidateCache | None,
+) -> list[RankCandidate]:
     if not request.candidates:
         raise InvalidArgument("candidates", "at least one candidate is required")
     if len(request.candidates) > max_candidates:
         raise InvalidArgument("candidates", f"more than {max_candidates} candidates for this slot")
     seen: set[str] = set()
-    candidates: list[RawCandidate | PreparedCandidate] = []
+    candidates: list[RankCandidate] = []
     generation = cache.generation() if cache is not None else ()
     for index, candidate in enumerate(request.candidates):
         key = candidate.SerializeToString(deterministic=True) if cache is not None else None
@@ -64,22 +95,7 @@ def rank_input(
         seen.add(candidate.id)
         features = features_to_dict(f"{field}.features", candidate.features, limits, known_names)
         candidates.append(RawCandidate(candidate.id, features, key))
-    for index, excluded in enumerate(request.excluded_ids):
-        if not CONTENT_ID.match(excluded):
-            raise InvalidArgument(f"excluded_ids[{index}]", f"must match {CONTENT_ID.pattern}")
-    if request.baseline_id and not CONTENT_ID.match(request.baseline_id):
-        raise InvalidArgument("baseline_id", f"must match {CONTENT_ID.pattern}")
-    return RankInput(
-        slot=request.slot,
-        subject_id=request.subject_id,
-        context=features_to_dict("context", request.context, limits, known_names),
-        candidates=candidates,
-        excluded_ids=frozenset(request.excluded_ids),
-        event_id=event_id_or_empty("event_id", request.event_id),
-        request_id=event_id_or_empty("request_id", request.request_id),
-        defer_activation=request.defer_activation,
-        baseline_id=request.baseline_id,
-    )
+    return candidates
 
 
 def rank_response(result: RankResult) -> decision_pb2.RankResponse:

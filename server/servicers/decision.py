@@ -10,6 +10,7 @@ from tacit.server.config import Settings
 from tacit.server.converters import decision as decision_converters
 from tacit.server.decisions import DecisionEngine, PreparedCandidate, RewardOutcome, budget_key
 from tacit.server.errors import NotFound
+from tacit.server.servicers.catalogue import CatalogueRank
 from tacit.v1 import decision_pb2, decision_pb2_grpc
 
 _OUTCOMES = {
@@ -20,10 +21,17 @@ _OUTCOMES = {
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
-    def __init__(self, engine: DecisionEngine, settings: Settings, known_names: frozenset[str]):
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        settings: Settings,
+        known_names: frozenset[str],
+        catalogue: CatalogueRank | None = None,
+    ):
         self._engine = engine
         self._settings = settings
         self._known_names = known_names
+        self._catalogue = catalogue
 
     def Rank(
         self, request: decision_pb2.RankRequest, context: grpc.ServicerContext
@@ -31,12 +39,15 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         if request.slot not in self._settings.slots:
             converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
             raise NotFound("slot: no slot with this name is configured", "SLOT_NOT_FOUND")
+        limit = self._settings.slot_limit(request.slot)
+        catalogue = self._catalogue.call(request, limit) if self._catalogue is not None else None
         rank_input = decision_converters.rank_input(
             request,
             self._settings.limits,
-            self._settings.slot_limit(request.slot),
+            limit,
             self._known_names,
             self._engine.candidates,
+            catalogue.candidates if catalogue is not None else None,
         )
         # Before any work: the text this request would send to Presidio, within its budget.
         # Counted per distinct feature map, prepared (cached) candidates included, so the
@@ -53,7 +64,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 if key not in distinct:
                     distinct[key] = scrub_chars(boundary, "candidate_features", candidate.features)
         require_within_budget("candidates", [context_chars, *distinct.values()], budget)
-        return decision_converters.rank_response(self._engine.rank(rank_input))
+        response = decision_converters.rank_response(self._engine.rank(rank_input))
+        return catalogue.annotate(response) if catalogue is not None else response
 
     def Reward(
         self, request: decision_pb2.RewardRequest, context: grpc.ServicerContext

@@ -32,7 +32,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id", "baseline_id")
+    __slots__ = ("slot", "subject_id", "context", "candidates", "excluded_ids", "event_id", "defer_activation", "request_id", "baseline_id", "use_catalogue", "tags", "any_tags", "excluded_tags")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,10 @@ class RankRequest(_message.Message):
     DEFER_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ANY_TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_TAGS_FIELD_NUMBER: _ClassVar[int]
     slot: str
     subject_id: str
     context: _common_pb2.Features
@@ -51,7 +55,11 @@ class RankRequest(_message.Message):
     defer_activation: bool
     request_id: str
     baseline_id: str
-    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ..., baseline_id: _Optional[str] = ...) -> None: ...
+    use_catalogue: bool
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    any_tags: _containers.RepeatedScalarFieldContainer[str]
+    excluded_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, slot: _Optional[str] = ..., subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., defer_activation: _Optional[bool] = ..., request_id: _Optional[str] = ..., baseline_id: _Optional[str] = ..., use_catalogue: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., any_tags: _Optional[_Iterable[str]] = ..., excluded_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("id", "probability")
@@ -62,7 +70,7 @@ class RankedCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields", "slot_mode", "served_baseline")
+    __slots__ = ("event_id", "chosen_id", "ranking", "model_version", "arm", "dropped_context_fields", "dropped_candidate_fields", "slot_mode", "served_baseline", "unknown_candidates", "unavailable_candidates", "matched_items")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_ID_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +80,9 @@ class RankResponse(_message.Message):
     DROPPED_CANDIDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SLOT_MODE_FIELD_NUMBER: _ClassVar[int]
     SERVED_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     chosen_id: str
     ranking: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
@@ -81,7 +92,10 @@ class RankResponse(_message.Message):
     dropped_candidate_fields: int
     slot_mode: _slot_pb2.SlotMode
     served_baseline: bool
-    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ..., slot_mode: _Optional[_Union[_slot_pb2.SlotMode, str]] = ..., served_baseline: _Optional[bool] = ...) -> None: ...
+    unknown_candidates: int
+    unavailable_candidates: int
+    matched_items: int
+    def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ..., slot_mode: _Optional[_Union[_slot_pb2.SlotMode, str]] = ..., served_baseline: _Optional[bool] = ..., unknown_candidates: _Optional[int] = ..., unavailable_candidates: _Optional[int] = ..., matched_items: _Optional[int] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "value", "request_id", "occurred_at")
