@@ -47,6 +47,7 @@ from tacit.server.events import EventRecorder
 from tacit.server.health import HealthServicer
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.metrics import MetricsSampler
+from tacit.server.model_lifecycle import ModelLifecycle
 from tacit.server.offline_gate import OfflineGate
 from tacit.server.predictions import Predictions
 from tacit.server.reflection import enable_reflection
@@ -381,7 +382,13 @@ def prediction_and_model_servicers(
     expected = EngagementPredictions(runtime.db, runtime.boundary, profiles, engagement)
     return (
         PredictionServicer(predictions, settings.limits, known_names, expected),
-        ModelServicer(runtime.db, settings, classifiers, engagement),
+        ModelServicer(
+            runtime.db,
+            settings,
+            classifiers,
+            engagement,
+            ModelLifecycle(runtime.db, settings, runtime.keyring, runtime.boundary.policies.version),
+        ),
     )
 
 

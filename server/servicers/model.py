@@ -39,7 +39,9 @@ from tacit.server.converters.model import (
     model_message,
     retraining_run_message,
 )
+from tacit.server.converters.model_lifecycle import explain_decision_message, explain_model_message
 from tacit.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from tacit.server.model_lifecycle import MAX_SAMPLE, ModelLifecycle
 from tacit.store.db import Database
 from tacit.v1 import model_pb2, model_pb2_grpc
 
@@ -50,6 +52,7 @@ TASK = re.compile(
     r"^(conversion|churn|engagement|bandit:[a-z][a-z0-9_\-]{0,63}"
     r"|challenger:[a-z][a-z0-9\-]{0,62}:[a-z0-9][a-z0-9_\-]{0,20})$"
 )
+VERSION = re.compile(r"^v[0-9]{1,12}$")
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
 
 
@@ -60,8 +63,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         settings: Settings,
         classifiers: ServingClassifiers,
         engagement: ServingEngagement | None = None,
+        lifecycle: ModelLifecycle | None = None,
     ) -> None:
         self._db = db
+        self._lifecycle = lifecycle
         self._settings = settings
         self._classifiers = classifiers
         self._engagement = engagement or ServingEngagement(db, settings.learner.reload_interval_seconds)
@@ -208,3 +213,59 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             runs=[retraining_run_message(r) for r in runs],
             next_page_token=encode_page_token(cursor) if cursor is not None else "",
         )
+
+    # ---- explanations and model lifecycle (ModelLifecycle does the work)
+
+    def _slot(self, slot: str) -> str:
+        return converters.require_text("slot", slot, self._settings.limits, converters.SLOT_NAME)
+
+    def _lifecycle_or_fail(self) -> ModelLifecycle:
+        if self._lifecycle is None:
+            raise FailedPrecondition("model lifecycle is not enabled on this server", "NOT_ENABLED")
+        return self._lifecycle
+
+    def ExplainModel(  # noqa: N802
+        self, request: model_pb2.ExplainModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ExplainModelResponse:
+        slot = self._slot(request.slot)
+        top_n = _bounded("top_n", request.top_n, 20, 200)
+        sample = _bounded("sample_size", request.sample_size, 1_000, MAX_SAMPLE)
+        return explain_model_message(self._lifecycle_or_fail().explain_model(slot, top_n, sample))
+
+    def ExplainDecision(  # noqa: N802
+        self, request: model_pb2.ExplainDecisionRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ExplainDecisionResponse:
+        event_id = converters.required_event_id("event_id", request.event_id)
+        top_n = _bounded("top_n", request.top_n, 10, 100)
+        return explain_decision_message(self._lifecycle_or_fail().explain_decision(event_id, top_n))
+
+    def ExportModel(  # noqa: N802
+        self, request: model_pb2.ExportModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ExportModelResponse:
+        slot = self._slot(request.slot)
+        if request.version and not VERSION.match(request.version):
+            raise InvalidArgument("version", f"must match {VERSION.pattern}")
+        exported = self._lifecycle_or_fail().export(slot, request.version or None)
+        return model_pb2.ExportModelResponse(
+            bundle=exported.bundle, sha256=exported.sha256, task=exported.task, version=exported.version
+        )
+
+    def ImportModel(  # noqa: N802
+        self, request: model_pb2.ImportModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ImportModelResponse:
+        slot = self._slot(request.slot)
+        record = self._lifecycle_or_fail().import_bundle(slot, request.bundle, request.sha256)
+        return model_pb2.ImportModelResponse(model=model_message(record))
+
+    def ResetModel(  # noqa: N802
+        self, request: model_pb2.ResetModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ResetModelResponse:
+        record, previous = self._lifecycle_or_fail().reset(self._slot(request.slot))
+        return model_pb2.ResetModelResponse(model=model_message(record), previous_version=previous or "")
+
+
+def _bounded(field: str, value: int, default: int, maximum: int) -> int:
+    """0 means ``default``; negative is refused; above ``maximum`` is capped."""
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return min(value or default, maximum)
