@@ -4,11 +4,13 @@ with the field named and nothing echoed."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,10 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from tacit.server.auth import Role
-from tacit.sim.client import drive, rank_request, visit_candidates, visit_context
+from tacit.sim.client import drive, rank_request, to_features, visit_candidates, visit_context
 from tacit.sim.world import ContentSite
 from tacit.store.schema import AuditRecord
-from tacit.v1 import decision_pb2_grpc, model_pb2, model_pb2_grpc
+from tacit.v1 import decision_pb2, decision_pb2_grpc, model_pb2, model_pb2_grpc
 from tests.conftest import ServerHandle
 from tests.faults.test_contract_drift import call
 
@@ -143,3 +145,230 @@ def test_exported_model_serves_identical_probabilities_in_another_deployment_and
         assert vector == pytest.approx([1.0 / len(vector)] * len(vector), abs=1e-6)
     assert audit_actions(server) == ["export"]
     assert audit_actions(other) == ["import", "reset"]
+
+
+# Planted personal values: through every field the privacy boundary treats differently.
+PLANTED = ("jane.roe@example.com", "415-555-0132", "203.0.113.77", "author-jane-roe-1987")
+
+
+def planted_rank(index: int) -> decision_pb2.RankRequest:
+    device = ("mobile", "desktop")[index % 2]
+    context = {
+        "device": device,
+        "referrer": "https://news.example/?from=jane.roe@example.com",
+        "search_query": "call me on 415-555-0132",
+        "ip": "203.0.113.77",
+        "email": "jane.roe@example.com",
+    }
+    request = rank_request("home", f"user-{index}", {}, [])
+    request.context.CopyFrom(to_features(context))
+    for topic in ("sports", "news", "tech"):
+        features = {"topic": topic, "author_id": "author-jane-roe-1987", "title": "by jane.roe@example.com"}
+        request.candidates.append(decision_pb2.Candidate(id=f"item-{topic}", features=to_features(features)))
+    return request
+
+
+def test_explanations_name_what_the_model_weighs_and_never_a_planted_personal_value(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    handle = start_server()
+    stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
+    event_ids = []
+    for index in range(200):
+        response = stub.Rank(planted_rank(index), metadata=handle.metadata())
+        # mobile users click sports, desktop users click tech: device x topic carries the weight.
+        liked = "item-sports" if index % 2 == 0 else "item-tech"
+        reward = 1.0 if response.chosen_id == liked else 0.0
+        stub.Reward(
+            decision_pb2.RewardRequest(event_id=response.event_id, value=reward), metadata=handle.metadata()
+        )
+        event_ids.append(response.event_id)
+    wait_for(lambda: (m := newest(handle)) is not None and m.examples >= 200)
+    experimenter = handle.metadata(Role.EXPERIMENTER)
+    explained = models(handle).ExplainModel(
+        model_pb2.ExplainModelRequest(slot="home", top_n=200), metadata=experimenter
+    )
+    assert explained.sample_decisions == 200 and explained.sample_rows == 600
+    assert explained.interactions[0].name.startswith("U^device*A^")
+    names = {item.name for item in explained.terms}
+    assert any(name.startswith("U^device=mobile*A^") for name in names)
+    decision = models(handle).ExplainDecision(
+        model_pb2.ExplainDecisionRequest(event_id=event_ids[-1], top_n=100), metadata=experimenter
+    )
+    assert decision.slot == "home" and decision.candidates == 3 and decision.contributions
+    assert decision.decision_model_version  # the version that decided, or the newest when retired
+    assert sum(c.contribution for c in decision.contributions) == pytest.approx(
+        decision.predicted_reward, abs=1e-4
+    )
+    # Pseudonymized tokens may appear (the author's keyed pseudonym); the raw values never do.
+    output = " ".join((str(explained), str(decision))) + " ".join(
+        (explained.SerializeToString().decode("latin-1"), decision.SerializeToString().decode("latin-1"))
+    )
+    for value in PLANTED:
+        assert value not in output
+        assert value.replace("-", "").replace(".", "") not in output.replace("-", "").replace(".", "")
+    assert "jane" not in output.lower()
+
+
+def rebundled(
+    bundle: bytes, manifest_changes: dict[str, Any] | None = None, model: bytes | None = None
+) -> bytes:
+    """A bundle with its manifest or model changed (and nothing else)."""
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        model_bytes = archive.read("model.vw") if model is None else model
+    manifest.update(manifest_changes or {})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(manifest))
+        archive.writestr("model.vw", model_bytes)
+    return buffer.getvalue()
+
+
+def test_bad_lifecycle_input_names_the_field_echoes_nothing_and_writes_nothing(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+
+    handle = start_server()
+    admin = handle.metadata(Role.ADMIN)
+    stub = models(handle)
+    seeded = stub.ResetModel(model_pb2.ResetModelRequest(slot="home"), metadata=admin).model
+    bundle = stub.ExportModel(model_pb2.ExportModelRequest(slot="home"), metadata=admin).bundle
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def imported(data: bytes, digest: str | None = None, slot: str = "home") -> Any:
+        request = model_pb2.ImportModelRequest(
+            slot=slot, bundle=data, sha256=sha(data) if digest is None else digest
+        )
+        return call(lambda: stub.ImportModel(request, metadata=admin))
+
+    good_model = rebundled(bundle)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        model_bytes = archive.read("model.vw")
+    corrupted = bytearray(model_bytes)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases = [
+        (imported(bundle, slot="zqslot"), grpc.StatusCode.NOT_FOUND, "", "SLOT_NOT_FOUND"),
+        (imported(b"zq not a zip" * 10), invalid, "bundle", "INVALID_BUNDLE"),
+        (imported(bundle, sha(b"zq-other")), invalid, "sha256", "BUNDLE_HASH_MISMATCH"),
+        (imported(bundle, "zq" * 32), invalid, "sha256", "INVALID_BUNDLE"),
+        (
+            imported(rebundled(bundle, model=bytes(corrupted))),
+            invalid,
+            "bundle.model",
+            "BUNDLE_HASH_MISMATCH",
+        ),
+        (
+            imported(rebundled(bundle, {"model_sha256": sha(b"zq" * 50)}, model=b"zq" * 50)),
+            invalid,
+            "bundle.model",
+            "INVALID_BUNDLE",
+        ),
+        (
+            imported(rebundled(bundle, {"slot": "ZQ free text"})),
+            invalid,
+            "bundle.manifest.slot",
+            "INVALID_BUNDLE",
+        ),
+        (imported(rebundled(bundle, {"format": "zq"})), invalid, "bundle.manifest.format", "INVALID_BUNDLE"),
+    ]
+    hostile_args = [
+        "--cb_explore_adf --feature_mask /tmp/zqmask",
+        "--cb_explore_adf --audit_regressor /tmp/zqaudit",
+        "--cb_explore_adf --pid_file /tmp/zqpid",
+        "--cb_explore_adf --zq_unknown_option",
+        "--cb_explore_adf -q ZQ",
+        "--cb_explore_adf --data zqdata",
+        "--cb_explore_adf --epsilon 'zq quoted",
+        "--cb_explore_adf --epsilon ../../zq",
+        "--cb_explore_adf --cb_type zqnope",
+        "--cb_adf --squarecb",
+    ]
+    for args in hostile_args:
+        outcome = imported(rebundled(bundle, {"vw_args": args}))
+        cases.append((outcome, invalid, "bundle.manifest.vw_args", "INVALID_VW_ARGS"))
+    cases += [
+        (
+            call(lambda: stub.ExportModel(model_pb2.ExportModelRequest(slot="zqslot"), metadata=admin)),
+            grpc.StatusCode.NOT_FOUND,
+            "",
+            "SLOT_NOT_FOUND",
+        ),
+        (
+            call(
+                lambda: stub.ExportModel(
+                    model_pb2.ExportModelRequest(slot="home", version="zq1"), metadata=admin
+                )
+            ),
+            invalid,
+            "version",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            call(
+                lambda: stub.ExportModel(
+                    model_pb2.ExportModelRequest(slot="home", version="v999"), metadata=admin
+                )
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "",
+            "MODEL_NOT_FOUND",
+        ),
+        (
+            call(lambda: stub.ResetModel(model_pb2.ResetModelRequest(slot="zqslot"), metadata=admin)),
+            grpc.StatusCode.NOT_FOUND,
+            "",
+            "SLOT_NOT_FOUND",
+        ),
+        (
+            call(
+                lambda: stub.ResetModel(
+                    model_pb2.ResetModelRequest(slot="home"), metadata=handle.metadata(Role.EXPERIMENTER)
+                )
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "",
+            "",
+        ),
+        (
+            call(
+                lambda: stub.ExplainDecision(
+                    model_pb2.ExplainDecisionRequest(event_id="zq-unknown-event"), metadata=admin
+                )
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "",
+            "DECISION_NOT_FOUND",
+        ),
+        (
+            call(
+                lambda: stub.ExplainModel(
+                    model_pb2.ExplainModelRequest(slot="home", top_n=-1), metadata=admin
+                )
+            ),
+            invalid,
+            "top_n",
+            "INVALID_ARGUMENT",
+        ),
+    ]
+    for index, (outcome, code, field, reason) in enumerate(cases):
+        assert outcome is not None and outcome.code == code, (index, outcome)
+        if field:
+            assert [v[0] for v in outcome.violations] == [field], (index, outcome)
+        if reason:
+            assert outcome.reason.split(" ")[0] == reason, (index, outcome)
+        assert "zq" not in outcome.caller_visible_text().lower(), (index, outcome)
+    # Nothing was half-written: one version (the reset), its file, the two audited actions.
+    assert [
+        m.version for m in stub.ListModels(model_pb2.ListModelsRequest(task=SLOT_TASK), metadata=admin).models
+    ] == [seeded.version]
+    assert sorted(p.name for p in (handle.data_dir / "models" / "bandit_home").iterdir()) == [
+        f"{seeded.version}.vw"
+    ]
+    assert audit_actions(handle) == ["reset", "export"]
+    assert not list(Path("/tmp").glob("zq*"))
+    # The untouched bundle still imports.
+    assert imported(good_model) is None
