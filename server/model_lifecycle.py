@@ -147,6 +147,9 @@ class ModelLifecycle:
                 .all()
             )
             rows = _rows(session, decisions)
+        if not rows:
+            # VW names a weight only when an example touches it: nothing logged, nothing to name.
+            raise FailedPrecondition("the slot has no logged decisions to name its features", "NO_DECISIONS")
         path = self._verified(checkpoint)
         explanation = explain_model(checkpoint.vw_args or configured, path, rows, top_n)
         return ExplainedModel(slot, checkpoint.version, len(rows), explanation)

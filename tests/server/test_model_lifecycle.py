@@ -372,3 +372,35 @@ def test_bad_lifecycle_input_names_the_field_echoes_nothing_and_writes_nothing(
     assert not list(Path("/tmp").glob("zq*"))
     # The untouched bundle still imports.
     assert imported(good_model) is None
+
+
+def test_cli_exports_imports_resets_and_explains_through_the_api(
+    start_server: Callable[..., ServerHandle], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tacit.cli.main import main
+
+    source, target = start_server(), start_server()
+    trained = train(source, 150)
+
+    def tacit(handle: ServerHandle, *argv: str) -> int:
+        command, rest = argv[0], list(argv[1:])
+        client = ["--target", handle.target, "--data-dir", str(handle.data_dir)]
+        return main(["model", command, *client, *rest])
+
+    bundle = tmp_path / "home.zip"
+    assert tacit(source, "export", "--slot", "home", str(bundle)) == 0
+    assert (tmp_path / "home.zip.sha256").read_text().split()[0] in capsys.readouterr().out
+    (tmp_path / "tampered.zip").write_bytes(bundle.read_bytes() + b"\0")
+    (tmp_path / "tampered.zip.sha256").write_text((tmp_path / "home.zip.sha256").read_text())
+    assert tacit(target, "import", "--slot", "home", str(tmp_path / "tampered.zip")) == 1
+    assert "INVALID_ARGUMENT: sha256" in capsys.readouterr().err
+    assert tacit(target, "import", "--slot", "home", str(bundle)) == 0
+    assert f"from {trained.version}" in capsys.readouterr().out
+    assert tacit(target, "explain", "--slot", "home") == 1  # no decision logged here yet
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err
+    assert tacit(source, "explain", "--slot", "home", "--top", "5") == 0
+    assert "U^device" in capsys.readouterr().out
+    assert tacit(target, "reset", "--slot", "home") == 2  # without --yes nothing happens
+    assert tacit(target, "reset", "--slot", "home", "--yes") == 0
+    assert "reset: models/bandit:home/versions/" in capsys.readouterr().out
+    assert audit_actions(target) == ["import", "reset"]

@@ -130,6 +130,8 @@ class ModelServiceServicer:
         """What a slot's model weighs: its terms (features and interactions) ranked by their mean
         absolute contribution over the slot's newest logged decisions. Names are the model's own
         feature names: declared field names and the stored (anonymized or pseudonymized) tokens.
+        FAILED_PRECONDITION NO_CHECKPOINT before the slot's first checkpoint, NO_DECISIONS before
+        its first logged decision (VW names only the weights an example touches).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
