@@ -16,6 +16,8 @@ import io
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -253,23 +255,38 @@ def read_bundle(data: bytes, expected_sha256: str) -> Bundle:
     return Bundle(manifest, model, expected)
 
 
+# Run in a child process: a model file VW chokes on (it is not ours until it passes) costs the
+# child, never the server. It loads the model as serving will and predicts one example.
+_LOAD_CHECK = """
+import sys
+from pathlib import Path
+from tacit.learning.bandit import SlotModel
+model = SlotModel(sys.argv[1], model_path=Path(sys.argv[2]))
+pmf = model.predict({}, [{}, {}]).probabilities
+model.close()
+sys.exit(0 if len(pmf) == 2 and abs(sum(pmf) - 1.0) < 1e-6 else 3)
+"""
+LOAD_CHECK_TIMEOUT_SECONDS = 120.0
+
+
 def _loadable(vw_args: str, model: bytes) -> None:
-    """VW loads the model with ``vw_args`` and predicts a probability vector from it."""
+    """VW loads the model with ``vw_args`` (in a child process) and predicts a probability vector."""
     with tempfile.TemporaryDirectory(prefix="tacit-import-") as directory:
         path = Path(directory) / MODEL
         path.write_bytes(model)
         try:
-            loaded = SlotModel(vw_args, model_path=path)
-        except RuntimeError:
-            raise BundleError(
-                "bundle.model", "Vowpal Wabbit cannot load it with the manifest's vw_args"
-            ) from None
-        try:
-            loaded.predict({}, [{}, {}])
-        except RuntimeError:
-            raise BundleError("bundle.model", "Vowpal Wabbit cannot predict with it") from None
-        finally:
-            loaded.close()
+            result = subprocess.run(
+                [sys.executable, "-c", _LOAD_CHECK, vw_args, str(path)],
+                capture_output=True,
+                timeout=LOAD_CHECK_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BundleError("bundle.model", "Vowpal Wabbit did not load it in time") from None
+    if result.returncode != 0:
+        raise BundleError(
+            "bundle.model", "Vowpal Wabbit cannot load it with the manifest's vw_args and predict"
+        )
 
 
 def install_bundle(session: Session, slot: str, bundle: Bundle, models_dir: Path) -> Checkpoint:
