@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return _call(args, Role.ADMIN, run)
 
 
-def _table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+def _table(title: str, rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
