@@ -145,6 +145,10 @@ def test_exported_model_serves_identical_probabilities_in_another_deployment_and
         assert vector == pytest.approx([1.0 / len(vector)] * len(vector), abs=1e-6)
     assert audit_actions(server) == ["export"]
     assert audit_actions(other) == ["import", "reset"]
+    # The slot learns on from the fresh model; its later checkpoints keep saying where it came from.
+    drive(other.channel, other.token(), ContentSite(seed=8, n_candidates=6), 30)
+    learned = wait_for(lambda: (m := newest(other)) is not None and m.examples >= 30 and m)
+    assert learned.installed_by == "reset" and learned.version > reset.model.version
 
 
 # Planted personal values: through every field the privacy boundary treats differently.
@@ -232,6 +236,11 @@ def test_bad_lifecycle_input_names_the_field_echoes_nothing_and_writes_nothing(
     handle = start_server()
     admin = handle.metadata(Role.ADMIN)
     stub = models(handle)
+    before_checkpoint = call(
+        lambda: stub.ExplainModel(model_pb2.ExplainModelRequest(slot="home"), metadata=admin)
+    )
+    assert before_checkpoint is not None and before_checkpoint.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert before_checkpoint.reason.split(" ")[0] == "NO_CHECKPOINT"
     seeded = stub.ResetModel(model_pb2.ResetModelRequest(slot="home"), metadata=admin).model
     bundle = stub.ExportModel(model_pb2.ExportModelRequest(slot="home"), metadata=admin).bundle
 
@@ -250,7 +259,16 @@ def test_bad_lifecycle_input_names_the_field_echoes_nothing_and_writes_nothing(
     corrupted = bytearray(model_bytes)
     corrupted[len(corrupted) // 2] ^= 0xFF
     invalid = grpc.StatusCode.INVALID_ARGUMENT
+    oversized = b"\0" * (4 * 1024 * 1024 + 1)
+    as_experimenter = model_pb2.ImportModelRequest(slot="home", bundle=bundle, sha256=sha(bundle))
     cases = [
+        (
+            call(lambda: stub.ImportModel(as_experimenter, metadata=handle.metadata(Role.EXPERIMENTER))),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "",
+            "",
+        ),
+        (imported(oversized), invalid, "bundle", "INVALID_BUNDLE"),
         (imported(bundle, slot="zqslot"), grpc.StatusCode.NOT_FOUND, "", "SLOT_NOT_FOUND"),
         (imported(b"zq not a zip" * 10), invalid, "bundle", "INVALID_BUNDLE"),
         (imported(bundle, sha(b"zq-other")), invalid, "sha256", "BUNDLE_HASH_MISMATCH"),
