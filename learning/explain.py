@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 
 import vowpalwabbit
 
@@ -23,6 +25,8 @@ from tacit.learning.bandit import (
     ACTION_NAMESPACE,
     SHARED_NAMESPACE,
     Features,
+    FeatureValue,
+    action_line,
     build_example,
     feature_terms,
     validate_arguments,
@@ -85,11 +89,23 @@ def read_weights(vw_args: str, model_path: Path, examples: Iterable[Row]) -> dic
         inverted = Path(directory) / "inverted.txt"
         workspace = vowpalwabbit.Workspace(f"{vw_args} --quiet -t -i {model_path} --invert_hash {inverted}")
         try:
-            for row in examples:
-                workspace.predict(build_example(row.context, row.actions))
+            for example in _naming_examples(examples):
+                workspace.predict(example)
         finally:
             workspace.finish()
         return _parse_inverted(inverted.read_text(encoding="utf-8", errors="replace"))
+
+
+def _naming_examples(rows: Iterable[Row]) -> list[list[str]]:
+    """One example per distinct context with every distinct candidate seen with it: VW names the
+    same terms as it would for the decisions one by one, in far fewer lines when contexts repeat."""
+    by_context: dict[str, dict[str, None]] = {}
+    for row in rows:
+        shared = build_example(row.context, [])[0]
+        seen = by_context.setdefault(shared, {})
+        for action in row.actions:
+            seen.setdefault(action_line(action))
+    return [[shared, *actions] for shared, actions in by_context.items()]
 
 
 def _parse_inverted(text: str) -> dict[str, float]:
@@ -110,10 +126,23 @@ def _parse_inverted(text: str) -> dict[str, float]:
 
 def _row_terms(row: Row, action_index: int) -> dict[str, float]:
     """The linear terms of one (decision, candidate) row: "U^name[=token]" -> value."""
-    terms = {CONSTANT: 1.0}
-    terms.update(feature_terms(SHARED_NAMESPACE, row.context))
-    terms.update(feature_terms(ACTION_NAMESPACE, row.actions[action_index]))
-    return terms
+    return _pair_terms(tuple(row.context.items()), tuple(row.actions[action_index].items()))
+
+
+def _pair_terms(
+    context: tuple[tuple[str, FeatureValue], ...], action: tuple[tuple[str, FeatureValue], ...]
+) -> dict[str, float]:
+    return {
+        CONSTANT: 1.0,
+        **_cached_terms(SHARED_NAMESPACE, context),
+        **_cached_terms(ACTION_NAMESPACE, action),
+    }
+
+
+@lru_cache(maxsize=65_536)
+def _cached_terms(namespace: str, items: tuple[tuple[str, FeatureValue], ...]) -> Mapping[str, float]:
+    # Contexts and candidates repeat across a sample; their terms are worked out once.
+    return MappingProxyType(feature_terms(namespace, dict(items)))
 
 
 class _TermIndex:
@@ -160,13 +189,15 @@ def explain_model(vw_args: str, model_path: Path, rows: Sequence[Row], top_n: in
     index = _TermIndex(weights)
     totals: dict[str, float] = defaultdict(float)
     occurrences: dict[str, int] = defaultdict(int)
-    row_count = 0
-    for row in rows:
-        for action_index in range(len(row.actions)):
-            row_count += 1
-            for name, value, weight in index.present(_row_terms(row, action_index)):
-                totals[name] += abs(weight * value)
-                occurrences[name] += 1
+    # Identical (context, candidate) rows hold identical terms: each distinct one is worked out once.
+    distinct = Counter(
+        (tuple(row.context.items()), tuple(action.items())) for row in rows for action in row.actions
+    )
+    for (context, action), count in distinct.items():
+        for name, value, weight in index.present(_pair_terms(context, action)):
+            totals[name] += abs(weight * value) * count
+            occurrences[name] += count
+    row_count = sum(distinct.values())
     per_row = max(row_count, 1)
     terms = [Importance(n, totals[n] / per_row, weights[n], occurrences[n]) for n in totals]
     features: dict[str, list[Importance]] = defaultdict(list)
