@@ -230,7 +230,8 @@ def _checked_manifest(raw: bytes) -> dict[str, Any]:
 
 
 def read_bundle(data: bytes, expected_sha256: str) -> Bundle:
-    """Verifies a bundle against the SHA-256 its exporter reported and checks all of it."""
+    """Verifies a bundle against the SHA-256 its exporter reported and checks all of it, down to
+    VW loading the model with the manifest's vw_args."""
     expected = expected_sha256.strip().lower()
     if not _SHA256.match(expected):
         raise BundleError("sha256", "must be 64 hexadecimal characters")
@@ -252,6 +253,7 @@ def read_bundle(data: bytes, expected_sha256: str) -> Bundle:
         raise BundleError(
             "bundle.model", "does not match the manifest's model_sha256", "BUNDLE_HASH_MISMATCH"
         )
+    _loadable(str(manifest["vw_args"]), model)  # before any transaction: it takes a second or two
     return Bundle(manifest, model, expected)
 
 
@@ -290,10 +292,9 @@ def _loadable(vw_args: str, model: bytes) -> None:
 
 
 def install_bundle(session: Session, slot: str, bundle: Bundle, models_dir: Path) -> Checkpoint:
-    """Registers a verified bundle's model as ``slot``'s next version (in the caller's transaction)."""
+    """Registers a bundle `read_bundle` verified as ``slot``'s next version (in the caller's transaction)."""
     manifest = bundle.manifest
     vw_args = str(manifest["vw_args"])
-    _loadable(vw_args, bundle.model)
     origin = {
         "action": "import",
         "source_slot": manifest["slot"],

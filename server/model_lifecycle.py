@@ -227,10 +227,7 @@ class ModelLifecycle:
         try:
             with self._db.transaction() as session:
                 before = newest_checkpoint(session, task)
-                try:
-                    checkpoint = install_bundle(session, slot, bundle, self._models_dir)
-                except BundleError as error:
-                    raise InvalidArgument(error.field, error.description, error.reason) from None
+                checkpoint = install_bundle(session, slot, bundle, self._models_dir)
                 written.append(checkpoint.path)
                 self._audit(
                     session, "import", task, before.version if before else None, checkpoint.version,
