@@ -20,13 +20,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import vowpalwabbit
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tacit.learning.bandit import BanditConfigError, SlotModel, check_workspace
@@ -35,10 +36,12 @@ from tacit.learning.registry import (
     Checkpoint,
     bandit_task,
     file_sha256,
+    lock_task,
     newest_row,
     register_file,
     version_checkpoint,
 )
+from tacit.store.schema import ModelVersion
 
 BUNDLE_FORMAT = "tacit-vw-bundle"
 FORMAT_VERSION = 1
@@ -291,7 +294,24 @@ def _loadable(vw_args: str, model: bytes) -> None:
         )
 
 
-def install_bundle(session: Session, slot: str, bundle: Bundle, models_dir: Path) -> Checkpoint:
+def installed_by_request(session: Session, slot: str, request_keys: Sequence[str]) -> ModelVersion | None:
+    """The version an earlier import or reset with one of ``request_keys`` (digests of its
+    request_id) installed, while it is still registered. Takes the slot's registry lock."""
+    task = bandit_task(slot)
+    lock_task(session, task)
+    rows = session.execute(
+        select(ModelVersion).where(ModelVersion.task == task).order_by(ModelVersion.id)
+    ).scalars()
+    for row in rows:  # the oldest match: later checkpoints inherit the marker
+        origin = (row.details or {}).get(INSTALLED)
+        if isinstance(origin, dict) and origin.get("request") in request_keys:
+            return row
+    return None
+
+
+def install_bundle(
+    session: Session, slot: str, bundle: Bundle, models_dir: Path, request_key: str = ""
+) -> Checkpoint:
     """Registers a bundle `read_bundle` verified as ``slot``'s next version (in the caller's transaction)."""
     manifest = bundle.manifest
     vw_args = str(manifest["vw_args"])
@@ -301,6 +321,7 @@ def install_bundle(session: Session, slot: str, bundle: Bundle, models_dir: Path
         "source_version": manifest["version"],
         "source_sha256": manifest["model_sha256"],
         "bundle_sha256": bundle.sha256,
+        **({"request": request_key} if request_key else {}),
     }
     return register_file(
         session,
@@ -313,7 +334,12 @@ def install_bundle(session: Session, slot: str, bundle: Bundle, models_dir: Path
 
 
 def reset_slot(
-    session: Session, slot: str, vw_args: str, models_dir: Path, random_seed: int | None = None
+    session: Session,
+    slot: str,
+    vw_args: str,
+    models_dir: Path,
+    random_seed: int | None = None,
+    request_key: str = "",
 ) -> tuple[Checkpoint, str | None]:
     """Registers a fresh, untrained model with ``vw_args`` as ``slot``'s next version.
 
@@ -329,7 +355,14 @@ def reset_slot(
             models_dir,
             fresh.save,
             0,
-            {"vw_args": vw_args, INSTALLED: {"action": "reset", "previous_version": previous_version or ""}},
+            {
+                "vw_args": vw_args,
+                INSTALLED: {
+                    "action": "reset",
+                    "previous_version": previous_version or "",
+                    **({"request": request_key} if request_key else {}),
+                },
+            },
         )
     finally:
         fresh.close()

@@ -23,11 +23,13 @@ from tacit.learning.lifecycle import (
     ExportError,
     export_bundle,
     install_bundle,
+    installed_by_request,
     read_bundle,
     reset_slot,
     sha256_hex,
 )
 from tacit.learning.registry import (
+    INSTALLED,
     Checkpoint,
     bandit_task,
     file_sha256,
@@ -39,7 +41,7 @@ from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.audit_log import append_entries
 from tacit.privacy.pseudonym import KeyRing
 from tacit.server.config import Settings
-from tacit.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from tacit.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tacit.store.candidate_sets import MissingCandidateSet, decision_candidates
 from tacit.store.db import Database
 from tacit.store.schema import Decision
@@ -216,7 +218,22 @@ class ModelLifecycle:
         logger.info("model exported", extra={"task": task, "version": checkpoint.version})
         return Exported(data, sha256_hex(data), task, checkpoint.version)
 
-    def import_bundle(self, slot: str, data: bytes, sha256: str) -> ModelRecord:
+    def _earlier(
+        self, session: Session, slot: str, request_id: str, action: str, sha256: str = ""
+    ) -> str | None:
+        """The version an earlier identical call with ``request_id`` installed (None when none);
+        ALREADY_EXISTS when the request id was used for a different change."""
+        if not request_id:
+            return None
+        row = installed_by_request(session, slot, self._keyring.digests(request_id))
+        if row is None:
+            return None
+        origin = row.details[INSTALLED]
+        if origin.get("action") != action or origin.get("bundle_sha256", "") != sha256:
+            raise AlreadyExists("request_id: was used for a different model change", "REQUEST_ID_REUSED")
+        return row.version
+
+    def import_bundle(self, slot: str, data: bytes, sha256: str, request_id: str = "") -> ModelRecord:
         self._slot_args(slot)
         try:
             bundle: Bundle = read_bundle(data, sha256)
@@ -226,8 +243,13 @@ class ModelLifecycle:
         written: list[Path] = []
         try:
             with self._db.transaction() as session:
+                earlier = self._earlier(session, slot, request_id, "import", bundle.sha256)
+                if earlier is not None:
+                    return get_record(self._db, task, earlier)  # a retry: nothing changes, nothing audited
                 before = newest_checkpoint(session, task)
-                checkpoint = install_bundle(session, slot, bundle, self._models_dir)
+                checkpoint = install_bundle(
+                    session, slot, bundle, self._models_dir, self._request_key(request_id)
+                )
                 written.append(checkpoint.path)
                 self._audit(
                     session, "import", task, before.version if before else None, checkpoint.version,
@@ -240,13 +262,22 @@ class ModelLifecycle:
         logger.info("model imported", extra={"task": task, "version": checkpoint.version})
         return get_record(self._db, task, checkpoint.version)
 
-    def reset(self, slot: str) -> tuple[ModelRecord, str | None]:
+    def _request_key(self, request_id: str) -> str:
+        return self._keyring.digest(request_id) if request_id else ""
+
+    def reset(self, slot: str, request_id: str = "") -> tuple[ModelRecord, str | None]:
         vw_args = self._slot_args(slot)
         task = bandit_task(slot)
         written: list[Path] = []
         try:
             with self._db.transaction() as session:
-                checkpoint, previous = reset_slot(session, slot, vw_args, self._models_dir)
+                earlier = self._earlier(session, slot, request_id, "reset")
+                if earlier is not None:
+                    record = get_record(self._db, task, earlier)
+                    return record, str(record.details[INSTALLED].get("previous_version", "")) or None
+                checkpoint, previous = reset_slot(
+                    session, slot, vw_args, self._models_dir, request_key=self._request_key(request_id)
+                )
                 written.append(checkpoint.path)
                 self._audit(session, "reset", task, previous, checkpoint.version, 0)
         except BaseException:

@@ -254,13 +254,16 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.ImportModelRequest, context: grpc.ServicerContext
     ) -> model_pb2.ImportModelResponse:
         slot = self._slot(request.slot)
-        record = self._lifecycle_or_fail().import_bundle(slot, request.bundle, request.sha256)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        record = self._lifecycle_or_fail().import_bundle(slot, request.bundle, request.sha256, request_id)
         return model_pb2.ImportModelResponse(model=model_message(record))
 
     def ResetModel(  # noqa: N802
         self, request: model_pb2.ResetModelRequest, context: grpc.ServicerContext
     ) -> model_pb2.ResetModelResponse:
-        record, previous = self._lifecycle_or_fail().reset(self._slot(request.slot))
+        slot = self._slot(request.slot)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        record, previous = self._lifecycle_or_fail().reset(slot, request_id)
         return model_pb2.ResetModelResponse(model=model_message(record), previous_version=previous or "")
 
 

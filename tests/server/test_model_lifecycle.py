@@ -392,6 +392,44 @@ def test_bad_lifecycle_input_names_the_field_echoes_nothing_and_writes_nothing(
     assert imported(good_model) is None
 
 
+def test_import_and_reset_retried_with_their_request_id_change_nothing_twice(
+    start_server: Callable[..., ServerHandle],
+) -> None:
+    handle = start_server(learner={"enabled": False})
+    admin = handle.metadata(Role.ADMIN)
+    stub = models(handle)
+
+    def reset(request_id: str) -> model_pb2.ResetModelResponse:
+        return stub.ResetModel(
+            model_pb2.ResetModelRequest(slot="home", request_id=request_id), metadata=admin
+        )
+
+    def import_(data: bytes, request_id: str) -> model_pb2.Model:
+        request = model_pb2.ImportModelRequest(
+            slot="home", bundle=data, sha256=hashlib.sha256(data).hexdigest(), request_id=request_id
+        )
+        return stub.ImportModel(request, metadata=admin).model
+
+    first = reset("zq-reset-0001")
+    assert reset("zq-reset-0001") == first
+    bundle = stub.ExportModel(model_pb2.ExportModelRequest(slot="home"), metadata=admin).bundle
+    installed = import_(bundle, "zq-import-0001")
+    assert import_(bundle, "zq-import-0001") == installed
+    assert installed.version > first.model.version
+    for change in (
+        lambda: import_(rebundled(bundle), "zq-import-0001"),  # another bundle under the same key
+        lambda: reset("zq-import-0001"),  # the key of an import
+        lambda: import_(bundle, "zq-reset-0001"),  # the key of a reset
+    ):
+        outcome = call(change)
+        assert outcome is not None and outcome.code == grpc.StatusCode.ALREADY_EXISTS
+        assert outcome.reason.split(" ")[0] == "REQUEST_ID_REUSED"
+        assert "zq" not in outcome.caller_visible_text().lower()
+    listed = stub.ListModels(model_pb2.ListModelsRequest(task=SLOT_TASK), metadata=admin).models
+    assert sorted(m.version for m in listed) == [first.model.version, installed.version]
+    assert audit_actions(handle) == ["reset", "export", "import"]
+
+
 def test_cli_exports_imports_resets_and_explains_through_the_api(
     start_server: Callable[..., ServerHandle], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -356,14 +356,16 @@ class ExportModelResponse(_message.Message):
     def __init__(self, bundle: _Optional[bytes] = ..., sha256: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
-    __slots__ = ("slot", "bundle", "sha256")
+    __slots__ = ("slot", "bundle", "sha256", "request_id")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     slot: str
     bundle: bytes
     sha256: str
-    def __init__(self, slot: _Optional[str] = ..., bundle: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, slot: _Optional[str] = ..., bundle: _Optional[bytes] = ..., sha256: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ImportModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -372,10 +374,12 @@ class ImportModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class ResetModelRequest(_message.Message):
-    __slots__ = ("slot",)
+    __slots__ = ("slot", "request_id")
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     slot: str
-    def __init__(self, slot: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, slot: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ResetModelResponse(_message.Message):
     __slots__ = ("model", "previous_version")
