@@ -32,6 +32,7 @@ from tacit.learning.registry import (
     INSTALLED,
     Checkpoint,
     bandit_task,
+    challenger_task,
     file_sha256,
     newest_checkpoint,
     version_checkpoint,
@@ -164,7 +165,14 @@ class ModelLifecycle:
             if decision is None:
                 raise NotFound("event_id: no decision with this id", "DECISION_NOT_FOUND")
             configured = self._slot_args(decision.slot)
-            found = version_checkpoint(session, bandit_task(decision.slot), decision.model_version)
+            # A bandit:<config> challenger arm decided with its own task's checkpoint.
+            challenger = decision.experiment_id is not None and decision.policy.startswith("bandit:")
+            decided_by = (
+                challenger_task(decision.experiment_id or "", decision.arm)
+                if challenger
+                else bandit_task(decision.slot)
+            )
+            found = version_checkpoint(session, decided_by, decision.model_version)
             # The version that decided, while its file is kept (retention, a rebuild delete old ones).
             kept = found is not None and found[0].path.exists()
             checkpoint = (
