@@ -50,7 +50,7 @@ MANIFEST = "manifest.json"
 MODEL = "model.vw"
 MAX_VW_ARGS_CHARS = 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_VERSION = re.compile(r"^v[0-9]{1,12}$")
+VERSION = re.compile(r"^v[0-9]{1,12}$")
 _SLOT = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -206,7 +206,7 @@ def _checked_manifest(raw: bytes) -> dict[str, Any]:
         raise BundleError("bundle.manifest.format_version", f"must be {FORMAT_VERSION}")
     shapes = (
         ("slot", _SLOT),
-        ("version", _VERSION),
+        ("version", VERSION),
         ("model_sha256", _SHA256),
     )
     for key, pattern in shapes:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tacit.learning.explain import DecisionExplanation, ModelExplanation, Row, explain_decision, explain_model
 from tacit.learning.lifecycle import (
+    VERSION,
     Bundle,
     BundleError,
     ExportError,
@@ -52,18 +53,17 @@ logger = logging.getLogger("tacit.server")
 LIFECYCLE_KIND = "model_lifecycle"
 DEFAULT_SAMPLE = 1_000
 MAX_SAMPLE = 10_000
-FRESH_VERSION = "v000000"
+
+
+def _version_number(version: str | None) -> int:
+    """v000012 -> 12 (audit counts are integers); 0 for none."""
+    return int(version[1:]) if version and VERSION.match(version) else 0
 
 
 def lifecycle_entry(
     action: str, task: str, before: str | None, after: str, examples: int, policy_version: str, key_id: str
 ) -> AuditEntry:
     """The audit entry of an export, import or reset: task, action, versions, examples; no value."""
-
-    def number(version: str | None) -> int:
-        digits = (version or "").lstrip("v")
-        return int(digits) if digits.isdigit() else 0
-
     return AuditEntry(
         occurred_at=datetime.now(UTC),
         payload_kind=LIFECYCLE_KIND,
@@ -76,8 +76,8 @@ def lifecycle_entry(
                 operator=action,
                 outcome={"export": "exported", "import": "imported", "reset": "reset"}[action],
                 entity_counts={
-                    "version_before": number(before),
-                    "version_after": number(after),
+                    "version_before": _version_number(before),
+                    "version_after": _version_number(after),
                     "examples": examples,
                 },
             ),

@@ -20,6 +20,7 @@ from tacit.learning.evaluation import (
     model_drift,
 )
 from tacit.learning.freshness import learning_backlog, new_examples
+from tacit.learning.lifecycle import VERSION
 from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import (
     CLASSIFIER_TASKS,
@@ -52,7 +53,6 @@ TASK = re.compile(
     r"^(conversion|churn|engagement|bandit:[a-z][a-z0-9_\-]{0,63}"
     r"|challenger:[a-z][a-z0-9\-]{0,62}:[a-z0-9][a-z0-9_\-]{0,20})$"
 )
-VERSION = re.compile(r"^v[0-9]{1,12}$")
 MODEL_NAME = re.compile(r"^models/(?P<task>[^/]{1,96})/versions/(?P<version>[A-Za-z0-9._\-]{1,64})$")
 
 
