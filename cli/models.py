@@ -7,6 +7,7 @@
     tacit retraining list|run [--task engagement]            the scheduler's runs; one run now
     tacit model export-mlflow models/<task>/versions/<v> DIR  a registered version as an MLflow model
     tacit model import-mlflow DIR --trust                     an exported MLflow model as a new version
+    tacit model export|import|reset|explain --slot home ...   slot models (see cli/model_lifecycle.py)
 
 `tacit drift conversion || tacit train conversion` retrains only a stale model
 (schedule it with cron or a systemd timer).
@@ -376,7 +377,9 @@ def add_model_parsers(subparsers: Any) -> None:
                        help="log the run to MLflow (default: training.mlflow_tracking_uri)")  # fmt: skip
     train.set_defaults(func=_runner(cmd_train))
 
-    model = subparsers.add_parser("model", help="registered classifiers to and from MLflow model directories")
+    model = subparsers.add_parser(
+        "model", help="slot models: export, import, reset, explain; classifiers to and from MLflow"
+    )
     model_sub = model.add_subparsers(dest="model_command", required=True)
     export = model_sub.add_parser("export-mlflow", help="write a registered version as an MLflow model")
     export.add_argument("name", help="models/<task>/versions/<version>")
@@ -390,6 +393,9 @@ def add_model_parsers(subparsers: Any) -> None:
     imported.add_argument("--trust", action="store_true", help="allow loading the model's serialized code")
     imported.add_argument("--data-dir", type=Path, default=None)
     imported.set_defaults(func=_runner(cmd_import_mlflow))
+    from tacit.cli.model_lifecycle import add_lifecycle_commands
+
+    add_lifecycle_commands(model_sub)
 
     evaluate = subparsers.add_parser("evaluate", help="off-policy estimates of policies on a slot's log")
     evaluate.add_argument("--slot", required=True)

@@ -55,20 +55,39 @@ def _namespace_line(namespace: str, features: Features) -> str:
     return _cached_line(key)
 
 
+def _written(name: str, value: FeatureValue) -> tuple[str, float | None] | None:
+    """A feature as VW sees it: (name, value) for a number, (name=token, None) for a token; None
+    when it is not written (a zero or non-finite number)."""
+    feature = _token(name)
+    if isinstance(value, bool):
+        return f"{feature}={int(value)}", None
+    if isinstance(value, int | float):
+        number = float(value)
+        return (feature, number) if math.isfinite(number) and number != 0.0 else None
+    return f"{feature}={_token(value)}", None
+
+
 def _line(key: tuple[str, tuple[tuple[str, str, FeatureValue], ...]]) -> str:
     namespace, items = key
     parts = [f"|{namespace}"]
     for name, _type, value in items:
-        feature = _token(name)
-        if isinstance(value, bool):
-            parts.append(f"{feature}={int(value)}")
-        elif isinstance(value, int | float):
-            number = float(value)
-            if math.isfinite(number) and number != 0.0:
-                parts.append(f"{feature}:{number:.6g}")
-        else:
-            parts.append(f"{feature}={_token(value)}")
+        written = _written(name, value)
+        if written is not None:
+            feature, number = written
+            parts.append(feature if number is None else f"{feature}:{number:.6g}")
     return " ".join(parts)
+
+
+def feature_terms(namespace: str, features: Features) -> dict[str, float]:
+    """The linear terms an example line of ``features`` holds, named as VW's --invert_hash names
+    them ("U^device=mobile", "U^hour") with their values."""
+    terms = {}
+    for name, value in features.items():
+        written = _written(name, value)
+        if written is not None:
+            feature, number = written
+            terms[f"{namespace}^{feature}"] = 1.0 if number is None else float(f"{number:.6g}")
+    return terms
 
 
 _cached_line = lru_cache(maxsize=100_000)(_line)

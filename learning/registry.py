@@ -36,6 +36,10 @@ PROMOTED = "promoted_from"
 """Bandit checkpoint detail: the slot's policy came from a shipped challenger
 (``{"experiment_id", "arm", "policy", "task", "version"}``); the checkpoint is served and learned
 with its own ``vw_args`` instead of ``slots.<name>.vw_args``. Later checkpoints inherit it."""
+INSTALLED = "installed_by"
+"""Bandit checkpoint detail: an operator installed the slot's model (``{"action": "import" | "reset",
+...}``, see `tacit.learning.lifecycle`); like ``promoted_from`` it is served and learned with its own
+``vw_args``, and later checkpoints inherit it."""
 PINNED = "pinned"
 """Bandit checkpoint detail: a model:<version> arm serves it, so retention keeps its file."""
 
@@ -147,7 +151,7 @@ class Checkpoint:
 
 def _checkpoint(row: ModelVersion) -> Checkpoint:
     details = row.details or {}
-    own_args = PROMOTED in details or not row.task.startswith("bandit:")
+    own_args = PROMOTED in details or INSTALLED in details or not row.task.startswith("bandit:")
     return Checkpoint(
         row.task,
         row.version,
@@ -192,13 +196,34 @@ def promote_checkpoint(
     """
     if not source.path.exists() or file_sha256(source.path) != source.sha256:
         raise ModelIntegrityError(f"model {source.task} {source.version} fails its hash check")
-    task = bandit_task(slot)
+    return register_file(
+        session,
+        bandit_task(slot),
+        models_dir,
+        lambda tmp: shutil.copyfile(source.path, tmp),
+        source.examples,
+        {"vw_args": vw_args, PROMOTED: dict(origin)},
+    )
+
+
+def register_file(
+    session: Session,
+    task: str,
+    models_dir: Path,
+    write: Callable[[Path], object],
+    examples: int,
+    details: Mapping[str, Any],
+) -> Checkpoint:
+    """Registers a model file that ``write`` puts at a temporary path as ``task``'s next version.
+
+    The caller's transaction holds the task's lock; a file whose row does not commit stays an
+    orphan under ``models_dir`` (never served: only registered files are)."""
     lock_task(session, task)
     version = next_version(session, task)
     path = models_dir / _task_dir(task) / f"{version}.vw"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    shutil.copyfile(source.path, tmp)
+    write(tmp)
     tmp.replace(path)
     row = ModelVersion(
         task=task,
@@ -206,9 +231,9 @@ def promote_checkpoint(
         path=str(path),
         sha256=file_sha256(path),
         created_at=datetime.now(UTC),
-        examples=source.examples,
+        examples=examples,
         metrics={},
-        details={"vw_args": vw_args, PROMOTED: dict(origin)},
+        details=dict(details),
         active=True,
     )
     session.add(row)
@@ -456,8 +481,9 @@ def register_checkpoint(
         .limit(1)
     ).scalar_one_or_none()
     details: dict[str, Any] = {"vw_args": model.vw_args}
-    if previous is not None and PROMOTED in (previous.details or {}):
-        details[PROMOTED] = previous.details[PROMOTED]  # the slot's policy still comes from it
+    for inherited in (PROMOTED, INSTALLED):
+        if previous is not None and inherited in (previous.details or {}):
+            details[inherited] = previous.details[inherited]  # the slot's policy still comes from it
     if erasures_held is None:
         erasures_held = newly_erased
         if previous is not None:

@@ -50,6 +50,7 @@ from tacit.server.events import EventRecorder
 from tacit.server.health import HealthServicer
 from tacit.server.interceptors import AuthInterceptor, ErrorAndMetricsInterceptor, ThreadBudgets
 from tacit.server.metrics import MetricsSampler
+from tacit.server.model_lifecycle import ModelLifecycle
 from tacit.server.offline_gate import OfflineGate
 from tacit.server.predictions import Predictions
 from tacit.server.reflection import enable_reflection
@@ -428,7 +429,15 @@ def prediction_and_model_servicers(
     return (
         PredictionServicer(predictions, settings.limits, known_names, expected),
         ModelServicer(
-            runtime.db, settings, classifiers, engagement, runtime.auto_optimizer, caller_role(runtime.tokens)
+            runtime.db,
+            settings,
+            classifiers,
+            engagement,
+            auto_optimizer=runtime.auto_optimizer,
+            actor=caller_role(runtime.tokens),
+            lifecycle=ModelLifecycle(
+                runtime.db, settings, runtime.keyring, runtime.boundary.policies.version
+            ),
         ),
     )
 

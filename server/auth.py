@@ -34,6 +34,10 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/tacit.v1.EventService/": frozenset({Role.SERVICE, Role.ADMIN}),
     "/tacit.v1.PredictionService/": frozenset({Role.SERVICE, Role.ADMIN}),
     "/tacit.v1.ExperimentService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
+    # Model lifecycle changes (and a model file leaving the deployment) are the admin's.
+    "/tacit.v1.ModelService/ExportModel": frozenset({Role.ADMIN}),
+    "/tacit.v1.ModelService/ImportModel": frozenset({Role.ADMIN}),
+    "/tacit.v1.ModelService/ResetModel": frozenset({Role.ADMIN}),
     "/tacit.v1.ModelService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.SlotService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.CatalogueService/GetCatalogueItem": frozenset({Role.SERVICE, Role.EXPERIMENTER, Role.ADMIN}),

@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tacit.learning.evaluation import DriftSummary
-from tacit.learning.registry import PROMOTED, needs_retraining
+from tacit.learning.registry import INSTALLED, PROMOTED, needs_retraining
 from tacit.learning.registry_models import ModelRecord
 from tacit.learning.retraining import RunRecord
 from tacit.server.auto_optimize import RunRecord as AutoOptimizeRecord
@@ -49,7 +49,21 @@ def model_message(record: ModelRecord) -> model_pb2.Model:
         needs_retraining=needs_retraining(record.details),
         vw_args=str(record.details.get("vw_args", "")) if record.details else "",
         promoted_from=_promoted_from(record.details),
+        **installed_fields(record.details),
     )
+
+
+def installed_fields(details: Mapping[str, Any] | None) -> dict[str, str]:
+    """Model.installed_by / source_version / source_sha256 of a version ImportModel or ResetModel
+    installed (and of the later checkpoints that learned on from it)."""
+    origin = (details or {}).get(INSTALLED)
+    if not isinstance(origin, dict):
+        return {}
+    return {
+        "installed_by": str(origin.get("action", "")),
+        "source_version": str(origin.get("source_version", "")),
+        "source_sha256": str(origin.get("source_sha256", "")),
+    }
 
 
 def _promoted_from(details: Mapping[str, Any] | None) -> str:

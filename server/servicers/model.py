@@ -22,6 +22,7 @@ from tacit.learning.evaluation import (
     model_drift,
 )
 from tacit.learning.freshness import learning_backlog, new_examples
+from tacit.learning.lifecycle import VERSION
 from tacit.learning.registry import ModelIntegrityError
 from tacit.learning.registry_models import (
     CLASSIFIER_TASKS,
@@ -44,7 +45,9 @@ from tacit.server.converters.model import (
     model_message,
     retraining_run_message,
 )
+from tacit.server.converters.model_lifecycle import explain_decision_message, explain_model_message
 from tacit.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from tacit.server.model_lifecycle import MAX_SAMPLE, ModelLifecycle
 from tacit.store.db import Database
 from tacit.v1 import model_pb2, model_pb2_grpc
 
@@ -76,10 +79,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         engagement: ServingEngagement | None = None,
         auto_optimizer: AutoOptimizer | None = None,
         actor: Callable[[grpc.ServicerContext], str] | None = None,
+        lifecycle: ModelLifecycle | None = None,
     ) -> None:
         self._auto_optimizer = auto_optimizer
         self._actor = actor
         self._db = db
+        self._lifecycle = lifecycle
         self._settings = settings
         self._classifiers = classifiers
         self._engagement = engagement or ServingEngagement(db, settings.learner.reload_interval_seconds)
@@ -269,3 +274,61 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             runs=[auto_optimize_run_message(r) for r in runs],
             next_page_token=encode_page_token(cursor) if cursor is not None else "",
         )
+    # ---- explanations and model lifecycle (ModelLifecycle does the work)
+
+    def _slot(self, slot: str) -> str:
+        return converters.require_text("slot", slot, self._settings.limits, converters.SLOT_NAME)
+
+    def _lifecycle_or_fail(self) -> ModelLifecycle:
+        if self._lifecycle is None:
+            raise FailedPrecondition("model lifecycle is not enabled on this server", "NOT_ENABLED")
+        return self._lifecycle
+
+    def ExplainModel(  # noqa: N802
+        self, request: model_pb2.ExplainModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ExplainModelResponse:
+        slot = self._slot(request.slot)
+        top_n = _bounded("top_n", request.top_n, 20, 200)
+        sample = _bounded("sample_size", request.sample_size, 1_000, MAX_SAMPLE)
+        return explain_model_message(self._lifecycle_or_fail().explain_model(slot, top_n, sample))
+
+    def ExplainDecision(  # noqa: N802
+        self, request: model_pb2.ExplainDecisionRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ExplainDecisionResponse:
+        event_id = converters.required_event_id("event_id", request.event_id)
+        top_n = _bounded("top_n", request.top_n, 10, 100)
+        return explain_decision_message(self._lifecycle_or_fail().explain_decision(event_id, top_n))
+
+    def ExportModel(  # noqa: N802
+        self, request: model_pb2.ExportModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ExportModelResponse:
+        slot = self._slot(request.slot)
+        if request.version and not VERSION.match(request.version):
+            raise InvalidArgument("version", f"must match {VERSION.pattern}")
+        exported = self._lifecycle_or_fail().export(slot, request.version or None)
+        return model_pb2.ExportModelResponse(
+            bundle=exported.bundle, sha256=exported.sha256, task=exported.task, version=exported.version
+        )
+
+    def ImportModel(  # noqa: N802
+        self, request: model_pb2.ImportModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ImportModelResponse:
+        slot = self._slot(request.slot)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        record = self._lifecycle_or_fail().import_bundle(slot, request.bundle, request.sha256, request_id)
+        return model_pb2.ImportModelResponse(model=model_message(record))
+
+    def ResetModel(  # noqa: N802
+        self, request: model_pb2.ResetModelRequest, context: grpc.ServicerContext
+    ) -> model_pb2.ResetModelResponse:
+        slot = self._slot(request.slot)
+        request_id = converters.event_id_or_empty("request_id", request.request_id)
+        record, previous = self._lifecycle_or_fail().reset(slot, request_id)
+        return model_pb2.ResetModelResponse(model=model_message(record), previous_version=previous or "")
+
+
+def _bounded(field: str, value: int, default: int, maximum: int) -> int:
+    """0 means ``default``; negative is refused; above ``maximum`` is capped."""
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return min(value or default, maximum)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("name", "task", "version", "active", "metrics", "create_time", "needs_retraining", "examples", "new_examples", "pending_decisions", "learning_lag_seconds", "vw_args", "promoted_from")
+    __slots__ = ("name", "task", "version", "active", "metrics", "create_time", "needs_retraining", "examples", "new_examples", "pending_decisions", "learning_lag_seconds", "vw_args", "promoted_from", "installed_by", "source_version", "source_sha256")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,9 @@ class Model(_message.Message):
     LEARNING_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VW_ARGS_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FROM_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_BY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     version: str
@@ -44,7 +47,10 @@ class Model(_message.Message):
     learning_lag_seconds: float
     vw_args: str
     promoted_from: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., active: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., needs_retraining: _Optional[bool] = ..., examples: _Optional[int] = ..., new_examples: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., learning_lag_seconds: _Optional[float] = ..., vw_args: _Optional[str] = ..., promoted_from: _Optional[str] = ...) -> None: ...
+    installed_by: str
+    source_version: str
+    source_sha256: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., active: _Optional[bool] = ..., metrics: _Optional[_Mapping[str, float]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., needs_retraining: _Optional[bool] = ..., examples: _Optional[int] = ..., new_examples: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., learning_lag_seconds: _Optional[float] = ..., vw_args: _Optional[str] = ..., promoted_from: _Optional[str] = ..., installed_by: _Optional[str] = ..., source_version: _Optional[str] = ..., source_sha256: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task", "page_size", "page_token")
@@ -330,3 +336,139 @@ class AutoOptimizeListRunsResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[AutoOptimizeRun]
     next_page_token: str
     def __init__(self, runs: _Optional[_Iterable[_Union[AutoOptimizeRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExplainModelRequest(_message.Message):
+    __slots__ = ("slot", "top_n", "sample_size")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    top_n: int
+    sample_size: int
+    def __init__(self, slot: _Optional[str] = ..., top_n: _Optional[int] = ..., sample_size: _Optional[int] = ...) -> None: ...
+
+class ExplainImportance(_message.Message):
+    __slots__ = ("name", "importance", "weight", "occurrences")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OCCURRENCES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    importance: float
+    weight: float
+    occurrences: int
+    def __init__(self, name: _Optional[str] = ..., importance: _Optional[float] = ..., weight: _Optional[float] = ..., occurrences: _Optional[int] = ...) -> None: ...
+
+class ExplainModelResponse(_message.Message):
+    __slots__ = ("slot", "model_version", "sample_decisions", "sample_rows", "namespaces", "features", "interactions", "terms")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    model_version: str
+    sample_decisions: int
+    sample_rows: int
+    namespaces: _containers.RepeatedCompositeFieldContainer[ExplainImportance]
+    features: _containers.RepeatedCompositeFieldContainer[ExplainImportance]
+    interactions: _containers.RepeatedCompositeFieldContainer[ExplainImportance]
+    terms: _containers.RepeatedCompositeFieldContainer[ExplainImportance]
+    def __init__(self, slot: _Optional[str] = ..., model_version: _Optional[str] = ..., sample_decisions: _Optional[int] = ..., sample_rows: _Optional[int] = ..., namespaces: _Optional[_Iterable[_Union[ExplainImportance, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[ExplainImportance, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[ExplainImportance, _Mapping]]] = ..., terms: _Optional[_Iterable[_Union[ExplainImportance, _Mapping]]] = ...) -> None: ...
+
+class ExplainDecisionRequest(_message.Message):
+    __slots__ = ("event_id", "top_n")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    top_n: int
+    def __init__(self, event_id: _Optional[str] = ..., top_n: _Optional[int] = ...) -> None: ...
+
+class ExplainContribution(_message.Message):
+    __slots__ = ("name", "value", "weight", "contribution")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    weight: float
+    contribution: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., weight: _Optional[float] = ..., contribution: _Optional[float] = ...) -> None: ...
+
+class ExplainDecisionResponse(_message.Message):
+    __slots__ = ("slot", "decision_model_version", "model_version", "chosen_index", "chosen_probability", "candidates", "predicted_reward", "contributions")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_REWARD_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    decision_model_version: str
+    model_version: str
+    chosen_index: int
+    chosen_probability: float
+    candidates: int
+    predicted_reward: float
+    contributions: _containers.RepeatedCompositeFieldContainer[ExplainContribution]
+    def __init__(self, slot: _Optional[str] = ..., decision_model_version: _Optional[str] = ..., model_version: _Optional[str] = ..., chosen_index: _Optional[int] = ..., chosen_probability: _Optional[float] = ..., candidates: _Optional[int] = ..., predicted_reward: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[ExplainContribution, _Mapping]]] = ...) -> None: ...
+
+class ExportModelRequest(_message.Message):
+    __slots__ = ("slot", "version")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    version: str
+    def __init__(self, slot: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ExportModelResponse(_message.Message):
+    __slots__ = ("bundle", "sha256", "task", "version")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    bundle: bytes
+    sha256: str
+    task: str
+    version: str
+    def __init__(self, bundle: _Optional[bytes] = ..., sha256: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ImportModelRequest(_message.Message):
+    __slots__ = ("slot", "bundle", "sha256", "request_id")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    bundle: bytes
+    sha256: str
+    request_id: str
+    def __init__(self, slot: _Optional[str] = ..., bundle: _Optional[bytes] = ..., sha256: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ImportModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class ResetModelRequest(_message.Message):
+    __slots__ = ("slot", "request_id")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    request_id: str
+    def __init__(self, slot: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ResetModelResponse(_message.Message):
+    __slots__ = ("model", "previous_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    previous_version: str
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., previous_version: _Optional[str] = ...) -> None: ...

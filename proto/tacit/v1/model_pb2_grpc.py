@@ -71,6 +71,31 @@ class ModelServiceStub:
                 request_serializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsResponse.FromString,
                 _registered_method=True)
+        self.ExplainModel = channel.unary_unary(
+                '/tacit.v1.ModelService/ExplainModel',
+                request_serializer=tacit_dot_v1_dot_model__pb2.ExplainModelRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.ExplainModelResponse.FromString,
+                _registered_method=True)
+        self.ExplainDecision = channel.unary_unary(
+                '/tacit.v1.ModelService/ExplainDecision',
+                request_serializer=tacit_dot_v1_dot_model__pb2.ExplainDecisionRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.ExplainDecisionResponse.FromString,
+                _registered_method=True)
+        self.ExportModel = channel.unary_unary(
+                '/tacit.v1.ModelService/ExportModel',
+                request_serializer=tacit_dot_v1_dot_model__pb2.ExportModelRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.ExportModelResponse.FromString,
+                _registered_method=True)
+        self.ImportModel = channel.unary_unary(
+                '/tacit.v1.ModelService/ImportModel',
+                request_serializer=tacit_dot_v1_dot_model__pb2.ImportModelRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.ImportModelResponse.FromString,
+                _registered_method=True)
+        self.ResetModel = channel.unary_unary(
+                '/tacit.v1.ModelService/ResetModel',
+                request_serializer=tacit_dot_v1_dot_model__pb2.ResetModelRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_model__pb2.ResetModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -133,6 +158,49 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainModel(self, request, context):
+        """What a slot's model weighs: its terms (features and interactions) ranked by their mean
+        absolute contribution over the slot's newest logged decisions. Names are the model's own
+        feature names: declared field names and the stored (anonymized or pseudonymized) tokens.
+        FAILED_PRECONDITION NO_CHECKPOINT before the slot's first checkpoint, NO_DECISIONS before
+        its first logged decision (VW names only the weights an example touches).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainDecision(self, request, context):
+        """The top contributing terms of the candidate one logged decision chose (by its event_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportModel(self, request, context):
+        """Admin only, audited. A slot's checkpoint as a self-describing bundle (VW model, config,
+        metadata, SHA-256 of the model inside and of the bundle as a whole).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportModel(self, request, context):
+        """Admin only, audited. Verifies a bundle (its SHA-256, the model's, the manifest, vw_args as
+        a slot's config is checked) and registers it as the slot's next version; the slot serves
+        and learns on from it (with the bundle's vw_args) after the next reload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetModel(self, request, context):
+        """Admin only, audited. Registers a fresh, untrained model (slots.<name>.vw_args) as the
+        slot's next version; the slot serves and learns on from it after the next reload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +238,31 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListAutoOptimizeRuns,
                     request_deserializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsResponse.SerializeToString,
+            ),
+            'ExplainModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainModel,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.ExplainModelRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.ExplainModelResponse.SerializeToString,
+            ),
+            'ExplainDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainDecision,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.ExplainDecisionRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.ExplainDecisionResponse.SerializeToString,
+            ),
+            'ExportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportModel,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.ExportModelRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.ExportModelResponse.SerializeToString,
+            ),
+            'ImportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportModel,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.ImportModelRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.ImportModelResponse.SerializeToString,
+            ),
+            'ResetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetModel,
+                    request_deserializer=tacit_dot_v1_dot_model__pb2.ResetModelRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_model__pb2.ResetModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +456,141 @@ class ModelService:
             '/tacit.v1.ModelService/ListAutoOptimizeRuns',
             tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsRequest.SerializeToString,
             tacit_dot_v1_dot_model__pb2.AutoOptimizeListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ExplainModel',
+            tacit_dot_v1_dot_model__pb2.ExplainModelRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.ExplainModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ExplainDecision',
+            tacit_dot_v1_dot_model__pb2.ExplainDecisionRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.ExplainDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ExportModel',
+            tacit_dot_v1_dot_model__pb2.ExportModelRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.ExportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ImportModel',
+            tacit_dot_v1_dot_model__pb2.ImportModelRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.ImportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.ModelService/ResetModel',
+            tacit_dot_v1_dot_model__pb2.ResetModelRequest.SerializeToString,
+            tacit_dot_v1_dot_model__pb2.ResetModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
