@@ -103,5 +103,3 @@ def drive(
         if on_step is not None:
             on_step(step, trace)
     return trace
-
-
