@@ -57,6 +57,8 @@ def test_pages_get_distinct_slot_choices_with_conditional_probabilities_and_slot
             assert decision.ranking[0].id == decision.chosen_id
             assert {r.id for r in decision.ranking} == set(page.candidate_ids) - taken
             assert sum(r.probability for r in decision.ranking) == pytest.approx(1.0)
+            rest = [r.probability for r in decision.ranking[1:]]
+            assert rest == sorted(rest, reverse=True)
             taken.add(decision.chosen_id)
         for slot in PAGE_SLOTS:
             reward = decision_pb2.RewardRequest(event_id=response.event_id, slot=slot, value=1.0)
@@ -152,6 +154,8 @@ BAD_PAGES = [
     (_page(["hero", "sidebar", "footer", "home"], ITEMS), grpc.StatusCode.INVALID_ARGUMENT, "slots", ""),
     (_page([], ITEMS), grpc.StatusCode.INVALID_ARGUMENT, "slots", ""),
     (_page(["hero", "sidebar"], []), grpc.StatusCode.INVALID_ARGUMENT, "candidates", ""),
+    # footer allows 5 candidates: the page's limit is its lowest slot's.
+    (_page(["hero", "footer"], ITEMS), grpc.StatusCode.INVALID_ARGUMENT, "candidates", ""),
     (_page(["hero", "sidebar", "footer"], ITEMS[:2]), grpc.StatusCode.INVALID_ARGUMENT, "candidates", ""),
     (
         _page(["hero", "sidebar"], ITEMS[:3], excluded_ids=ITEMS[:2]),
@@ -169,7 +173,8 @@ BAD_PAGES = [
 def test_bad_page_gets_the_right_status_with_the_field_and_nothing_echoed(
     start_server: Callable[..., ServerHandle],
 ) -> None:
-    slots = {slot: {} for slot in (*PAGE_SLOTS, "home")}
+    slots: dict[str, dict[str, int]] = {slot: {} for slot in (*PAGE_SLOTS, "home")}
+    slots["footer"] = {"max_candidates": 5}
     handle = start_server(learner={"enabled": False}, slots=slots, limits={"max_page_slots": 3})
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     for request, code, field, reason in BAD_PAGES:
@@ -183,3 +188,32 @@ def test_bad_page_gets_the_right_status_with_the_field_and_nothing_echoed(
     runtime.decision_log.flush()
     with runtime.db.transaction() as session:
         assert session.execute(select(func.count()).select_from(Decision)).scalar_one() == 2
+
+
+def test_slot_features_join_the_context_of_their_slot_only_and_drops_are_counted(
+    page_server: ServerHandle,
+) -> None:
+    stub = decision_pb2_grpc.DecisionServiceStub(page_server.channel)
+    request = decision_pb2.MultiSlotRankRequest(
+        subject_id="u-features",
+        context=to_features({"page_type": "article", "device": "mobile", "zqundeclared": "x"}),
+        slots=[
+            decision_pb2.MultiSlotSlot(slot="hero", features=to_features({"page_type": "hero-box"})),
+            decision_pb2.MultiSlotSlot(slot="footer", features=to_features({"zqother": 1.0})),
+        ],
+        candidates=[
+            decision_pb2.Candidate(id=f"c{i}", features=to_features({"topic": "news", "zqjunk": 1.0}))
+            for i in range(4)
+        ],
+    )
+    response = stub.RankMultiSlot(request, metadata=page_server.metadata())
+    # Undeclared: the page context's key once per slot plus footer's own; each candidate's once.
+    assert response.dropped_context_fields == 3
+    assert response.dropped_candidate_fields == 4
+    runtime = page_server.running.runtime
+    runtime.decision_log.flush()
+    with runtime.db.transaction() as session:
+        contexts = dict(session.execute(select(Decision.slot, Decision.context)).all())
+    assert contexts["hero"]["page_type"] == "hero-box"
+    assert contexts["footer"]["page_type"] == "article"
+    assert contexts["hero"]["device"] == contexts["footer"]["device"] == "mobile"
