@@ -19,7 +19,7 @@ from tacit.sim.world import TOPICS, ContentSite, Visit
 from tacit.v1 import decision_pb2
 
 PAGE_SLOTS = ("hero", "sidebar", "footer")
-SLOT_OFFSETS = {"hero": 0.6, "sidebar": 0.0, "footer": -0.6}
+SLOT_OFFSETS = {"hero": -0.4, "sidebar": -1.0, "footer": -1.6}
 
 
 @dataclass(frozen=True)
