@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from threading import Lock
 
 from tacit.server.decisions import (
     DecisionEngine,
@@ -72,13 +73,26 @@ def _duplicate_event_id() -> InvalidArgument:
     return InvalidArgument("event_id", "an event with this id was already ranked", "DUPLICATE_EVENT_ID")
 
 
+# Pages with one request id are ranked one at a time (striped locks, in this process), so a
+# concurrent twin sees the whole first page and answers it instead of a half-ranked one.
+_PAGE_LOCK_STRIPES = 64
+
+
 class PageRanker:
     """Ranks a page's slots one after another through the decision engine."""
 
     def __init__(self, engine: DecisionEngine):
         self.engine = engine
+        self._page_locks = tuple(Lock() for _ in range(_PAGE_LOCK_STRIPES))
 
     def rank(self, page: PageInput, now: datetime | None = None) -> PageResult:
+        if not page.request_id:
+            return self._rank(page, now)
+        stripe = hash(page.request_id) % _PAGE_LOCK_STRIPES  # in memory only
+        with self._page_locks[stripe]:
+            return self._rank(page, now)
+
+    def _rank(self, page: PageInput, now: datetime | None) -> PageResult:
         engine = self.engine
         eligible = [c for c in page.candidates if c.id not in page.excluded_ids]
         if len(eligible) < len(page.slots):

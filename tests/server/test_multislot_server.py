@@ -9,6 +9,7 @@ echoed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent import futures
 
 import grpc
 import pytest
@@ -99,6 +100,17 @@ def test_a_page_retry_returns_the_original_and_a_reuse_is_refused_before_anythin
         page_request(page, PAGE_SLOTS, request_id="page-request-0001"), metadata=metadata
     )
     assert again == first
+    # Eight identical calls at once are answered with the one page.
+    with futures.ThreadPoolExecutor(8) as pool:
+        twins = list(
+            pool.map(
+                lambda _: stub.RankMultiSlot(
+                    page_request(page, PAGE_SLOTS, request_id="page-request-0002"), metadata=metadata
+                ),
+                range(8),
+            )
+        )
+    assert all(twin == twins[0] for twin in twins)
     other_subject = page_request(page, PAGE_SLOTS, request_id="page-request-0001")
     other_subject.subject_id = "someone-else"
     outcome = call(lambda: stub.RankMultiSlot(other_subject, metadata=metadata))
@@ -117,7 +129,7 @@ def test_a_page_retry_returns_the_original_and_a_reuse_is_refused_before_anythin
     runtime = page_server.running.runtime
     runtime.decision_log.flush()
     with runtime.db.transaction() as session:
-        assert session.execute(select(func.count()).select_from(Decision)).scalar_one() == len(PAGE_SLOTS)
+        assert session.execute(select(func.count()).select_from(Decision)).scalar_one() == 2 * len(PAGE_SLOTS)
     # A caller's page event id is single-use like Rank's.
     with_event = page_request(page, PAGE_SLOTS)
     with_event.event_id = "page-event-0001"
