@@ -187,15 +187,24 @@ def test_bad_page_gets_the_right_status_with_the_field_and_nothing_echoed(
 ) -> None:
     slots: dict[str, dict[str, int]] = {slot: {} for slot in (*PAGE_SLOTS, "home")}
     slots["footer"] = {"max_candidates": 5}
-    handle = start_server(learner={"enabled": False}, slots=slots, limits={"max_page_slots": 3})
+    limits = {"max_page_slots": 3, "max_scrub_chars_per_request": 100}
+    handle = start_server(learner={"enabled": False}, slots=slots, limits=limits)
     stub = decision_pb2_grpc.DecisionServiceStub(handle.channel)
     for request, code, field, reason in BAD_PAGES:
         _refused(
             call(lambda r=request: stub.RankMultiSlot(r, metadata=handle.metadata())), code, field, reason
         )
+    # The page context goes through the boundary once per slot: 3 x 40 characters to scrub
+    # exceed a budget of 100, 2 x 40 do not.
+    scrubbed = _page(["hero", "sidebar", "footer"], ITEMS[:5])
+    scrubbed.context.values["referrer"].string_value = "a" * 40
+    refused = call(lambda: stub.RankMultiSlot(scrubbed, metadata=handle.metadata()))
+    _refused(refused, grpc.StatusCode.INVALID_ARGUMENT, "context", "ANONYMIZATION_BUDGET_EXCEEDED")
     # None of them logged anything; a good page after them logs one decision per slot.
     runtime = handle.running.runtime
-    good = stub.RankMultiSlot(_page(["hero", "sidebar"], ITEMS), metadata=handle.metadata())
+    good_page = _page(["hero", "sidebar"], ITEMS)
+    good_page.context.values["referrer"].string_value = "a" * 40
+    good = stub.RankMultiSlot(good_page, metadata=handle.metadata())
     assert len({d.chosen_id for d in good.decisions}) == 2
     runtime.decision_log.flush()
     with runtime.db.transaction() as session:
