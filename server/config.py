@@ -90,6 +90,7 @@ class LimitSettings(_Section):
     max_clock_skew_seconds: float = Field(
         300.0, ge=0, description="how far a Reward's occurred_at may lie in the future or before its Rank"
     )
+    max_page_slots: int = Field(8, ge=1, le=64, description="slots one RankMultiSlot may rank")
 
 
 class DecisionLogSettings(_Section):

@@ -8,8 +8,10 @@ from tacit.server import converters
 from tacit.server.budget import require_within_budget, scrub_chars
 from tacit.server.config import Settings
 from tacit.server.converters import decision as decision_converters
+from tacit.server.converters import multislot as multislot_converters
 from tacit.server.decisions import DecisionEngine, PreparedCandidate, RewardOutcome, budget_key
 from tacit.server.errors import NotFound
+from tacit.server.multislot import PageRanker, slot_event_id
 from tacit.server.servicers.catalogue import CatalogueRank
 from tacit.v1 import decision_pb2, decision_pb2_grpc
 
@@ -32,6 +34,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self._settings = settings
         self._known_names = known_names
         self._catalogue = catalogue
+        self._pages = PageRanker(engine)
 
     def Rank(
         self, request: decision_pb2.RankRequest, context: grpc.ServicerContext
@@ -73,11 +76,44 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         event_id = converters.required_event_id("event_id", request.event_id)
         value = converters.finite("value", request.value)
         request_id = converters.event_id_or_empty("request_id", request.request_id)
+        if request.slot:  # a slot's decision inside a RankMultiSlot page event
+            converters.require_text("slot", request.slot, self._settings.limits, converters.SLOT_NAME)
+            event_id = slot_event_id(event_id, request.slot)
         occurred_at = decision_converters.reward_occurred_at(
             request.occurred_at, request.HasField("occurred_at"), self._settings.limits
         )
         outcome = self._engine.reward(event_id, value, request_id, occurred_at)
         return decision_pb2.RewardResponse(outcome=_OUTCOMES[outcome])
+
+    def RankMultiSlot(
+        self, request: decision_pb2.MultiSlotRankRequest, context: grpc.ServicerContext
+    ) -> decision_pb2.MultiSlotRankResponse:  # noqa: N802
+        page = multislot_converters.page_input(
+            request,
+            self._settings.limits,
+            {slot: self._settings.slot_limit(slot) for slot in self._settings.slots},
+            self._known_names,
+            self._engine.candidates,
+        )
+        # Before any work, as for Rank: each slot's context (page context + slot features) goes
+        # through the boundary once per slot; each distinct candidate once for the page.
+        boundary, budget = self._engine.boundary, self._settings.limits.max_scrub_chars_per_request
+        contexts = [
+            scrub_chars(boundary, "rank_context", {**page.context, **slot.features}) for slot in page.slots
+        ]
+        require_within_budget("context", contexts, budget)
+        distinct = {
+            c.budget_key if type(c) is PreparedCandidate else budget_key(c.features): c
+            for c in page.candidates
+        }
+        candidate_chars = [
+            c.scrub_chars
+            if type(c) is PreparedCandidate
+            else scrub_chars(boundary, "candidate_features", c.features)
+            for c in distinct.values()
+        ]
+        require_within_budget("candidates", [*contexts, *candidate_chars], budget)
+        return multislot_converters.page_response(self._pages.rank(page))
 
     def Activate(
         self, request: decision_pb2.ActivateRequest, context: grpc.ServicerContext

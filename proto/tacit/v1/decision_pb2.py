@@ -27,15 +27,15 @@ from tacit.v1 import common_pb2 as tacit_dot_v1_dot_common__pb2
 from tacit.v1 import slot_pb2 as tacit_dot_v1_dot_slot__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tacit/v1/decision.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15tacit/v1/common.proto\x1a\x13tacit/v1/slot.proto\"=\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\"\xb6\x02\n\x0bRankRequest\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12#\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x12.tacit.v1.Features\x12\'\n\ncandidates\x18\x04 \x03(\x0b\x32\x13.tacit.v1.Candidate\x12\x14\n\x0c\x65xcluded_ids\x18\x05 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x13\n\x0b\x62\x61seline_id\x18\t \x01(\t\x12\x15\n\ruse_catalogue\x18\n \x01(\x08\x12\x0c\n\x04tags\x18\x0b \x03(\t\x12\x10\n\x08\x61ny_tags\x18\x0c \x03(\t\x12\x15\n\rexcluded_tags\x18\r \x03(\t\"2\n\x0fRankedCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xd8\x02\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tchosen_id\x18\x02 \x01(\t\x12*\n\x07ranking\x18\x03 \x03(\x0b\x32\x19.tacit.v1.RankedCandidate\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\x12\x1e\n\x16\x64ropped_context_fields\x18\x14 \x01(\x05\x12 \n\x18\x64ropped_candidate_fields\x18\x15 \x01(\x05\x12%\n\tslot_mode\x18\x16 \x01(\x0e\x32\x12.tacit.v1.SlotMode\x12\x17\n\x0fserved_baseline\x18\x17 \x01(\x08\x12\x1a\n\x12unknown_candidates\x18\x19 \x01(\x05\x12\x1e\n\x16unavailable_candidates\x18\x1a \x01(\x05\x12\x15\n\rmatched_items\x18\x1b \x01(\x05\"u\n\rRewardRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x0eRewardResponse\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.tacit.v1.RewardOutcome\"#\n\x0f\x41\x63tivateRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"*\n\x10\x41\x63tivateResponse\x12\x16\n\x0e\x61lready_active\x18\x01 \x01(\x08*\x81\x01\n\rRewardOutcome\x12\x1e\n\x1aREWARD_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15REWARD_OUTCOME_JOINED\x10\x01\x12\x17\n\x13REWARD_OUTCOME_LATE\x10\x02\x12\x1c\n\x18REWARD_OUTCOME_DUPLICATE\x10\x03\x32\xc8\x01\n\x0f\x44\x65\x63isionService\x12\x35\n\x04Rank\x12\x15.tacit.v1.RankRequest\x1a\x16.tacit.v1.RankResponse\x12;\n\x06Reward\x12\x17.tacit.v1.RewardRequest\x1a\x18.tacit.v1.RewardResponse\x12\x41\n\x08\x41\x63tivate\x12\x19.tacit.v1.ActivateRequest\x1a\x1a.tacit.v1.ActivateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tacit/v1/decision.proto\x12\x08tacit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15tacit/v1/common.proto\x1a\x13tacit/v1/slot.proto\"=\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\"\xb6\x02\n\x0bRankRequest\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12#\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x12.tacit.v1.Features\x12\'\n\ncandidates\x18\x04 \x03(\x0b\x32\x13.tacit.v1.Candidate\x12\x14\n\x0c\x65xcluded_ids\x18\x05 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x07 \x01(\x08\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x13\n\x0b\x62\x61seline_id\x18\t \x01(\t\x12\x15\n\ruse_catalogue\x18\n \x01(\x08\x12\x0c\n\x04tags\x18\x0b \x03(\t\x12\x10\n\x08\x61ny_tags\x18\x0c \x03(\t\x12\x15\n\rexcluded_tags\x18\r \x03(\t\"2\n\x0fRankedCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xd8\x02\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tchosen_id\x18\x02 \x01(\t\x12*\n\x07ranking\x18\x03 \x03(\x0b\x32\x19.tacit.v1.RankedCandidate\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\x12\x1e\n\x16\x64ropped_context_fields\x18\x14 \x01(\x05\x12 \n\x18\x64ropped_candidate_fields\x18\x15 \x01(\x05\x12%\n\tslot_mode\x18\x16 \x01(\x0e\x32\x12.tacit.v1.SlotMode\x12\x17\n\x0fserved_baseline\x18\x17 \x01(\x08\x12\x1a\n\x12unknown_candidates\x18\x19 \x01(\x05\x12\x1e\n\x16unavailable_candidates\x18\x1a \x01(\x05\x12\x15\n\rmatched_items\x18\x1b \x01(\x05\"\x83\x01\n\rRewardRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04slot\x18\x05 \x01(\t\":\n\x0eRewardResponse\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.tacit.v1.RewardOutcome\"#\n\x0f\x41\x63tivateRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"*\n\x10\x41\x63tivateResponse\x12\x16\n\x0e\x61lready_active\x18\x01 \x01(\x08\"C\n\rMultiSlotSlot\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\"\xe2\x01\n\x14MultiSlotRankRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12#\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x12.tacit.v1.Features\x12&\n\x05slots\x18\x03 \x03(\x0b\x32\x17.tacit.v1.MultiSlotSlot\x12\'\n\ncandidates\x18\x04 \x03(\x0b\x32\x13.tacit.v1.Candidate\x12\x14\n\x0c\x65xcluded_ids\x18\x05 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\tJ\x04\x08\x07\x10\x08\"\x84\x01\n\x11MultiSlotDecision\x12\x0c\n\x04slot\x18\x01 \x01(\t\x12\x11\n\tchosen_id\x18\x02 \x01(\t\x12*\n\x07ranking\x18\x03 \x03(\x0b\x32\x19.tacit.v1.RankedCandidate\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\"\x9b\x01\n\x15MultiSlotRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\tdecisions\x18\x02 \x03(\x0b\x32\x1b.tacit.v1.MultiSlotDecision\x12\x1e\n\x16\x64ropped_context_fields\x18\x03 \x01(\x05\x12 \n\x18\x64ropped_candidate_fields\x18\x04 \x01(\x05*\x81\x01\n\rRewardOutcome\x12\x1e\n\x1aREWARD_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15REWARD_OUTCOME_JOINED\x10\x01\x12\x17\n\x13REWARD_OUTCOME_LATE\x10\x02\x12\x1c\n\x18REWARD_OUTCOME_DUPLICATE\x10\x03\x32\x9a\x02\n\x0f\x44\x65\x63isionService\x12\x35\n\x04Rank\x12\x15.tacit.v1.RankRequest\x1a\x16.tacit.v1.RankResponse\x12;\n\x06Reward\x12\x17.tacit.v1.RewardRequest\x1a\x18.tacit.v1.RewardResponse\x12\x41\n\x08\x41\x63tivate\x12\x19.tacit.v1.ActivateRequest\x1a\x1a.tacit.v1.ActivateResponse\x12P\n\rRankMultiSlot\x12\x1e.tacit.v1.MultiSlotRankRequest\x1a\x1f.tacit.v1.MultiSlotRankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tacit.v1.decision_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REWARDOUTCOME']._serialized_start=1150
-  _globals['_REWARDOUTCOME']._serialized_end=1279
+  _globals['_REWARDOUTCOME']._serialized_start=1756
+  _globals['_REWARDOUTCOME']._serialized_end=1885
   _globals['_CANDIDATE']._serialized_start=114
   _globals['_CANDIDATE']._serialized_end=175
   _globals['_RANKREQUEST']._serialized_start=178
@@ -44,14 +44,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKEDCANDIDATE']._serialized_end=540
   _globals['_RANKRESPONSE']._serialized_start=543
   _globals['_RANKRESPONSE']._serialized_end=887
-  _globals['_REWARDREQUEST']._serialized_start=889
-  _globals['_REWARDREQUEST']._serialized_end=1006
-  _globals['_REWARDRESPONSE']._serialized_start=1008
-  _globals['_REWARDRESPONSE']._serialized_end=1066
-  _globals['_ACTIVATEREQUEST']._serialized_start=1068
-  _globals['_ACTIVATEREQUEST']._serialized_end=1103
-  _globals['_ACTIVATERESPONSE']._serialized_start=1105
-  _globals['_ACTIVATERESPONSE']._serialized_end=1147
-  _globals['_DECISIONSERVICE']._serialized_start=1282
-  _globals['_DECISIONSERVICE']._serialized_end=1482
+  _globals['_REWARDREQUEST']._serialized_start=890
+  _globals['_REWARDREQUEST']._serialized_end=1021
+  _globals['_REWARDRESPONSE']._serialized_start=1023
+  _globals['_REWARDRESPONSE']._serialized_end=1081
+  _globals['_ACTIVATEREQUEST']._serialized_start=1083
+  _globals['_ACTIVATEREQUEST']._serialized_end=1118
+  _globals['_ACTIVATERESPONSE']._serialized_start=1120
+  _globals['_ACTIVATERESPONSE']._serialized_end=1162
+  _globals['_MULTISLOTSLOT']._serialized_start=1164
+  _globals['_MULTISLOTSLOT']._serialized_end=1231
+  _globals['_MULTISLOTRANKREQUEST']._serialized_start=1234
+  _globals['_MULTISLOTRANKREQUEST']._serialized_end=1460
+  _globals['_MULTISLOTDECISION']._serialized_start=1463
+  _globals['_MULTISLOTDECISION']._serialized_end=1595
+  _globals['_MULTISLOTRANKRESPONSE']._serialized_start=1598
+  _globals['_MULTISLOTRANKRESPONSE']._serialized_end=1753
+  _globals['_DECISIONSERVICE']._serialized_start=1888
+  _globals['_DECISIONSERVICE']._serialized_end=2170
 # @@protoc_insertion_point(module_scope)

@@ -98,16 +98,18 @@ class RankResponse(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ..., slot_mode: _Optional[_Union[_slot_pb2.SlotMode, str]] = ..., served_baseline: _Optional[bool] = ..., unknown_candidates: _Optional[int] = ..., unavailable_candidates: _Optional[int] = ..., matched_items: _Optional[int] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
-    __slots__ = ("event_id", "value", "request_id", "occurred_at")
+    __slots__ = ("event_id", "value", "request_id", "occurred_at", "slot")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     value: float
     request_id: str
     occurred_at: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., value: _Optional[float] = ..., request_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    slot: str
+    def __init__(self, event_id: _Optional[str] = ..., value: _Optional[float] = ..., request_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slot: _Optional[str] = ...) -> None: ...
 
 class RewardResponse(_message.Message):
     __slots__ = ("outcome",)
@@ -126,3 +128,55 @@ class ActivateResponse(_message.Message):
     ALREADY_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     already_active: bool
     def __init__(self, already_active: _Optional[bool] = ...) -> None: ...
+
+class MultiSlotSlot(_message.Message):
+    __slots__ = ("slot", "features")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    features: _common_pb2.Features
+    def __init__(self, slot: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ...) -> None: ...
+
+class MultiSlotRankRequest(_message.Message):
+    __slots__ = ("subject_id", "context", "slots", "candidates", "excluded_ids", "event_id", "request_id")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_IDS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    context: _common_pb2.Features
+    slots: _containers.RepeatedCompositeFieldContainer[MultiSlotSlot]
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    excluded_ids: _containers.RepeatedScalarFieldContainer[str]
+    event_id: str
+    request_id: str
+    def __init__(self, subject_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., slots: _Optional[_Iterable[_Union[MultiSlotSlot, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., excluded_ids: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class MultiSlotDecision(_message.Message):
+    __slots__ = ("slot", "chosen_id", "ranking", "model_version", "arm")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_ID_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    chosen_id: str
+    ranking: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
+    model_version: str
+    arm: str
+    def __init__(self, slot: _Optional[str] = ..., chosen_id: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., model_version: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+
+class MultiSlotRankResponse(_message.Message):
+    __slots__ = ("event_id", "decisions", "dropped_context_fields", "dropped_candidate_fields")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CONTEXT_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CANDIDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    decisions: _containers.RepeatedCompositeFieldContainer[MultiSlotDecision]
+    dropped_context_fields: int
+    dropped_candidate_fields: int
+    def __init__(self, event_id: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[MultiSlotDecision, _Mapping]]] = ..., dropped_context_fields: _Optional[int] = ..., dropped_candidate_fields: _Optional[int] = ...) -> None: ...

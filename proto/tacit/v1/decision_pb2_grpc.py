@@ -51,6 +51,11 @@ class DecisionServiceStub:
                 request_serializer=tacit_dot_v1_dot_decision__pb2.ActivateRequest.SerializeToString,
                 response_deserializer=tacit_dot_v1_dot_decision__pb2.ActivateResponse.FromString,
                 _registered_method=True)
+        self.RankMultiSlot = channel.unary_unary(
+                '/tacit.v1.DecisionService/RankMultiSlot',
+                request_serializer=tacit_dot_v1_dot_decision__pb2.MultiSlotRankRequest.SerializeToString,
+                response_deserializer=tacit_dot_v1_dot_decision__pb2.MultiSlotRankResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -82,6 +87,18 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RankMultiSlot(self, request, context):
+        """Ranks several slots of one page at once (hero, sidebar, footer ...): one decision per
+        slot, no candidate chosen by two slots. Sequential over the slots' own bandits, in
+        request order: slot k chooses among the eligible candidates no earlier slot chose,
+        and its decision is logged with the probability CONDITIONAL on that reduced set (see
+        MultiSlotDecision.ranking). Each slot's decision is rewarded on its own:
+        Reward(event_id = the page's event_id, slot = the slot's name).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +116,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.Activate,
                     request_deserializer=tacit_dot_v1_dot_decision__pb2.ActivateRequest.FromString,
                     response_serializer=tacit_dot_v1_dot_decision__pb2.ActivateResponse.SerializeToString,
+            ),
+            'RankMultiSlot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankMultiSlot,
+                    request_deserializer=tacit_dot_v1_dot_decision__pb2.MultiSlotRankRequest.FromString,
+                    response_serializer=tacit_dot_v1_dot_decision__pb2.MultiSlotRankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +206,33 @@ class DecisionService:
             '/tacit.v1.DecisionService/Activate',
             tacit_dot_v1_dot_decision__pb2.ActivateRequest.SerializeToString,
             tacit_dot_v1_dot_decision__pb2.ActivateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankMultiSlot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tacit.v1.DecisionService/RankMultiSlot',
+            tacit_dot_v1_dot_decision__pb2.MultiSlotRankRequest.SerializeToString,
+            tacit_dot_v1_dot_decision__pb2.MultiSlotRankResponse.FromString,
             options,
             channel_credentials,
             insecure,
