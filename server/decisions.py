@@ -464,7 +464,7 @@ class DecisionEngine:
         key_id = row.event_id.split(":", 1)[0]
         if key_id not in self.keyring.held_key_ids():
             raise _request_id_reused()
-        event_id = request.event_id or self._derived_event_id(key_id, request.request_id)
+        event_id = request.event_id or self.derived_event_id(key_id, request.request_id)
         if self.keyring.digest_with(key_id, event_id) != row.event_id:
             raise _request_id_reused()
         candidate_ids: list[str] = list(row.candidate_ids)
@@ -482,10 +482,19 @@ class DecisionEngine:
             served_baseline=served_baseline,
         )
 
-    def _derived_event_id(self, key_id: str, request_id: str) -> str:
+    def derived_event_id(self, key_id: str, request_id: str) -> str:
         """Tacit's event id for a Rank with a request id: a keyed function of it, so a retry
         gets the same id back although only digests are stored."""
         return "evt_" + self.keyring.mac(key_id, request_id, RANK_EVENT_ID_NAMESPACE)[:16].hex()
+
+    def new_event_id(self) -> str:
+        """A fresh random event id, as Rank generates when the caller sends none."""
+        return self._event_ids.new()
+
+    def rank_with_new_event_id(self, request: RankInput, now: datetime | None, event_id: str) -> RankResult:
+        """Ranks under an event id just made by `new_event_id` (or derived from one): random,
+        so no duplicate look-up is needed; `request.request_id` must be empty."""
+        return self._rank(request, now, event_id, None, None)
 
     def _rank_reserving(
         self, request: RankInput, now: datetime | None, request_key: str | None
@@ -495,7 +504,7 @@ class DecisionEngine:
         if request.event_id:
             event_id = request.event_id
         elif request.request_id:
-            event_id = self._derived_event_id(self.keyring.active_key_id, request.request_id)
+            event_id = self.derived_event_id(self.keyring.active_key_id, request.request_id)
         else:
             return self._rank(request, now, self._event_ids.new(), None, request_key)
         event_keys = self.keyring.digests(event_id)
@@ -504,7 +513,7 @@ class DecisionEngine:
                 raise _duplicate_event_id()
             self._reserved_events.add(event_keys[0])
         try:
-            if self._event_exists(event_keys):
+            if self.event_exists(event_keys):
                 raise _duplicate_event_id()
             return self._rank(request, now, event_id, event_keys, request_key)
         finally:
@@ -645,7 +654,7 @@ class DecisionEngine:
             point = self._rng.random() * cumulative[-1]
         return min(bisect_right(cumulative, point), len(cumulative) - 1)
 
-    def _event_exists(self, event_keys: Sequence[str]) -> bool:
+    def event_exists(self, event_keys: Sequence[str]) -> bool:
         """True when a decision with this event id (any held key's digest) is queued or stored."""
         if self.decision_log.is_pending(event_keys):
             return True
@@ -751,13 +760,13 @@ class DecisionEngine:
         after that wait is the answer NOT_FOUND.
         """
         self.decision_log.ensure_flushed(event_keys)
-        if self._event_exists(event_keys):
+        if self.event_exists(event_keys):
             return
         interval = self.settings.decision_log.flush_interval_ms / 1000.0
         deadline = time.monotonic() + 4 * interval + 0.05
         while time.monotonic() < deadline:
             time.sleep(interval)
-            if self._event_exists(event_keys):
+            if self.event_exists(event_keys):
                 return
 
     def activate(self, event_id: str, now: datetime | None = None) -> bool:

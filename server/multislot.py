@@ -100,9 +100,9 @@ class PageRanker:
         if page.event_id:
             page_event = page.event_id
         elif page.request_id:
-            page_event = engine._derived_event_id(engine.keyring.active_key_id, page.request_id)
+            page_event = engine.derived_event_id(engine.keyring.active_key_id, page.request_id)
         else:
-            page_event = engine._event_ids.new()
+            page_event = engine.new_event_id()
         if page.event_id or page.request_id:
             self._refuse_partial_reuse(page_event, page)
         # Prepared once for the page (boundary, digest, VW line), then shared by every slot.
@@ -132,7 +132,7 @@ class PageRanker:
                 result = engine.rank(request, now)  # idempotency and duplicate checks by id
             else:
                 # A fresh random page id, as Rank's own generated ids: no look-up needed.
-                result = engine._rank(request, now, request.event_id, None, None)
+                result = engine.rank_with_new_event_id(request, now, request.event_id)
             taken.add(result.chosen_id)
             decisions.append((slot.slot, result))
         return PageResult(
@@ -147,7 +147,7 @@ class PageRanker:
         refused before anything is logged; all of them ranked is a retry (or DUPLICATE_EVENT_ID
         from Rank's own check at the first slot, also before anything is logged)."""
         ranked = [
-            self.engine._event_exists(self.engine.keyring.digests(slot_event_id(page_event, s.slot)))
+            self.engine.event_exists(self.engine.keyring.digests(slot_event_id(page_event, s.slot)))
             for s in page.slots
         ]
         if any(ranked) and not (all(ranked) and page.request_id):
