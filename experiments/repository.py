@@ -88,7 +88,7 @@ def _exposures(session: Session, inputs: MetricInputs) -> dict[str, dict[str, da
     return out
 
 
-def _first_exposure_subquery(inputs: MetricInputs):  # type: ignore[no-untyped-def]
+def first_exposure_subquery(inputs: MetricInputs):  # type: ignore[no-untyped-def]
     return (
         select(
             Decision.arm.label("arm"),
@@ -105,7 +105,7 @@ def _windowed_events(
     session: Session, inputs: MetricInputs, event_types: tuple[str, ...]
 ) -> list[tuple[str, str, dict]]:
     """(arm, subject, properties) of events within the window after first exposure."""
-    first = _first_exposure_subquery(inputs)
+    first = first_exposure_subquery(inputs)
     rows = session.execute(
         select(first.c.arm, first.c.subject, first.c.first, TrackedEvent.occurred_at, TrackedEvent.properties)
         .join(TrackedEvent, TrackedEvent.subject == first.c.subject)
@@ -122,7 +122,7 @@ def _pre_exposure_events(
     session: Session, inputs: MetricInputs, event_types: tuple[str, ...], lookback: timedelta
 ) -> list[tuple[str, str, dict]]:
     """(arm, subject, properties) of events in [first exposure − lookback, first exposure)."""
-    first = _first_exposure_subquery(inputs)
+    first = first_exposure_subquery(inputs)
     rows = session.execute(
         select(first.c.arm, first.c.subject, first.c.first, TrackedEvent.occurred_at, TrackedEvent.properties)
         .join(TrackedEvent, TrackedEvent.subject == first.c.subject)
