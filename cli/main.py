@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tacit.cli.experiment import register as add_experiment_parser
 
     add_experiment_parser(sub)
+    from tacit.cli.metric import register as add_metric_parser
+
+    add_metric_parser(sub)
     return parser
 
 

@@ -54,6 +54,7 @@ from tacit.server.servicers.audit import AuditServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
+from tacit.server.servicers.metric import MetricServicer
 from tacit.server.servicers.model import ModelServicer
 from tacit.server.servicers.prediction import PredictionServicer
 from tacit.store.db import Database, StorageUnavailable, Timeouts, make_private_dir
@@ -66,6 +67,8 @@ from tacit.v1 import (
     event_pb2_grpc,
     experiment_pb2,
     experiment_pb2_grpc,
+    metric_pb2,
+    metric_pb2_grpc,
     model_pb2,
     model_pb2_grpc,
     prediction_pb2,
@@ -79,6 +82,7 @@ SERVICE_NAMES = (
     event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
     experiment_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
+    metric_pb2.DESCRIPTOR.services_by_name["MetricService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
@@ -442,6 +446,10 @@ def create_server(
         server,
     )
     model_pb2_grpc.add_ModelServiceServicer_to_server(model_servicer, server)
+    metric_pb2_grpc.add_MetricServiceServicer_to_server(
+        MetricServicer(runtime.experiments.metrics, caller_role(runtime.tokens), runtime.keyring.digest),
+        server,
+    )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:

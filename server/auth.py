@@ -34,6 +34,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/tacit.v1.EventService/": frozenset({Role.SERVICE, Role.ADMIN}),
     "/tacit.v1.PredictionService/": frozenset({Role.SERVICE, Role.ADMIN}),
     "/tacit.v1.ExperimentService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
+    "/tacit.v1.MetricService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.ModelService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.AuditService/EraseSubject": frozenset({Role.AUDITOR, Role.ADMIN}),
     "/tacit.v1.AuditService/": frozenset({Role.AUDITOR}),

@@ -49,6 +49,7 @@ RESOURCE_TYPES: dict[str, str] = {
     "SLOT_NOT_FOUND": "tacit.v1.Slot",
     "EXPERIMENT_NOT_FOUND": "tacit.v1.Experiment",
     "MODEL_NOT_FOUND": "tacit.v1.Model",
+    "METRIC_NOT_FOUND": "tacit.v1.Metric",
 }
 
 
