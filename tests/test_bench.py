@@ -14,6 +14,7 @@ TINY = {
     "bench_rank.py": ["--requests", "30", "--threads", "2", "--workers", "2"],
     "bench_privacy.py": ["--events", "50", "--texts", "10", "--repeat", "1", "--bare-events", "10"],
     "bench_predict.py": ["--requests", "20", "--subjects", "120", "--days", "30"],
+    "bench_report.py": ["--subjects", "2000", "--events", "10000"],
     "bench_imbalance.py": ["--rows", "1500", "--repeat", "1", "--iterations", "1", "--min-positives", "8"],
 }
 

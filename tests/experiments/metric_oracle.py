@@ -70,11 +70,13 @@ def oracle_stats(
             exposures[arm][subject] = as_utc(at)
     window = timedelta(seconds=spec.window_seconds) if spec.window_seconds else inputs.conversion_window
     by_subject: dict[str, list[tuple[datetime, str, dict]]] = defaultdict(list)
+    sides = (spec.value,) if spec.denominator is None else (spec.value, spec.denominator)
+    types = sorted({t for side in sides for t in side.event_types})
     for subject, event_type, at, properties in session.execute(
         select(
             TrackedEvent.subject, TrackedEvent.event_type, TrackedEvent.occurred_at, TrackedEvent.properties
-        )
-    ).all():
+        ).where(TrackedEvent.event_type.in_(types))
+    ):
         by_subject[subject].append((as_utc(at), event_type, properties or {}))
     out: dict[str, MeanStats | CovariateStats] = {}
     for arm, subjects in exposures.items():
