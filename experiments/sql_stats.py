@@ -139,12 +139,12 @@ def spec_stats(
     # Level 2: one value per subject.
     per_subject_columns = [rows.c.arm]
     for key, side, _ in periods:
-        value = _per_subject(rows.c, key, side)
+        subject_value = _per_subject(rows.c, key, side)
         if key != "d":
-            value = _capped(value, spec)
+            subject_value = _capped(subject_value, spec)
         if key == "x":
-            value = func.coalesce(value, 0.0)
-        per_subject_columns.append(value.label(key))
+            subject_value = func.coalesce(subject_value, 0.0)
+        per_subject_columns.append(subject_value.label(key))
     per_subject = select(*per_subject_columns).group_by(rows.c.arm, rows.c.subject).subquery("subjects")
 
     # Level 3: per arm.
