@@ -279,12 +279,17 @@ def _chart(
     render_chart([change_from_proto(change) for change in changes], path)
 
 
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target, --data-dir and --token-file: what `connect` reads."""
+    parser.add_argument("--target", default="127.0.0.1:50051", help="server address")
+    parser.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
+    parser.add_argument("--token-file", type=Path, default=None, help="default: <data-dir>/tokens.json")
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds `tacit experiment …` to the top-level parser."""
     experiment = sub.add_parser("experiment", help="create, steer and report controlled rollouts")
-    experiment.add_argument("--target", default="127.0.0.1:50051", help="server address")
-    experiment.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
-    experiment.add_argument("--token-file", type=Path, default=None, help="default: <data-dir>/tokens.json")
+    add_connection_arguments(experiment)
     experiment.set_defaults(func=cmd_experiment)
     verbs = experiment.add_subparsers(dest="experiment_command", required=True)
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import grpc
 
-from tacit.cli.experiment import connect, print_message
+from tacit.cli.experiment import add_connection_arguments, connect, print_message
 from tacit.v1 import metric_pb2, metric_pb2_grpc
 
 AGGREGATIONS = {
@@ -97,9 +96,7 @@ def cmd_metric(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds `tacit metric …` to the top-level parser."""
     metric = sub.add_parser("metric", help="define, list and show experiment metrics (versioned)")
-    metric.add_argument("--target", default="127.0.0.1:50051", help="server address")
-    metric.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
-    metric.add_argument("--token-file", type=Path, default=None, help="default: <data-dir>/tokens.json")
+    add_connection_arguments(metric)
     metric.set_defaults(func=cmd_metric)
     verbs = metric.add_subparsers(dest="metric_command", required=True)
 
