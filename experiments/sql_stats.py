@@ -13,6 +13,7 @@ numbers from rows; it is kept only as the tests' oracle.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -21,13 +22,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from tacit.experiments.metric_specs import Aggregation, MetricSpec, Side
-from tacit.experiments.repository import MetricInputs, first_exposure_subquery
+from tacit.experiments.repository import MetricInputs, click_through, first_exposure_subquery
 from tacit.experiments.stats import CovariateStats, MeanStats, ProportionStats, RatioStats, SampleStats
-from tacit.store.schema import TrackedEvent
+from tacit.store.schema import Decision, TrackedEvent
 
-__all__ = ["spec_stats"]
+__all__ = ["DECISION_COMPUTERS", "revenue_per_click", "spec_stats", "subject_values"]
 
 
 class _SecondsAfter(ColumnElement[float]):
@@ -94,6 +96,13 @@ def spec_stats(
     session: Session, inputs: MetricInputs, spec: MetricSpec, lookback: timedelta | None = None
 ) -> dict[str, MeanStats | CovariateStats]:
     """arm -> sufficient statistics of `spec` (with its CUPED covariate over `lookback`)."""
+    per_subject = subject_values(inputs, spec, lookback)
+    found = _arm_sums(session, inputs, per_subject, spec.denominator is not None, lookback is not None)
+    return {arm: _stats(spec, found.get(arm), lookback is not None) for arm in inputs.arms}
+
+
+def subject_values(inputs: MetricInputs, spec: MetricSpec, lookback: timedelta | None = None) -> Subquery:
+    """The per-subject query (arm, subject, y [, d] [, x]) of `spec`; nothing is executed."""
     first = first_exposure_subquery(inputs)
     events = TrackedEvent.__table__.alias("ev")
     seconds = _SecondsAfter(events.c.occurred_at, first.c.first)
@@ -137,7 +146,7 @@ def spec_stats(
     )
 
     # Level 2: one value per subject.
-    per_subject_columns = [rows.c.arm]
+    per_subject_columns = [rows.c.arm, rows.c.subject]
     for key, side, _ in periods:
         subject_value = _per_subject(rows.c, key, side)
         if key != "d":
@@ -145,15 +154,19 @@ def spec_stats(
         if key == "x":
             subject_value = func.coalesce(subject_value, 0.0)
         per_subject_columns.append(subject_value.label(key))
-    per_subject = select(*per_subject_columns).group_by(rows.c.arm, rows.c.subject).subquery("subjects")
+    return select(*per_subject_columns).group_by(rows.c.arm, rows.c.subject).subquery("subjects")
 
-    # Level 3: per arm.
+
+def _arm_sums(
+    session: Session, inputs: MetricInputs, per_subject: Subquery, ratio: bool, covariate: bool
+) -> dict[str, tuple[float, ...]]:
+    """Level 3, per arm: n, Σy, Σy² [, Σd, Σd², Σy·d] [, Σx, Σx², Σy·x] — the one query executed."""
     y = per_subject.c.y
     sums: list[ColumnElement[Any]] = [per_subject.c.arm, func.count(y), func.sum(y), func.sum(y * y)]
-    if spec.denominator is not None:
+    if ratio:
         d = per_subject.c.d
         sums += [func.sum(d), func.sum(d * d), func.sum(y * d)]
-    if lookback is not None:
+    if covariate:
         x = per_subject.c.x
         sums += [
             func.sum(case((y.is_not(None), x))),
@@ -163,8 +176,43 @@ def spec_stats(
     result = session.execute(
         select(*sums).where(per_subject.c.arm.in_(inputs.arms)).group_by(per_subject.c.arm)
     ).all()
-    found = {row[0]: tuple(float(v or 0.0) for v in row[1:]) for row in result}
-    return {arm: _stats(spec, found.get(arm), lookback is not None) for arm in inputs.arms}
+    return {row[0]: tuple(float(v or 0.0) for v in row[1:]) for row in result}
+
+
+REVENUE = MetricSpec("revenue_per_click", Side(("conversion",), Aggregation.SUM, "value"))
+
+
+def revenue_per_click(session: Session, inputs: MetricInputs) -> dict[str, MeanStats]:
+    """Ratio: per subject, conversion `value` in the window over its clicked decisions (reward > 0)."""
+    revenue = subject_values(inputs, REVENUE)
+    clicks = (
+        select(Decision.arm, Decision.subject, func.count().label("clicks"))
+        .where(
+            Decision.experiment_id == inputs.experiment_id,
+            Decision.created_at <= inputs.until,
+            Decision.reward > 0,
+        )
+        .group_by(Decision.arm, Decision.subject)
+        .subquery("clicks")
+    )
+    per_subject = (
+        select(revenue.c.arm, revenue.c.y, cast(func.coalesce(clicks.c.clicks, 0), Float).label("d"))
+        .select_from(revenue)
+        .outerjoin(clicks, and_(clicks.c.arm == revenue.c.arm, clicks.c.subject == revenue.c.subject))
+        .subquery("paired")
+    )
+    found = _arm_sums(session, inputs, per_subject, ratio=True, covariate=False)
+    ratio = MetricSpec("revenue_per_click", REVENUE.value, denominator=Side(("click",), Aggregation.COUNT))
+    return {arm: _stats(ratio, found.get(arm), False) for arm in inputs.arms}  # type: ignore[misc]
+
+
+DecisionMetric = Callable[[Session, MetricInputs], dict[str, MeanStats]]
+
+# The decision-log metrics (`metric_specs.DECISION_METRICS`), each one GROUP BY query too.
+DECISION_COMPUTERS: Mapping[str, DecisionMetric] = {
+    "click_through": click_through,
+    "revenue_per_click": revenue_per_click,
+}
 
 
 def _per_subject(rows: Any, key: str, side: Side) -> ColumnElement[Any]:

@@ -15,7 +15,7 @@ from tacit.experiments.report import Report, build_report
 from tacit.experiments.rules import Action, Evaluation, ExperimentSpec, evaluate
 from tacit.experiments.service import records
 from tacit.experiments.service.definitions import ExperimentDefinition
-from tacit.experiments.sql_stats import spec_stats
+from tacit.experiments.sql_stats import DECISION_COMPUTERS, spec_stats
 from tacit.experiments.stats import CovariateStats, MeanStats
 from tacit.store.schema import ExperimentRecord
 
@@ -84,8 +84,9 @@ class Evaluator:
             name: spec_stats(session, inputs, metric, covariates.get(name))
             for name, metric in definitions.items()
         }
-        decision_metrics = tuple(name for name in spec.metric_names if name not in definitions)
-        stats.update(repository.metric_stats(session, inputs, decision_metrics, covariates))
+        for name in spec.metric_names:
+            if name not in definitions:  # a decision-log metric (no covariate: validated at create)
+                stats[name] = dict(DECISION_COMPUTERS[name](session, inputs))
         registry = {**self.registry, **{name: m.definition() for name, m in definitions.items()}}
         counts = repository.arm_counts(session, inputs)
         started = records.as_utc(row.stage_started_at) or now

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from sqlalchemy import event, insert
 
+from tacit.experiments import repository
 from tacit.experiments.metric_specs import BUILTIN_SPECS, Aggregation, MetricSpec, Side
 from tacit.experiments.repository import MetricInputs
-from tacit.experiments.sql_stats import spec_stats
+from tacit.experiments.sql_stats import revenue_per_click, spec_stats
 from tacit.experiments.stats import CovariateStats
 from tacit.store.db import Database
 from tacit.store.schema import Decision, TrackedEvent
@@ -72,7 +73,10 @@ def generate(db: Database, subjects: int = 240, seed: int = 7) -> None:
             arm = ARMS[i % 2]
             for k in range(int(rng.integers(1, 4))):
                 at = exposed + timedelta(seconds=int(rng.integers(0, 600)) * (k > 0))
-                decisions.append(decision_row(f"d{i}-{k}", subject, arm, "exp", at))
+                row = decision_row(f"d{i}-{k}", subject, arm, "exp", at)
+                draw = rng.random()
+                row["reward"] = 1.0 if draw < 0.35 else 0.0 if draw < 0.8 else None
+                decisions.append(row)
         else:
             decisions.append(decision_row(f"o{i}", subject, "control", "other", exposed))
         for k in range(int(rng.poisson(16 if i % 2 else 12))):
@@ -192,3 +196,13 @@ def test_an_arm_nobody_reached_has_empty_statistics(db: Database) -> None:
         ratio = spec_stats(session, nobody, CASES["ratio"])
     assert stats["ghost"].n == 0 and stats["control"].n > 0
     assert ratio["ghost"].n == 0 and math.isnan(ratio["ghost"].mean)
+
+
+def test_revenue_per_click_in_sql_equals_the_python_path(db: Database) -> None:
+    """The decision-log ratio metric: conversion value in the window over clicked decisions."""
+    with db.transaction() as session:
+        sql = revenue_per_click(session, inputs())
+        python = repository.revenue_per_click(session, inputs())
+    for arm in ARMS:
+        assert python[arm].sum_den > 20 and python[arm].sum_num > 0
+        _same(sql[arm], python[arm])
