@@ -6,6 +6,7 @@ Data (generated inside PostgreSQL with generate_series, in a fresh schema droppe
 `--subjects` exposed subjects, each with one decision in the experiment, half per arm, and
 `--events` events spread over them (page_view, click, conversion, session_start, custom) from
 one hour before to two hours after each subject's exposure, with numeric `value` and `dwell_ms`.
+The SQL path sets `experiments.report_work_mem_mb` (`--work-mem-mb`) as the server's evaluator does.
 The 5 metrics are definitions: conversion, dwell_time, engagement_rate, bounce_rate (ratio) and
 a capped sum of `value`. For each path: wall time for all 5 metrics, Python heap peak
 (tracemalloc) and the process's peak RSS growth. The SQL path runs first, so its RSS figure is not
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tacit.experiments.metric_specs import BUILTIN_SPECS, Aggregation, MetricSpec, Side  # noqa: E402
 from tacit.experiments.repository import MetricInputs  # noqa: E402
-from tacit.experiments.sql_stats import spec_stats  # noqa: E402
+from tacit.experiments.sql_stats import spec_stats, tune_session  # noqa: E402
 from tacit.store.db import migrate  # noqa: E402
 from tests.experiments.metric_oracle import oracle_stats  # noqa: E402
 
@@ -124,6 +125,7 @@ def main() -> int:
     )
     parser.add_argument("--subjects", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--work-mem-mb", type=int, default=64, help="experiments.report_work_mem_mb")
     parser.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL (the bench makes and drops a schema)")
     args = parser.parse_args()
 
@@ -139,7 +141,12 @@ def main() -> int:
         print(
             f"data: {args.subjects} exposed subjects, {args.events} events, generated in {fill_seconds:.1f} s"
         )
-        sql_time, sql_heap, sql_rss, sql_results = measure(engine, spec_stats)
+
+        def sql_path(session: Session, inputs: MetricInputs, spec: MetricSpec) -> dict:
+            tune_session(session, args.work_mem_mb)  # as the server's evaluator does
+            return spec_stats(session, inputs, spec)
+
+        sql_time, sql_heap, sql_rss, sql_results = measure(engine, sql_path)
         py_time, py_heap, py_rss, py_results = measure(engine, oracle_stats)
         _agree(sql_results, py_results)
         print(f"{'path':<22}{'seconds':>10}{'heap peak MB':>15}{'RSS growth MB':>15}")

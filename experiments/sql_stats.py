@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, select
+from sqlalchemy import Float, and_, case, cast, func, literal, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -29,7 +29,7 @@ from tacit.experiments.repository import MetricInputs, click_through, first_expo
 from tacit.experiments.stats import CovariateStats, MeanStats, ProportionStats, RatioStats, SampleStats
 from tacit.store.schema import Decision, TrackedEvent
 
-__all__ = ["DECISION_COMPUTERS", "revenue_per_click", "spec_stats", "subject_values"]
+__all__ = ["DECISION_COMPUTERS", "revenue_per_click", "spec_stats", "subject_values", "tune_session"]
 
 
 class _SecondsAfter(ColumnElement[float]):
@@ -90,6 +90,13 @@ def _json_number_sqlite(element: _JsonNumber, compiler: SQLCompiler, **kw: Any) 
 
 def _window_seconds(spec: MetricSpec, inputs: MetricInputs) -> float:
     return spec.window_seconds or inputs.conversion_window.total_seconds()
+
+
+def tune_session(session: Session, work_mem_mb: int) -> None:
+    """PostgreSQL: lets this transaction's GROUP BYs and hash joins use `work_mem_mb` each instead of
+    spilling to disk (one row per subject at the middle level); SQLite has no such knob."""
+    if work_mem_mb > 0 and session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL work_mem = '{int(work_mem_mb)}MB'"))
 
 
 def spec_stats(

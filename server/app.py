@@ -210,6 +210,7 @@ class Runtime:
             refresh_seconds=settings.experiments.refresh_seconds,
             refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
             sequential_tuning_n=settings.experiments.sequential_tuning_n,
+            report_work_mem_mb=settings.experiments.report_work_mem_mb,
             policy_check=policy_check(db),
             on_ship=promoter(data_dir / "models", lambda slot: settings.slots[slot].vw_args),
         )

@@ -15,7 +15,7 @@ from tacit.experiments.report import Report, build_report
 from tacit.experiments.rules import Action, Evaluation, ExperimentSpec, evaluate
 from tacit.experiments.service import records
 from tacit.experiments.service.definitions import ExperimentDefinition
-from tacit.experiments.sql_stats import DECISION_COMPUTERS, spec_stats
+from tacit.experiments.sql_stats import DECISION_COMPUTERS, spec_stats, tune_session
 from tacit.experiments.stats import CovariateStats, MeanStats
 from tacit.store.schema import ExperimentRecord
 
@@ -34,12 +34,14 @@ class Evaluator:
         sequential_tuning_n: float,
         registry: Mapping[str, MetricDefinition],
         catalog: MetricCatalog,
+        work_mem_mb: int = 0,
     ) -> None:
         self.default_rewards = default_rewards
         self.conversion_window = conversion_window
         self.sequential_tuning_n = sequential_tuning_n
         self.registry = registry  # the decision-log metrics (click_through, revenue_per_click)
         self.catalog = catalog
+        self.work_mem_mb = work_mem_mb  # PostgreSQL memory per sort/hash of the report queries
 
     def resolve(self, session: Session, row: ExperimentRecord) -> dict[str, MetricSpec]:
         """The event metrics' definitions: the versions pinned at start, else the newest."""
@@ -80,6 +82,7 @@ class Evaluator:
         )
         covariates = {c.metric: c.lookback for c in spec.covariates}
         definitions = self.resolve(session, row)
+        tune_session(session, self.work_mem_mb)
         stats: dict[str, dict[str, MeanStats | CovariateStats]] = {
             name: spec_stats(session, inputs, metric, covariates.get(name))
             for name, metric in definitions.items()

@@ -68,6 +68,7 @@ class ExperimentService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         policy_check: PolicyCheck | None = None,
         on_ship: ShipHook | None = None,
+        report_work_mem_mb: int = 0,
     ) -> None:
         self.db = db
         self.policy_check = policy_check
@@ -87,6 +88,7 @@ class ExperimentService:
             sequential_tuning_n=sequential_tuning_n,
             registry=self.registry,
             catalog=self.metrics,
+            work_mem_mb=report_work_mem_mb,
         )
         self._snapshot = AssignmentSnapshot(db, refresh_seconds, refresh_on_read)
 

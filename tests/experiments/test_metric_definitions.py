@@ -147,6 +147,25 @@ def test_metric_service_keeps_its_promises(start_server: Callable[..., object]) 
     )
     assert stub.GetMetric(metric_pb2.GetMetricRequest(name="metrics/order_value"), metadata=md).version == 2
 
+    # `version` is assigned (the one sent is ignored), scale 0 means 1, no direction means higher is better.
+    plain = stub.CreateMetric(
+        metric_pb2.CreateMetricRequest(
+            metric=metric_pb2.Metric(
+                name="visits",
+                version=7,
+                value=metric_pb2.MetricSide(event_types=["page_view"], aggregation=3),
+            )
+        ),
+        metadata=md,
+    )
+    assert (plain.version, plain.value.scale, plain.direction) == (
+        1, 1.0, metric_pb2.METRIC_DIRECTION_HIGHER_IS_BETTER
+    )  # fmt: skip
+    gone = call(
+        lambda: stub.GetMetric(metric_pb2.GetMetricRequest(name="metrics/visits", version=2), metadata=md)
+    )
+    assert gone is not None and gone.code == grpc.StatusCode.NOT_FOUND
+
     # The newest version of every metric, built-ins included, ordered by name, across pages.
     names, token = [], ""
     while True:
@@ -155,7 +174,7 @@ def test_metric_service_keeps_its_promises(start_server: Callable[..., object]) 
         token = page.next_page_token
         if not token:
             break
-    assert [n for n, _, _ in names] == sorted([*BUILTIN_SPECS, "order_value"])
+    assert [n for n, _, _ in names] == sorted([*BUILTIN_SPECS, "order_value", "visits"])
     assert ("order_value", 2, False) in names and ("bounce_rate", 1, True) in names
 
     # INVALID_ARGUMENT names the field and never echoes the value; built-in names are refused.
@@ -187,6 +206,13 @@ def test_metric_service_keeps_its_promises(start_server: Callable[..., object]) 
             "metric.value.quantile",
         ),
         (metric_pb2.Metric(name=f"{SENTINEL} !", value=order.value), "metric.name"),
+        (metric_pb2.Metric(name="m", value=order.value, description=SENTINEL * 60), "metric.description"),
+        (
+            metric_pb2.Metric(
+                name="m", value=metric_pb2.MetricSide(event_types=["click", "click"], aggregation=1)
+            ),
+            "metric.value.event_types",
+        ),
         (metric_pb2.Metric(name="m", value=order.value, window_seconds=math.inf), "metric.window_seconds"),
     ]
     for metric, field in cases:

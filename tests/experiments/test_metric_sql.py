@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, text
 
 from tacit.experiments import repository
 from tacit.experiments.metric_specs import BUILTIN_SPECS, Aggregation, MetricSpec, Side
 from tacit.experiments.repository import MetricInputs
-from tacit.experiments.sql_stats import revenue_per_click, spec_stats
+from tacit.experiments.sql_stats import revenue_per_click, spec_stats, tune_session
 from tacit.experiments.stats import CovariateStats
 from tacit.store.db import Database
 from tacit.store.schema import Decision, TrackedEvent
@@ -206,3 +206,14 @@ def test_revenue_per_click_in_sql_equals_the_python_path(db: Database) -> None:
     for arm in ARMS:
         assert python[arm].sum_den > 20 and python[arm].sum_num > 0
         _same(sql[arm], python[arm])
+
+
+def test_report_queries_get_their_work_mem_on_postgresql(db: Database) -> None:
+    with db.transaction() as session:
+        before = (
+            session.execute(text("SHOW work_mem")).scalar() if db.engine.dialect.name == "postgresql" else ""
+        )
+        tune_session(session, 48)
+        if db.engine.dialect.name == "postgresql":
+            assert session.execute(text("SHOW work_mem")).scalar() == "48MB" != before
+        assert spec_stats(session, inputs(), CASES["count"])["control"].n > 0
