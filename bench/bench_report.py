@@ -125,7 +125,7 @@ def main() -> int:
     )
     parser.add_argument("--subjects", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)
-    parser.add_argument("--work-mem-mb", type=int, default=64, help="experiments.report_work_mem_mb")
+    parser.add_argument("--work-mem-mb", type=int, default=128, help="experiments.report_work_mem_mb")
     parser.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL (the bench makes and drops a schema)")
     args = parser.parse_args()
 
