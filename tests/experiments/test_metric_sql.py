@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from sqlalchemy import event, insert, text
 
-from tacit.experiments import repository
 from tacit.experiments.metric_specs import BUILTIN_SPECS, Aggregation, MetricSpec, Side
 from tacit.experiments.repository import MetricInputs
 from tacit.experiments.sql_stats import revenue_per_click, spec_stats, tune_session
 from tacit.experiments.stats import CovariateStats
 from tacit.store.db import Database
 from tacit.store.schema import Decision, TrackedEvent
+from tests.experiments import metric_oracle
 from tests.experiments.metric_oracle import oracle_stats
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
@@ -202,7 +202,7 @@ def test_revenue_per_click_in_sql_equals_the_python_path(db: Database) -> None:
     """The decision-log ratio metric: conversion value in the window over clicked decisions."""
     with db.transaction() as session:
         sql = revenue_per_click(session, inputs())
-        python = repository.revenue_per_click(session, inputs())
+        python = metric_oracle.revenue_per_click(session, inputs())
     for arm in ARMS:
         assert python[arm].sum_den > 20 and python[arm].sum_num > 0
         _same(sql[arm], python[arm])
@@ -217,3 +217,21 @@ def test_report_queries_get_their_work_mem_on_postgresql(db: Database) -> None:
         if db.engine.dialect.name == "postgresql":
             assert session.execute(text("SHOW work_mem")).scalar() == "48MB" != before
         assert spec_stats(session, inputs(), CASES["count"])["control"].n > 0
+
+
+def test_builtin_definitions_equal_the_pre_definition_python_path(db: Database) -> None:
+    """conversion and dwell_time as definitions in SQL give the numbers the old functions gave
+    (dwell events here are non-negative numbers or ignored values, as the privacy policy keeps them)."""
+    lookback = timedelta(seconds=1800.5)
+    with db.transaction() as session:
+        for name, old, old_with_covariate in (
+            ("conversion", metric_oracle.conversion, metric_oracle.conversion_with_covariate),
+            ("dwell_time", metric_oracle.dwell_time, metric_oracle.dwell_time_with_covariate),
+        ):
+            spec = BUILTIN_SPECS[name]
+            plain, paired = spec_stats(session, inputs(), spec), spec_stats(session, inputs(), spec, lookback)
+            before, before_paired = old(session, inputs()), old_with_covariate(session, inputs(), lookback)
+            for arm in ARMS:
+                assert before[arm].sum > 0
+                _same(plain[arm], before[arm])
+                _same(paired[arm], before_paired[arm])
