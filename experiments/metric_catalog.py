@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,7 +52,12 @@ class MetricCatalog:
     def _create(self, spec: MetricSpec, actor: str, request_id: str) -> MetricSpec:
         now = self.clock()
         with self.db.transaction() as session:
-            self.db.hold_write_lock(session)
+            self.db.hold_write_lock(session)  # SQLite: one writer at a time
+            if session.get_bind().dialect.name == "postgresql":
+                # Creates of one name queue here, so each reads the version its predecessor wrote.
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"metric:{spec.name}"}
+                )
             if request_id:
                 key = session.get(IdempotencyKey, (_SCOPE, request_id))
                 if key is not None:

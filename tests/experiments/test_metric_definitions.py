@@ -257,3 +257,17 @@ def test_cli_creates_lists_and_shows_metrics(
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main(base + ["create", "bad", "--event", "tap", "--aggregation", "any"]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_concurrent_creates_of_one_name_get_distinct_versions(service: ExperimentService) -> None:
+    """Eight creates of one name at once: versions 1..8, each stored once; a retried request id
+    racing its twin makes no second version."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = MetricSpec("visits", Side(("page_view",), Aggregation.COUNT))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        versions = list(pool.map(lambda _: service.metrics.create(spec, "x").version, range(8)))
+        retried = list(pool.map(lambda _: service.metrics.create(spec, "x", "req-twin").version, range(4)))
+    assert sorted(versions) == list(range(1, 9))
+    assert len(set(retried)) == 1 and retried[0] == 9
+    assert service.metrics.get("visits").version == 9
