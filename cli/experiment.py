@@ -99,22 +99,23 @@ def _guardrail(text: str) -> experiment_pb2.Guardrail:
         ) from None
 
 
-def _stub(args: argparse.Namespace) -> tuple[experiment_pb2_grpc.ExperimentServiceStub, Any, grpc.Channel]:
+def connect(args: argparse.Namespace) -> tuple[Any, grpc.Channel]:
+    """The experimenter's call metadata (token from --token-file or <data-dir>) and a channel to --target."""
     token_file = args.token_file or Path(args.data_dir) / "tokens.json"
     token = read_token(Path(token_file), Role.EXPERIMENTER)
-    channel = grpc.insecure_channel(args.target)
-    return (
-        experiment_pb2_grpc.ExperimentServiceStub(channel),
-        (("authorization", f"Bearer {token}"),),
-        channel,
-    )
+    return (("authorization", f"Bearer {token}"),), grpc.insecure_channel(args.target)
+
+
+def _stub(args: argparse.Namespace) -> tuple[experiment_pb2_grpc.ExperimentServiceStub, Any, grpc.Channel]:
+    metadata, channel = connect(args)
+    return experiment_pb2_grpc.ExperimentServiceStub(channel), metadata, channel
 
 
 def _name(experiment_id: str) -> str:
     return experiment_id if experiment_id.startswith("experiments/") else f"experiments/{experiment_id}"
 
 
-def _print(message: Any) -> None:
+def print_message(message: Any) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
 
@@ -211,16 +212,16 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
         request = experiment_pb2.CreateExperimentRequest(
             experiment_id=args.id, experiment=experiment, request_id=args.request_id or ""
         )
-        _print(stub.CreateExperiment(request, metadata=metadata))
+        print_message(stub.CreateExperiment(request, metadata=metadata))
     elif verb == "get":
-        _print(
+        print_message(
             stub.GetExperiment(experiment_pb2.GetExperimentRequest(name=_name(args.id)), metadata=metadata)
         )
     elif verb == "list":
         listing = experiment_pb2.ListExperimentsRequest(
             page_size=args.page_size, page_token=args.page_token or "", slot=args.slot or ""
         )
-        _print(stub.ListExperiments(listing, metadata=metadata))
+        print_message(stub.ListExperiments(listing, metadata=metadata))
     elif verb in ACTIONS:
         method: Callable[..., experiment_pb2.Experiment] = getattr(stub, f"{verb.capitalize()}Experiment")
         action = experiment_pb2.ExperimentActionRequest(
@@ -229,7 +230,7 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
             request_id=args.request_id or "",
             force=bool(getattr(args, "force", False)),
         )
-        _print(method(action, metadata=metadata))
+        print_message(method(action, metadata=metadata))
     elif verb == "report":
         report = stub.GetExperimentReport(
             experiment_pb2.GetExperimentReportRequest(name=_name(args.id)), metadata=metadata
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace, stub: experiment_pb2_grpc.ExperimentServiceSt
             print(f"chart written to {args.chart}")
     elif verb == "history":
         for change in _history(stub, metadata, args.id, include_evaluations=args.evaluations):
-            _print(change)
+            print_message(change)
     return 0
 
 
@@ -278,12 +279,17 @@ def _chart(
     render_chart([change_from_proto(change) for change in changes], path)
 
 
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target, --data-dir and --token-file: what `connect` reads."""
+    parser.add_argument("--target", default="127.0.0.1:50051", help="server address")
+    parser.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
+    parser.add_argument("--token-file", type=Path, default=None, help="default: <data-dir>/tokens.json")
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds `tacit experiment …` to the top-level parser."""
     experiment = sub.add_parser("experiment", help="create, steer and report controlled rollouts")
-    experiment.add_argument("--target", default="127.0.0.1:50051", help="server address")
-    experiment.add_argument("--data-dir", type=Path, default=Path("tacit-data"))
-    experiment.add_argument("--token-file", type=Path, default=None, help="default: <data-dir>/tokens.json")
+    add_connection_arguments(experiment)
     experiment.set_defaults(func=cmd_experiment)
     verbs = experiment.add_subparsers(dest="experiment_command", required=True)
 

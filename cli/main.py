@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tacit.cli.catalogue import register as add_catalogue_parser
 
     add_catalogue_parser(sub)
+    from tacit.cli.metric import register as add_metric_parser
+
+    add_metric_parser(sub)
     return parser
 
 

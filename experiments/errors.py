@@ -42,3 +42,7 @@ class ExperimentConflict(RuntimeError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class MetricNotFound(LookupError):
+    """No metric definition with that name (or version); mapped to ``NOT_FOUND`` (the name is not echoed)."""

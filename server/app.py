@@ -59,6 +59,7 @@ from tacit.server.servicers.catalogue import CatalogueRank, CatalogueServicer
 from tacit.server.servicers.decision import DecisionServicer
 from tacit.server.servicers.event import EventServicer
 from tacit.server.servicers.experiment import ExperimentServicer, caller_role
+from tacit.server.servicers.metric import MetricServicer
 from tacit.server.servicers.model import ModelServicer
 from tacit.server.servicers.prediction import PredictionServicer
 from tacit.server.servicers.slot import SlotServicer
@@ -74,6 +75,8 @@ from tacit.v1 import (
     event_pb2_grpc,
     experiment_pb2,
     experiment_pb2_grpc,
+    metric_pb2,
+    metric_pb2_grpc,
     model_pb2,
     model_pb2_grpc,
     prediction_pb2,
@@ -89,6 +92,7 @@ SERVICE_NAMES = (
     event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
     experiment_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
+    metric_pb2.DESCRIPTOR.services_by_name["MetricService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     slot_pb2.DESCRIPTOR.services_by_name["SlotService"].full_name,
@@ -221,6 +225,7 @@ class Runtime:
             refresh_seconds=settings.experiments.refresh_seconds,
             refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
             sequential_tuning_n=settings.experiments.sequential_tuning_n,
+            report_work_mem_mb=settings.experiments.report_work_mem_mb,
             policy_check=policy_check(db),
             on_ship=promoter(data_dir / "models", lambda slot: settings.slots[slot].vw_args),
         )
@@ -512,6 +517,10 @@ def create_server(
     if runtime.apprentice is not None:
         slot_servicer = SlotServicer(runtime.apprentice.modes, settings, caller_role(runtime.tokens))
         slot_pb2_grpc.add_SlotServiceServicer_to_server(slot_servicer, server)
+    metric_pb2_grpc.add_MetricServiceServicer_to_server(
+        MetricServicer(runtime.experiments.metrics, caller_role(runtime.tokens), runtime.keyring.digest),
+        server,
+    )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in SERVICE_NAMES:

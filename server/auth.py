@@ -38,6 +38,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/tacit.v1.ModelService/ExportModel": frozenset({Role.ADMIN}),
     "/tacit.v1.ModelService/ImportModel": frozenset({Role.ADMIN}),
     "/tacit.v1.ModelService/ResetModel": frozenset({Role.ADMIN}),
+    "/tacit.v1.MetricService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.ModelService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.SlotService/": frozenset({Role.EXPERIMENTER, Role.ADMIN}),
     "/tacit.v1.CatalogueService/GetCatalogueItem": frozenset({Role.SERVICE, Role.EXPERIMENTER, Role.ADMIN}),

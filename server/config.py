@@ -213,6 +213,9 @@ class ExperimentSettings(_Section):
     refresh_seconds: float = Field(1.0, gt=0, description="how stale Rank's view of experiments may be")
     conversion_window_seconds: float = Field(7 * 86_400.0, gt=0)
     sequential_tuning_n: float = Field(5_000.0, gt=0, description="total subjects where the CS is tightest")
+    report_work_mem_mb: int = Field(
+        128, ge=0, le=4096, description="PostgreSQL work_mem of report queries (0: the server's own)"
+    )
 
 
 class RetrainingSettings(_Section):

@@ -50,6 +50,7 @@ RESOURCE_TYPES: dict[str, str] = {
     "EXPERIMENT_NOT_FOUND": "tacit.v1.Experiment",
     "MODEL_NOT_FOUND": "tacit.v1.Model",
     "CATALOGUE_ITEM_NOT_FOUND": "tacit.v1.CatalogueItem",
+    "METRIC_NOT_FOUND": "tacit.v1.Metric",
 }
 
 

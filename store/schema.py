@@ -393,3 +393,32 @@ class CatalogueHead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     revision: Mapped[int] = mapped_column(BigInteger)
+# --- metric definitions (issue 15) ---------------------------------------------------------
+
+
+class MetricDefinitionRecord(Base):
+    """One version of an experimenter's metric definition (append-only: a change is a new version).
+
+    `spec` is `tacit.experiments.metric_specs.MetricSpec.to_json()`; a running experiment
+    pins the version it started with in its own spec.
+    """
+
+    __tablename__ = "metric_definitions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(32))
+
+
+# The report's queries: first exposure per (arm, subject) read from the index alone, and each
+# exposed subject's events of the metric's types in its window.
+Index(
+    "ix_decisions_experiment_exposure",
+    Decision.experiment_id,
+    Decision.arm,
+    Decision.subject,
+    Decision.created_at,
+)
+Index("ix_events_subject_type_time", TrackedEvent.subject, TrackedEvent.event_type, TrackedEvent.occurred_at)

@@ -15,6 +15,7 @@ TINY = {
     "bench_catalogue.py": ["--requests", "30", "--rounds", "1", "--threads", "2"],
     "bench_privacy.py": ["--events", "50", "--texts", "10", "--repeat", "1", "--bare-events", "10"],
     "bench_predict.py": ["--requests", "20", "--subjects", "120", "--days", "30"],
+    "bench_report.py": ["--subjects", "2000", "--events", "10000"],
     "bench_imbalance.py": ["--rows", "1500", "--repeat", "1", "--iterations", "1", "--min-positives", "8"],
     "bench_explain.py": ["--decisions", "200", "--candidates", "5", "--sample", "100"],
 }

@@ -8,12 +8,19 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from tacit.experiments import repository
+from tacit.experiments.metric_catalog import MetricCatalog
+from tacit.experiments.metric_specs import DECISION_METRICS, MetricSpec
 from tacit.experiments.metrics import MetricDefinition
 from tacit.experiments.report import Report, build_report
 from tacit.experiments.rules import Action, Evaluation, ExperimentSpec, evaluate
 from tacit.experiments.service import records
 from tacit.experiments.service.definitions import ExperimentDefinition
+from tacit.experiments.sql_stats import DECISION_COMPUTERS, spec_stats, tune_session
+from tacit.experiments.stats import CovariateStats, MeanStats
 from tacit.store.schema import ExperimentRecord
+
+PINNED = "metric_versions"
+"""Key of a started experiment's stored spec: metric name -> the definition it started with."""
 
 
 class Evaluator:
@@ -26,11 +33,33 @@ class Evaluator:
         conversion_window: timedelta,
         sequential_tuning_n: float,
         registry: Mapping[str, MetricDefinition],
+        catalog: MetricCatalog,
+        work_mem_mb: int = 0,
     ) -> None:
         self.default_rewards = default_rewards
         self.conversion_window = conversion_window
         self.sequential_tuning_n = sequential_tuning_n
-        self.registry = registry
+        self.registry = registry  # the decision-log metrics (click_through, revenue_per_click)
+        self.catalog = catalog
+        self.work_mem_mb = work_mem_mb  # PostgreSQL memory per sort/hash of the report queries
+
+    def resolve(self, session: Session, row: ExperimentRecord) -> dict[str, MetricSpec]:
+        """The event metrics' definitions: the versions pinned at start, else the newest."""
+        pinned = row.spec.get(PINNED) or {}
+        names = self.spec(row).metric_names
+        latest = self.catalog.latest(session) if any(n not in pinned for n in names) else {}
+        out = {}
+        for name in names:
+            if name in pinned:
+                out[name] = MetricSpec.from_json(pinned[name])
+            elif name in latest and name not in DECISION_METRICS:
+                out[name] = latest[name]
+        return out
+
+    def pin(self, session: Session, row: ExperimentRecord) -> None:
+        """Stores in the experiment's spec the metric versions it starts with."""
+        pinned = {name: spec.to_json() for name, spec in self.resolve(session, row).items()}
+        row.spec = {**row.spec, PINNED: pinned}
 
     def spec(self, row: ExperimentRecord) -> ExperimentSpec:
         return ExperimentDefinition.from_json(row.experiment_id, row.slot, row.spec).spec(
@@ -52,7 +81,16 @@ class Evaluator:
             conversion_window=self.conversion_window,
         )
         covariates = {c.metric: c.lookback for c in spec.covariates}
-        stats = repository.metric_stats(session, inputs, spec.metric_names, covariates)
+        definitions = self.resolve(session, row)
+        tune_session(session, self.work_mem_mb)
+        stats: dict[str, dict[str, MeanStats | CovariateStats]] = {
+            name: spec_stats(session, inputs, metric, covariates.get(name))
+            for name, metric in definitions.items()
+        }
+        for name in spec.metric_names:
+            if name not in definitions:  # a decision-log metric (no covariate: validated at create)
+                stats[name] = dict(DECISION_COMPUTERS[name](session, inputs))
+        registry = {**self.registry, **{name: m.definition() for name, m in definitions.items()}}
         counts = repository.arm_counts(session, inputs)
         started = records.as_utc(row.stage_started_at) or now
         evaluation = evaluate(
@@ -61,7 +99,7 @@ class Evaluator:
             arm_counts=counts,
             metric_stats=stats,
             elapsed=(ended or now) - started,
-            registry=self.registry,
+            registry=registry,
         )
         report = build_report(
             experiment_id=row.experiment_id,

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from tacit.experiments import repository
 from tacit.experiments.errors import ExperimentConflict, ExperimentExists, SpecError
+from tacit.experiments.metric_catalog import MetricCatalog
+from tacit.experiments.metric_specs import DECISION_METRICS
 from tacit.experiments.metrics import BUILTIN_METRICS, MetricDefinition
 from tacit.experiments.report import ChangeEntry, Report
 from tacit.experiments.rules import Action, validate_spec, validate_traffic_range
@@ -66,6 +68,7 @@ class ExperimentService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         policy_check: PolicyCheck | None = None,
         on_ship: ShipHook | None = None,
+        report_work_mem_mb: int = 0,
     ) -> None:
         self.db = db
         self.policy_check = policy_check
@@ -75,13 +78,17 @@ class ExperimentService:
         self.conversion_window = conversion_window
         self.refresh_seconds = refresh_seconds
         self.sequential_tuning_n = sequential_tuning_n
-        self.registry = {name: d for name, d in registry.items() if name in repository.METRIC_COMPUTERS}
+        # Decision-log metrics come from `registry`; event metrics are definitions in `metrics`.
+        self.registry = {name: d for name, d in registry.items() if name in DECISION_METRICS}
         self.clock = clock
+        self.metrics = MetricCatalog(db, clock)
         self._evaluator = Evaluator(
             default_rewards=self.default_rewards,
             conversion_window=conversion_window,
             sequential_tuning_n=sequential_tuning_n,
             registry=self.registry,
+            catalog=self.metrics,
+            work_mem_mb=report_work_mem_mb,
         )
         self._snapshot = AssignmentSnapshot(db, refresh_seconds, refresh_on_read)
 
@@ -228,6 +235,7 @@ class ExperimentService:
                 )
                 row.started_at = now
                 row.stage_started_at = now
+                self._evaluator.pin(session, row)  # a running experiment keeps these versions
                 return records.transition(
                     session, row, now, actor, "start", ExperimentState.RUNNING, 0, reason or "started", None
                 )
@@ -511,9 +519,15 @@ class ExperimentService:
                 raise SpecError(f"{field}.policy", str(error)) from None
         try:
             validate_traffic_range(definition.traffic_start, definition.traffic_end)
-            validate_spec(definition.spec(self.sequential_tuning_n), self.registry)
+            validate_spec(definition.spec(self.sequential_tuning_n), self._registry())
         except SpecError as error:
             raise SpecError(f"experiment.{error.field}", error.message) from None
+
+    def _registry(self) -> dict[str, MetricDefinition]:
+        """Every metric an experiment may name now: decision-log metrics and the newest definitions."""
+        with self.db.transaction() as session:
+            latest = self.metrics.latest(session)
+        return {**self.registry, **{name: spec.definition() for name, spec in latest.items()}}
 
     def _apply_advance(
         self, session: Session, row: ExperimentRecord, now: datetime, actor: str, reason: str, report: Report

@@ -77,7 +77,7 @@ BAD_CREATES = [
         id="unknown-primary",
     ),
     pytest.param(
-        _message(secondary_metrics=["bounce_rate"]),
+        _message(secondary_metrics=["scroll_rate"]),
         "experiment.secondary_metrics[0]",
         "unknown metric",
         id="unknown-secondary",
