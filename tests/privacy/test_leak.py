@@ -744,10 +744,15 @@ def _family_probes(family: str, data: st.DataObject) -> list[Probe]:
             for name, address in _ipv6_embeddings(person.ipv4, data):
                 sent = f"https://[{address}]/a" if fld == "url" else _in_slot(fld, address)
                 extra = {address.lower(), ipaddress.ip_address(address).exploded}
-                embedded = ipaddress.IPv6Address(address)
-                low = int(embedded) & 0xFFFFFFFF
-                extra.add(f"{low >> 16:x}:{low & 0xFFFF:x}")
-                needles = _needles("IPV4", person.ipv4, sent) | frozenset(extra)
+                # The IPv4 as the hex pair these forms carry it in; teredo carries it (obfuscated)
+                # in the low 32 bits. Not the low 32 bits of every form: in 6to4 they are the
+                # interface id ("0:1"), a needle that any "00:1x" timestamp would match.
+                v4 = int(ipaddress.IPv4Address(person.ipv4))
+                extra.add(f"{v4 >> 16:x}:{v4 & 0xFFFF:x}")
+                if name == "teredo":
+                    low = int(ipaddress.IPv6Address(address)) & 0xFFFFFFFF
+                    extra.add(f"{low >> 16:x}:{low & 0xFFFF:x}")
+                needles = _needles("IPV4", person.ipv4, sent) | frozenset(n for n in extra if len(n) >= 6)
                 probes.append(Probe(family, f"IPV6/{name}", surface, fld, sent, needles))
         return probes
     if family == "url_parts":
