@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -154,12 +154,8 @@ def _same(sql: object, oracle: object) -> None:
 def test_sql_statistics_equal_the_python_oracle(db: Database, kind: str) -> None:
     spec = CASES[kind]
     spec.validate()
-    statements: list[str] = []
+    statements, count = _statement_counter()
     engine = db.engine
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
     with db.transaction() as session:
         event.listen(engine, "before_cursor_execute", count)
         try:
@@ -188,7 +184,8 @@ def test_sql_covariates_equal_the_python_oracle(db: Database, kind: str) -> None
         _same(sql[arm], oracle[arm])
 
 
-def _statements(db: Database) -> tuple[list[str], object]:
+def _statement_counter() -> tuple[list[str], Callable[..., None]]:
+    """(the statements executed, the listener that records them)."""
     statements: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
@@ -203,7 +200,7 @@ def test_all_event_metrics_of_a_report_come_from_one_statement(db: Database) -> 
     lookback = timedelta(seconds=1800.5)
     metrics = [(spec, None) for spec in CASES.values()]
     metrics += [(CASES["sum"], lookback), (CASES["quantile"], lookback)]
-    statements, count = _statements(db)
+    statements, count = _statement_counter()
     with db.transaction() as session:
         event.listen(db.engine, "before_cursor_execute", count)
         try:
