@@ -13,7 +13,7 @@ numbers from rows; it is kept only as the tests' oracle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -27,9 +27,17 @@ from sqlalchemy.sql.selectable import Subquery
 from tacit.experiments.metric_specs import Aggregation, MetricSpec, Side
 from tacit.experiments.repository import MetricInputs, click_through, first_exposure_subquery
 from tacit.experiments.stats import CovariateStats, MeanStats, ProportionStats, RatioStats, SampleStats
+from tacit.store.db import extend_statement_deadline
 from tacit.store.schema import Decision, TrackedEvent
 
-__all__ = ["DECISION_COMPUTERS", "revenue_per_click", "spec_stats", "subject_values", "tune_session"]
+__all__ = [
+    "DECISION_COMPUTERS",
+    "report_stats",
+    "revenue_per_click",
+    "spec_stats",
+    "subject_values",
+    "tune_session",
+]
 
 
 class _SecondsAfter(ColumnElement[float]):
@@ -92,42 +100,86 @@ def _window_seconds(spec: MetricSpec, inputs: MetricInputs) -> float:
     return spec.window_seconds or inputs.conversion_window.total_seconds()
 
 
-def tune_session(session: Session, work_mem_mb: int) -> None:
-    """PostgreSQL: lets this transaction's GROUP BYs and hash joins use `work_mem_mb` each instead of
-    spilling to disk (one row per subject at the middle level); SQLite has no such knob."""
-    if work_mem_mb > 0 and session.get_bind().dialect.name == "postgresql":
+def tune_session(
+    session: Session, work_mem_mb: int, parallel_workers: int = -1, statement_timeout_seconds: float = 0.0
+) -> None:
+    """PostgreSQL, for this transaction only (SET LOCAL): lets the report's GROUP BYs and hash joins
+    use `work_mem_mb` each instead of spilling to disk (one row per subject at the middle level),
+    up to `parallel_workers` parallel workers per scan (-1: the server's setting), and its own
+    statement timeout (0: the connection's, `storage.statement_timeout_seconds`). SQLite has no such
+    knobs."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if work_mem_mb > 0:
         session.execute(text(f"SET LOCAL work_mem = '{int(work_mem_mb)}MB'"))
+    if parallel_workers >= 0:
+        session.execute(text(f"SET LOCAL max_parallel_workers_per_gather = {int(parallel_workers)}"))
+    if statement_timeout_seconds > 0:
+        milliseconds = max(1, round(statement_timeout_seconds * 1000))
+        session.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+        extend_statement_deadline(session, statement_timeout_seconds)  # the client-side watchdog too
 
 
 def spec_stats(
     session: Session, inputs: MetricInputs, spec: MetricSpec, lookback: timedelta | None = None
 ) -> dict[str, MeanStats | CovariateStats]:
     """arm -> sufficient statistics of `spec` (with its CUPED covariate over `lookback`)."""
-    per_subject = subject_values(inputs, spec, lookback)
-    found = _arm_sums(session, inputs, per_subject, spec.denominator is not None, lookback is not None)
-    return {arm: _stats(spec, found.get(arm), lookback is not None) for arm in inputs.arms}
+    return report_stats(session, inputs, [(spec, lookback)])[0]
+
+
+def report_stats(
+    session: Session, inputs: MetricInputs, metrics: Sequence[tuple[MetricSpec, timedelta | None]]
+) -> list[dict[str, MeanStats | CovariateStats]]:
+    """For each (spec, CUPED lookback or None): arm -> its sufficient statistics, all from ONE
+    statement: one scan of exposures ⋈ events (the union of the metrics' event types and windows),
+    one GROUP BY arm, subject with each metric's conditional aggregates, then per-arm sums."""
+    if not metrics:
+        return []
+    per_subject = _subject_values(inputs, [(str(i), spec, lb) for i, (spec, lb) in enumerate(metrics)])
+    shapes = [(str(i), spec.denominator is not None, lb is not None) for i, (spec, lb) in enumerate(metrics)]
+    found = _arm_sums(session, inputs, per_subject, shapes)
+    return [
+        {arm: _stats(spec, found.get(arm, {}).get(str(i)), lb is not None) for arm in inputs.arms}
+        for i, (spec, lb) in enumerate(metrics)
+    ]
 
 
 def subject_values(inputs: MetricInputs, spec: MetricSpec, lookback: timedelta | None = None) -> Subquery:
     """The per-subject query (arm, subject, y [, d] [, x]) of `spec`; nothing is executed."""
+    return _subject_values(inputs, [("", spec, lookback)])
+
+
+def _subject_values(
+    inputs: MetricInputs, metrics: Sequence[tuple[str, MetricSpec, timedelta | None]]
+) -> Subquery:
+    """(arm, subject, then y<tag> [, d<tag>] [, x<tag>] per metric): one join, one GROUP BY."""
     first = first_exposure_subquery(inputs)
     events = TrackedEvent.__table__.alias("ev")
     seconds = _SecondsAfter(events.c.occurred_at, first.c.first)
-    window = _window_seconds(spec, inputs)
-    post = and_(events.c.occurred_at >= first.c.first, seconds <= window)
-    periods: list[tuple[str, Side, ColumnElement[bool]]] = [("y", spec.value, post)]
-    if spec.denominator is not None:
-        periods.append(("d", spec.denominator, post))
-    joined_time = post
-    if lookback is not None:
-        pre = and_(events.c.occurred_at < first.c.first, seconds >= -lookback.total_seconds())
-        periods.append(("x", spec.value, pre))
-        joined_time = and_(seconds >= -lookback.total_seconds(), seconds <= window)
-    event_types = sorted({t for _, side, _ in periods for t in side.event_types})
+    periods: list[tuple[str, MetricSpec, Side, ColumnElement[bool]]] = []
+    latest = 0.0
+    earliest: float | None = None  # seconds before exposure the covariates reach back (None: none)
+    for tag, spec, lookback in metrics:
+        window = _window_seconds(spec, inputs)
+        latest = max(latest, window)
+        post = and_(events.c.occurred_at >= first.c.first, seconds <= window)
+        periods.append((f"y{tag}", spec, spec.value, post))
+        if spec.denominator is not None:
+            periods.append((f"d{tag}", spec, spec.denominator, post))
+        if lookback is not None:
+            before = lookback.total_seconds()
+            earliest = max(earliest or 0.0, before)
+            pre = and_(events.c.occurred_at < first.c.first, seconds >= -before)
+            periods.append((f"x{tag}", spec, spec.value, pre))
+    if earliest is None:
+        joined_time = and_(events.c.occurred_at >= first.c.first, seconds <= latest)
+    else:
+        joined_time = and_(seconds >= -earliest, seconds <= latest)
+    event_types = sorted({t for _, _, side, _ in periods for t in side.event_types})
 
     # Level 1: exposed subjects × their events in the window(s): a match flag and value per column.
     columns: list[ColumnElement[Any]] = [first.c.arm.label("arm"), first.c.subject.label("subject")]
-    for key, side, period in periods:
+    for key, _, side, period in periods:
         matched = and_(events.c.event_type.in_(side.event_types), period)
         columns.append(case((matched, 1), else_=0).label(f"m_{key}"))
         if side.value_property:
@@ -152,38 +204,52 @@ def subject_values(inputs: MetricInputs, spec: MetricSpec, lookback: timedelta |
         .subquery("rows")
     )
 
-    # Level 2: one value per subject.
+    # Level 2: one value per subject and metric.
     per_subject_columns = [rows.c.arm, rows.c.subject]
-    for key, side, _ in periods:
+    for key, spec, side, _ in periods:
         subject_value = _per_subject(rows.c, key, side)
-        if key != "d":
+        if key[0] != "d":
             subject_value = _capped(subject_value, spec)
-        if key == "x":
+        if key[0] == "x":
             subject_value = func.coalesce(subject_value, 0.0)
         per_subject_columns.append(subject_value.label(key))
     return select(*per_subject_columns).group_by(rows.c.arm, rows.c.subject).subquery("subjects")
 
 
 def _arm_sums(
-    session: Session, inputs: MetricInputs, per_subject: Subquery, ratio: bool, covariate: bool
-) -> dict[str, tuple[float, ...]]:
-    """Level 3, per arm: n, Σy, Σy² [, Σd, Σd², Σy·d] [, Σx, Σx², Σy·x] — the one query executed."""
-    y = per_subject.c.y
-    sums: list[ColumnElement[Any]] = [per_subject.c.arm, func.count(y), func.sum(y), func.sum(y * y)]
-    if ratio:
-        d = per_subject.c.d
-        sums += [func.sum(d), func.sum(d * d), func.sum(y * d)]
-    if covariate:
-        x = per_subject.c.x
-        sums += [
-            func.sum(case((y.is_not(None), x))),
-            func.sum(case((y.is_not(None), x * x))),
-            func.sum(y * x),
-        ]
+    session: Session, inputs: MetricInputs, per_subject: Subquery, shapes: Sequence[tuple[str, bool, bool]]
+) -> dict[str, dict[str, tuple[float, ...]]]:
+    """Level 3, per arm and metric (tag, ratio?, covariate?): n, Σy, Σy² [, Σd, Σd², Σy·d]
+    [, Σx, Σx², Σy·x] — the one query executed. arm -> tag -> sums."""
+    sums: list[ColumnElement[Any]] = [per_subject.c.arm]
+    widths = []
+    for tag, ratio, covariate in shapes:
+        y = per_subject.c[f"y{tag}"]
+        own: list[ColumnElement[Any]] = [func.count(y), func.sum(y), func.sum(y * y)]
+        if ratio:
+            d = per_subject.c[f"d{tag}"]
+            own += [func.sum(d), func.sum(d * d), func.sum(y * d)]
+        if covariate:
+            x = per_subject.c[f"x{tag}"]
+            own += [
+                func.sum(case((y.is_not(None), x))),
+                func.sum(case((y.is_not(None), x * x))),
+                func.sum(y * x),
+            ]
+        sums += own
+        widths.append((tag, len(own)))
     result = session.execute(
         select(*sums).where(per_subject.c.arm.in_(inputs.arms)).group_by(per_subject.c.arm)
     ).all()
-    return {row[0]: tuple(float(v or 0.0) for v in row[1:]) for row in result}
+    out: dict[str, dict[str, tuple[float, ...]]] = {}
+    for row in result:
+        values = [float(v or 0.0) for v in row[1:]]
+        at = 0
+        out[row[0]] = {}
+        for tag, width in widths:
+            out[row[0]][tag] = tuple(values[at : at + width])
+            at += width
+    return out
 
 
 REVENUE = MetricSpec("revenue_per_click", Side(("conversion",), Aggregation.SUM, "value"))
@@ -208,9 +274,9 @@ def revenue_per_click(session: Session, inputs: MetricInputs) -> dict[str, MeanS
         .outerjoin(clicks, and_(clicks.c.arm == revenue.c.arm, clicks.c.subject == revenue.c.subject))
         .subquery("paired")
     )
-    found = _arm_sums(session, inputs, per_subject, ratio=True, covariate=False)
+    found = _arm_sums(session, inputs, per_subject, [("", True, False)])
     ratio = MetricSpec("revenue_per_click", REVENUE.value, denominator=Side(("click",), Aggregation.COUNT))
-    return {arm: _stats(ratio, found.get(arm), False) for arm in inputs.arms}  # type: ignore[misc]
+    return {arm: _stats(ratio, found.get(arm, {}).get(""), False) for arm in inputs.arms}  # type: ignore[misc]
 
 
 DecisionMetric = Callable[[Session, MetricInputs], dict[str, MeanStats]]

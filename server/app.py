@@ -226,6 +226,8 @@ class Runtime:
             refresh_on_read=False,  # the runtime's refresher thread keeps routes fresh, off Rank's path
             sequential_tuning_n=settings.experiments.sequential_tuning_n,
             report_work_mem_mb=settings.experiments.report_work_mem_mb,
+            report_parallel_workers=settings.experiments.report_parallel_workers,
+            report_statement_timeout_seconds=settings.experiments.report_statement_timeout_seconds,
             policy_check=policy_check(db),
             on_ship=promoter(data_dir / "models", lambda slot: settings.slots[slot].vw_args),
         )

@@ -216,6 +216,15 @@ class ExperimentSettings(_Section):
     report_work_mem_mb: int = Field(
         128, ge=0, le=4096, description="PostgreSQL work_mem of report queries (0: the server's own)"
     )
+    report_parallel_workers: int = Field(
+        2, ge=-1, le=64, description="PostgreSQL parallel workers per report scan (-1: the server's own)"
+    )
+    report_statement_timeout_seconds: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="PostgreSQL statement timeout of report queries, instead of storage's (0: storage's)",
+    )
 
 
 class RetrainingSettings(_Section):

@@ -81,6 +81,17 @@ def _sqlite_pragmas(synchronous: str, busy_ms: int):  # type: ignore[no-untyped-
     return apply
 
 
+DEADLINE_KEY = "tacit_statement_deadline_seconds"
+"""Connection info key: this transaction's client-side deadline, when it has its own (a report)."""
+
+
+def extend_statement_deadline(session: Session, seconds: float) -> None:
+    """Lets this transaction's statements run `seconds` before the client-side watchdog cuts them
+    (plus the usual 2 s margin), for a caller that also set its own `SET LOCAL statement_timeout`
+    (reports). Ends with the transaction (commit, rollback or return to the pool)."""
+    session.connection().info[DEADLINE_KEY] = seconds + 2.0
+
+
 class StatementDeadlines:
     """Cuts off a connection whose statement, commit or ping outlasts its deadline.
 
@@ -116,10 +127,11 @@ class StatementDeadlines:
         self._thread = threading.Thread(target=self._watch, name="tacit-db-deadlines", daemon=True)
         self._thread.start()
 
-    def _arm(self, dbapi_connection: Any) -> None:
+    def _arm(self, dbapi_connection: Any, seconds: float | None = None) -> None:
         if dbapi_connection is not None:
+            due = time.monotonic() + (seconds or self.seconds)
             with self._lock:
-                self._busy[id(dbapi_connection)] = (time.monotonic() + self.seconds, dbapi_connection)
+                self._busy[id(dbapi_connection)] = (due, dbapi_connection)
 
     def _disarm(self, dbapi_connection: Any) -> None:
         if dbapi_connection is not None:
@@ -127,12 +139,13 @@ class StatementDeadlines:
                 self._busy.pop(id(dbapi_connection), None)
 
     def _arm_cursor(self, conn, _cursor, _statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        self._arm(conn.connection.dbapi_connection)
+        self._arm(conn.connection.dbapi_connection, conn.info.get(DEADLINE_KEY))
 
     def _disarm_cursor(self, conn, _cursor, _statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
         self._disarm(conn.connection.dbapi_connection)
 
     def _arm_connection(self, conn) -> None:  # type: ignore[no-untyped-def]
+        conn.info.pop(DEADLINE_KEY, None)  # the transaction's own deadline ends with it
         self._arm(conn.connection.dbapi_connection)
 
     def _disarm_error(self, context) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +156,8 @@ class StatementDeadlines:
         except Exception:  # noqa: BLE001 - a closed connection has nothing armed
             return
 
-    def _arm_raw(self, dbapi_connection, _record, _state=None) -> None:  # type: ignore[no-untyped-def]
+    def _arm_raw(self, dbapi_connection, record, _state=None) -> None:  # type: ignore[no-untyped-def]
+        record.info.pop(DEADLINE_KEY, None)
         self._arm(dbapi_connection)
 
     def _disarm_raw(self, dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from tacit.experiments.report import Report, build_report
 from tacit.experiments.rules import Action, Evaluation, ExperimentSpec, evaluate
 from tacit.experiments.service import records
 from tacit.experiments.service.definitions import ExperimentDefinition
-from tacit.experiments.sql_stats import DECISION_COMPUTERS, spec_stats, tune_session
+from tacit.experiments.sql_stats import DECISION_COMPUTERS, report_stats, tune_session
 from tacit.experiments.stats import CovariateStats, MeanStats
 from tacit.store.schema import ExperimentRecord
 
@@ -35,6 +35,8 @@ class Evaluator:
         registry: Mapping[str, MetricDefinition],
         catalog: MetricCatalog,
         work_mem_mb: int = 0,
+        parallel_workers: int = -1,
+        statement_timeout_seconds: float = 0.0,
     ) -> None:
         self.default_rewards = default_rewards
         self.conversion_window = conversion_window
@@ -42,6 +44,8 @@ class Evaluator:
         self.registry = registry  # the decision-log metrics (click_through, revenue_per_click)
         self.catalog = catalog
         self.work_mem_mb = work_mem_mb  # PostgreSQL memory per sort/hash of the report queries
+        self.parallel_workers = parallel_workers  # PostgreSQL workers per scan (-1: the server's)
+        self.statement_timeout_seconds = statement_timeout_seconds  # 0: storage's statement timeout
 
     def resolve(self, session: Session, row: ExperimentRecord) -> dict[str, MetricSpec]:
         """The event metrics' definitions: the versions pinned at start, else the newest."""
@@ -82,11 +86,12 @@ class Evaluator:
         )
         covariates = {c.metric: c.lookback for c in spec.covariates}
         definitions = self.resolve(session, row)
-        tune_session(session, self.work_mem_mb)
-        stats: dict[str, dict[str, MeanStats | CovariateStats]] = {
-            name: spec_stats(session, inputs, metric, covariates.get(name))
-            for name, metric in definitions.items()
-        }
+        tune_session(session, self.work_mem_mb, self.parallel_workers, self.statement_timeout_seconds)
+        # All event metrics from one statement (one scan of exposures ⋈ events).
+        found = report_stats(
+            session, inputs, [(metric, covariates.get(name)) for name, metric in definitions.items()]
+        )
+        stats: dict[str, dict[str, MeanStats | CovariateStats]] = dict(zip(definitions, found, strict=True))
         for name in spec.metric_names:
             if name not in definitions:  # a decision-log metric (no covariate: validated at create)
                 stats[name] = dict(DECISION_COMPUTERS[name](session, inputs))

@@ -69,6 +69,8 @@ class ExperimentService:
         policy_check: PolicyCheck | None = None,
         on_ship: ShipHook | None = None,
         report_work_mem_mb: int = 0,
+        report_parallel_workers: int = -1,
+        report_statement_timeout_seconds: float = 0.0,
     ) -> None:
         self.db = db
         self.policy_check = policy_check
@@ -89,6 +91,8 @@ class ExperimentService:
             registry=self.registry,
             catalog=self.metrics,
             work_mem_mb=report_work_mem_mb,
+            parallel_workers=report_parallel_workers,
+            statement_timeout_seconds=report_statement_timeout_seconds,
         )
         self._snapshot = AssignmentSnapshot(db, refresh_seconds, refresh_on_read)
 

@@ -1,11 +1,12 @@
-"""Sufficient statistics from one SQL query per metric equal the per-subject Python oracle,
-for every aggregation kind, capping, ratios and CUPED covariates, on SQLite and PostgreSQL."""
+"""Sufficient statistics from one SQL statement (per metric, and for all event metrics of a report
+together) equal the per-subject Python oracle, for every aggregation kind, capping, ratios and
+CUPED covariates, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,9 +15,9 @@ from sqlalchemy import event, insert, text
 
 from tacit.experiments.metric_specs import BUILTIN_SPECS, Aggregation, MetricSpec, Side
 from tacit.experiments.repository import MetricInputs
-from tacit.experiments.sql_stats import revenue_per_click, spec_stats, tune_session
+from tacit.experiments.sql_stats import report_stats, revenue_per_click, spec_stats, tune_session
 from tacit.experiments.stats import CovariateStats
-from tacit.store.db import Database
+from tacit.store.db import Database, StorageUnavailable, Timeouts
 from tacit.store.schema import Decision, TrackedEvent
 from tests.experiments import metric_oracle
 from tests.experiments.metric_oracle import oracle_stats
@@ -153,12 +154,8 @@ def _same(sql: object, oracle: object) -> None:
 def test_sql_statistics_equal_the_python_oracle(db: Database, kind: str) -> None:
     spec = CASES[kind]
     spec.validate()
-    statements: list[str] = []
+    statements, count = _statement_counter()
     engine = db.engine
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
     with db.transaction() as session:
         event.listen(engine, "before_cursor_execute", count)
         try:
@@ -166,7 +163,7 @@ def test_sql_statistics_equal_the_python_oracle(db: Database, kind: str) -> None
         finally:
             event.remove(engine, "before_cursor_execute", count)
         oracle = oracle_stats(session, inputs(), spec)
-    assert len([s for s in statements if "GROUP BY" in s.upper()]) == 1  # one query per metric
+    assert len([s for s in statements if "GROUP BY" in s.upper()]) == 1  # one statement
     for arm in ARMS:
         assert oracle[arm].n > 40  # the data exercises the metric
         _same(sql[arm], oracle[arm])
@@ -185,6 +182,38 @@ def test_sql_covariates_equal_the_python_oracle(db: Database, kind: str) -> None
         assert isinstance(sql[arm], CovariateStats)
         assert oracle[arm].pre.sum > 0  # pre-exposure events exist
         _same(sql[arm], oracle[arm])
+
+
+def _statement_counter() -> tuple[list[str], Callable[..., None]]:
+    """(the statements executed, the listener that records them)."""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    return statements, count
+
+
+def test_all_event_metrics_of_a_report_come_from_one_statement(db: Database) -> None:
+    """Every aggregation kind, with and without a covariate, different windows: ONE statement
+    (one scan of exposures ⋈ events) gives each metric exactly the oracle's numbers."""
+    lookback = timedelta(seconds=1800.5)
+    metrics = [(spec, None) for spec in CASES.values()]
+    metrics += [(CASES["sum"], lookback), (CASES["quantile"], lookback)]
+    statements, count = _statement_counter()
+    with db.transaction() as session:
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            together = report_stats(session, inputs(), metrics)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        oracles = [oracle_stats(session, inputs(), spec, lb) for spec, lb in metrics]
+    assert len(statements) == 1
+    assert len(together) == len(metrics)
+    for (spec, _), sql, oracle in zip(metrics, together, oracles, strict=True):
+        for arm in ARMS:
+            assert oracle[arm].n > 40, spec.name
+            _same(sql[arm], oracle[arm])
 
 
 def test_an_arm_nobody_reached_has_empty_statistics(db: Database) -> None:
@@ -217,6 +246,51 @@ def test_report_queries_get_their_work_mem_on_postgresql(db: Database) -> None:
         if db.engine.dialect.name == "postgresql":
             assert session.execute(text("SHOW work_mem")).scalar() == "48MB" != before
         assert spec_stats(session, inputs(), CASES["count"])["control"].n > 0
+
+
+def test_report_queries_get_their_own_statement_timeout_and_parallel_workers(db: Database) -> None:
+    """PostgreSQL: the report's transaction has its own statement timeout (not storage's), and it
+    is enforced: a statement longer than it is cancelled. Outside the transaction storage's is back."""
+    if db.engine.dialect.name != "postgresql":
+        with db.transaction() as session:  # SQLite: no knobs, the report still runs
+            tune_session(session, 48, 2, 0.5)
+            assert spec_stats(session, inputs(), CASES["count"])["control"].n > 0
+        return
+    with db.transaction() as session:
+        storage_timeout = session.execute(text("SHOW statement_timeout")).scalar()
+    with db.transaction() as session:
+        tune_session(session, 48, 1, 120.0)
+        assert session.execute(text("SHOW statement_timeout")).scalar() == "2min" != storage_timeout
+        assert session.execute(text("SHOW max_parallel_workers_per_gather")).scalar() == "1"
+        assert spec_stats(session, inputs(), CASES["count"])["control"].n > 0
+    with db.transaction() as session:
+        assert session.execute(text("SHOW statement_timeout")).scalar() == storage_timeout
+    with pytest.raises(StorageUnavailable) as cancelled, db.transaction() as session:
+        tune_session(session, 0, -1, 0.2)
+        session.execute(text("SELECT pg_sleep(3)"))
+    assert "statement timeout" in str(cancelled.value.__context__)  # the server cancelled it
+
+
+def test_a_report_outlives_the_storage_statement_timeout(database_url: str) -> None:
+    """With storage's statement timeout at 1 s (client watchdog at 3 s), a 4 s statement fails in
+    an ordinary transaction but completes in one tuned with a report timeout of 30 s: neither the
+    server's timeout nor the client-side watchdog cut it; the next transaction has storage's again."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("statement timeouts are PostgreSQL's")
+    database = Database.open(database_url, timeouts=Timeouts(statement_seconds=1.0))
+    try:
+        with pytest.raises(StorageUnavailable) as cancelled, database.transaction() as session:
+            session.execute(text("SELECT pg_sleep(4)"))
+        assert "statement timeout" in str(cancelled.value.__context__)
+        with database.transaction() as session:
+            tune_session(session, 0, -1, 30.0)
+            session.execute(text("SELECT pg_sleep(4)"))
+            assert session.execute(text("SELECT 1")).scalar() == 1
+        with pytest.raises(StorageUnavailable) as again, database.transaction() as session:
+            session.execute(text("SELECT pg_sleep(4)"))
+        assert "statement timeout" in str(again.value.__context__)
+    finally:
+        database.dispose()
 
 
 def test_builtin_definitions_equal_the_pre_definition_python_path(db: Database) -> None:
