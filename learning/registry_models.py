@@ -28,7 +28,7 @@ from tacit.learning.classifiers import TrainedModel
 from tacit.learning.compiled import CompiledClassifier, compile_classifier
 from tacit.learning.drift import DriftMonitor
 from tacit.learning.registry import ModelIntegrityError, file_sha256, next_version
-from tacit.store.db import Database
+from tacit.store.db import Database, newest_first_page
 from tacit.store.schema import ModelVersion
 
 __all__ = [
@@ -178,16 +178,8 @@ def list_records(
     db: Database, task: str | None, page_size: int, after_id: int | None
 ) -> tuple[list[ModelRecord], int | None]:
     """One page of registry rows, newest first; the cursor of the next page or None."""
-    query = select(ModelVersion).order_by(ModelVersion.id.desc()).limit(page_size + 1)
-    if task:
-        query = query.where(ModelVersion.task == task)
-    if after_id is not None:
-        query = query.where(ModelVersion.id < after_id)
-    with db.transaction() as session:
-        rows = [_record(r) for r in session.execute(query).scalars()]
-    if len(rows) > page_size:
-        return rows[:page_size], rows[page_size - 1].id
-    return rows, None
+    criteria = [ModelVersion.task == task] if task else []
+    return newest_first_page(db, ModelVersion, _record, page_size, after_id, *criteria)
 
 
 def load_bundle(record: ModelRecord) -> ClassifierBundle:

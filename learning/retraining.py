@@ -53,7 +53,7 @@ from tacit.learning.evaluation import model_drift
 from tacit.learning.profiles import as_utc, iter_histories
 from tacit.learning.registry import ModelIntegrityError, lock_task, needs_retraining
 from tacit.learning.registry_models import active_record
-from tacit.store.db import Database, StorageUnavailable
+from tacit.store.db import Database, StorageUnavailable, newest_first_page
 from tacit.store.schema import ModelVersion, RetrainingRun
 
 __all__ = [
@@ -134,16 +134,8 @@ def list_runs(
     db: Database, task: str | None, page_size: int, after_id: int | None
 ) -> tuple[list[RunRecord], int | None]:
     """One page of runs, newest first; the cursor of the next page or None."""
-    query = select(RetrainingRun).order_by(RetrainingRun.id.desc()).limit(page_size + 1)
-    if task:
-        query = query.where(RetrainingRun.task == task)
-    if after_id is not None:
-        query = query.where(RetrainingRun.id < after_id)
-    with db.transaction() as session:
-        rows = [_record(r) for r in session.execute(query).scalars()]
-    if len(rows) > page_size:
-        return rows[:page_size], rows[page_size - 1].id
-    return rows, None
+    criteria = [RetrainingRun.task == task] if task else []
+    return newest_first_page(db, RetrainingRun, _record, page_size, after_id, *criteria)
 
 
 def _finite(figures: Mapping[str, float]) -> dict[str, float]:

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from tacit.experiments.errors import ExperimentConflict, ExperimentExists, SpecError
 from tacit.experiments.rules import Stage
 from tacit.experiments.service import ExperimentService
@@ -35,7 +33,7 @@ from tacit.learning.registry import bandit_task, newest_checkpoint
 from tacit.privacy.audit import AuditEntry, FieldAudit
 from tacit.privacy.audit_log import append_entries
 from tacit.server.config import Settings
-from tacit.store.db import Database, StorageUnavailable
+from tacit.store.db import Database, StorageUnavailable, newest_first_page
 from tacit.store.schema import AutoOptimizeRun
 
 logger = logging.getLogger("tacit.server")
@@ -100,16 +98,8 @@ def list_runs(
     db: Database, slot: str | None, page_size: int, after_id: int | None
 ) -> tuple[list[RunRecord], int | None]:
     """One page of runs, newest first; the cursor of the next page or None."""
-    query = select(AutoOptimizeRun).order_by(AutoOptimizeRun.id.desc()).limit(page_size + 1)
-    if slot:
-        query = query.where(AutoOptimizeRun.slot == slot)
-    if after_id is not None:
-        query = query.where(AutoOptimizeRun.id < after_id)
-    with db.transaction() as session:
-        rows = [_record(r) for r in session.execute(query).scalars()]
-    if len(rows) > page_size:
-        return rows[:page_size], rows[page_size - 1].id
-    return rows, None
+    criteria = [AutoOptimizeRun.slot == slot] if slot else []
+    return newest_first_page(db, AutoOptimizeRun, _record, page_size, after_id, *criteria)
 
 
 class AutoOptimizer:

@@ -19,15 +19,15 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import ColumnElement, Engine, create_engine, event, make_url, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -438,6 +438,28 @@ class Database:
                 if deadlines is not None:
                     deadlines.close()
                 engine.dispose()
+
+
+Row = TypeVar("Row")
+
+
+def newest_first_page(
+    db: Database,
+    table: type[Any],
+    convert: Callable[[Any], Row],
+    page_size: int,
+    after_id: int | None,
+    *criteria: ColumnElement[bool],
+) -> tuple[list[Row], int | None]:
+    """One page of `table`'s rows (an integer primary key `id`) matching `criteria`, newest first,
+    converted inside the transaction; and the cursor (an id) of the next page, or None."""
+    query = select(table).where(*criteria).order_by(table.id.desc()).limit(page_size + 1)
+    if after_id is not None:
+        query = query.where(table.id < after_id)
+    with db.transaction() as session:
+        rows = list(session.execute(query).scalars())
+        page = [convert(r) for r in rows[:page_size]]
+    return page, (rows[page_size - 1].id if len(rows) > page_size else None)
 
 
 def _restrict_sqlite_files(url: str) -> None:
