@@ -218,6 +218,7 @@ def _postgres_connect_args(url: str, timeouts: Timeouts) -> dict[str, Any]:
 
 def make_engine(url: str, durable: bool = True, timeouts: Timeouts | None = None) -> Engine:
     """Creates the engine; SQLite gets WAL and a busy timeout, PostgreSQL every timeout above.
+    Errors never carry a statement's bound values (`hide_parameters`): they reach logs.
 
     Durable SQLite connections sync every commit (synchronous=FULL): a Reward or
     TrackEvents that answered OK survives a power loss. The relaxed engine
@@ -227,13 +228,16 @@ def make_engine(url: str, durable: bool = True, timeouts: Timeouts | None = None
     timeouts = timeouts or Timeouts()
     busy_seconds = timeouts.statement_seconds or 10.0
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
+        engine = create_engine(
+            url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": busy_seconds}
+        )
         event.listen(
             engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL", int(busy_seconds * 1000))
         )
         return engine
     engine = create_engine(
         url,
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
